@@ -1,0 +1,220 @@
+r"""Elementwise activations, each defined once as a pair :math:`(f, f')`.
+
+For ``y = f(x)`` applied entrywise, the Jacobian is diagonal, so both modes come from the
+same derivative:
+
+.. math::
+    \bar x = \bar y \odot f'(x), \qquad \dot y = \dot x \odot f'(x).
+
+A pair is ``f(x) -> y`` and ``df(x, y) -> f'(x)``; ``df`` receives the output too, because
+some derivatives are cheapest from it (``tanh' = 1 - y²``, ``σ' = y(1 - y)``).
+
+>>> import numpy as np
+>>> y, cache = Tanh().forward(np.array([[0.0, 1.0]]))
+>>> dx, _ = Tanh().backward(cache, np.ones((1, 2)))
+>>> bool(np.allclose(dx, 1 - np.tanh([[0.0, 1.0]]) ** 2))
+True
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..core.checks import check_array, check_like
+from ..core.module import Module
+
+
+class Activation(Module):
+    """``y = f(x)`` entrywise, given the pair ``f(x)`` and ``df(x, y) = f'(x)``.
+
+    Shapes: any ``x``; ``y`` has the same shape and dtype.
+    """
+
+    def __init__(self, f=None, df=None, name: str | None = None):
+        super().__init__()
+        if f is not None:
+            self.f = f
+        if df is not None:
+            self.df = df
+        self._name = name
+
+    def f(self, x):
+        raise NotImplementedError
+
+    def df(self, x, y):
+        raise NotImplementedError
+
+    def forward(self, x, *, train=False, rng=None, params=None):
+        check_array(x, "x")
+        self._use(params)
+        y = self.f(x)
+        return y, (x, y)
+
+    def backward(self, cache, dy, *, params=None, need_dx=True):
+        x, y = cache
+        check_like(dy, x.shape)
+        return (dy * self.df(x, y) if need_dx else None), {}
+
+    def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
+        y, (x, y) = self.forward(x, params=params)
+        self._tangents(dparams)
+        if dx is None:
+            return y, np.zeros_like(y)
+        check_like(dx, x.shape, "dx")
+        return y, dx * self.df(x, y)
+
+    def extra_repr(self):
+        return self._name or ""
+
+
+class Identity(Activation):
+    """``f(x) = x``, ``f'(x) = 1``."""
+
+    def f(self, x):
+        return x.copy()
+
+    def df(self, x, y):
+        return np.ones_like(x)
+
+
+class ReLU(Activation):
+    r"""Rectified linear unit, :math:`f(x) = \max(x, 0)`, :math:`f'(x) = [x > 0]` (0 at the kink)."""
+
+    def f(self, x):
+        return np.maximum(x, 0)
+
+    def df(self, x, y):
+        return y > 0
+
+
+class LeakyReLU(Activation):
+    r""":math:`f(x) = x` for :math:`x > 0`, :math:`a x` otherwise (Maas et al. 2013)."""
+
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def f(self, x):
+        return np.where(x > 0, x, x * x.dtype.type(self.negative_slope))
+
+    def df(self, x, y):
+        return np.where(x > 0, x.dtype.type(1), x.dtype.type(self.negative_slope))
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class Tanh(Activation):
+    r""":math:`f = \tanh`, :math:`f' = 1 - f^2`."""
+
+    def f(self, x):
+        return np.tanh(x)
+
+    def df(self, x, y):
+        return 1 - y * y
+
+
+class Sigmoid(Activation):
+    r"""Logistic :math:`σ(x) = 1/(1 + e^{-x})`, computed as :math:`(1 + \tanh(x/2))/2` (no overflow);
+    :math:`σ' = σ(1 - σ)`."""
+
+    def f(self, x):
+        return sigmoid(x)
+
+    def df(self, x, y):
+        return y * (1 - y)
+
+
+class Softsign(Activation):
+    r""":math:`f(x) = x / (1 + |x|)`, :math:`f'(x) = 1 / (1 + |x|)^2`."""
+
+    def f(self, x):
+        return x / (1 + np.abs(x))
+
+    def df(self, x, y):
+        d = 1 + np.abs(x)
+        return 1 / (d * d)
+
+
+class Softplus(Activation):
+    r""":math:`f(x) = \log(1 + e^{\beta x}) / \beta`, :math:`f'(x) = σ(\beta x)`; stable for large
+    :math:`|x|` via ``logaddexp``."""
+
+    def __init__(self, beta: float = 1.0):
+        super().__init__()
+        if not beta > 0:
+            raise ValueError(f"beta must be positive, got {beta!r}")
+        self.beta = float(beta)
+
+    def f(self, x):
+        b = x.dtype.type(self.beta)
+        return np.logaddexp(x.dtype.type(0), b * x) / b
+
+    def df(self, x, y):
+        return sigmoid(x * x.dtype.type(self.beta))
+
+    def extra_repr(self):
+        return f"beta={self.beta}"
+
+
+class GELU(Activation):
+    r"""Gaussian error linear unit (Hendrycks & Gimpel 2016): :math:`f(x) = x\,Φ(x)`,
+    :math:`f'(x) = Φ(x) + x\,φ(x)`.
+
+    ``approximate="tanh"`` uses :math:`Φ(x) ≈ \tfrac12(1 + \tanh(\sqrt{2/π}(x + 0.044715x^3)))`
+    and differentiates that formula exactly; ``"none"`` (default) uses the exact ``erf``.
+    """
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def _cdf(self, x):
+        if self.approximate == "tanh":
+            c = x.dtype.type(math.sqrt(2 / math.pi))
+            u = c * (x + x.dtype.type(0.044715) * x ** 3)
+            return u, 0.5 * (1 + np.tanh(u))
+        from scipy.special import erf  # lazy: keep `import nograd` light
+
+        return None, (0.5 * (1 + erf(x * x.dtype.type(1 / math.sqrt(2))))).astype(x.dtype, copy=False)
+
+    def f(self, x):
+        return x * self._cdf(x)[1]
+
+    def df(self, x, y):
+        u, cdf = self._cdf(x)
+        if self.approximate == "tanh":
+            c = x.dtype.type(math.sqrt(2 / math.pi))
+            t = 2 * cdf - 1  # tanh(u)
+            return cdf + 0.5 * x * (1 - t * t) * c * (1 + x.dtype.type(3 * 0.044715) * x * x)
+        pdf = np.exp(-0.5 * x * x) * x.dtype.type(1 / math.sqrt(2 * math.pi))
+        return cdf + x * pdf
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+def sigmoid(x):
+    """Numerically safe logistic function, same dtype as ``x``."""
+    h = x.dtype.type(0.5) if isinstance(x, np.ndarray) else 0.5
+    return h * (1 + np.tanh(h * x))
+
+
+ACTIVATIONS = {
+    "identity": Identity, "relu": ReLU, "leaky_relu": LeakyReLU, "gelu": GELU, "tanh": Tanh,
+    "sigmoid": Sigmoid, "softsign": Softsign, "softplus": Softplus,
+}
+
+
+def get_activation(name_or_module) -> Activation:
+    """An activation module from its name (``"relu"``, ``"tanh"``, …) or a module passed through."""
+    if isinstance(name_or_module, Module):
+        return name_or_module
+    try:
+        return ACTIVATIONS[name_or_module]()
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown activation {name_or_module!r}; choose from "
+                         f"{sorted(ACTIVATIONS)}") from None

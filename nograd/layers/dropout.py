@@ -1,0 +1,60 @@
+"""Inverted dropout (Srivastava et al. 2014, JMLR 15, §2 with the 1/(1-p) rescaling at training)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.checks import as_rng, check_array, check_like
+from ..core.module import Module
+
+
+class Dropout(Module):
+    r"""Zero each entry with probability ``p`` during training and rescale the rest.
+
+    Shapes: any ``x``; ``y`` has the same shape and dtype.
+
+    .. math::
+        y = x \odot m / (1 - p), \quad m_i \sim \mathrm{Bernoulli}(1 - p); \qquad
+        \bar x = \bar y \odot m / (1 - p), \quad \dot y = \dot x \odot m / (1 - p).
+
+    In evaluation (``train=False``) it is the identity. The mask is drawn from the ``rng`` passed
+    to ``forward``/``jvp`` (required when training) and returned in the cache, so a rule can
+    replay the same mask (PEPITA's second pass) by passing an identically seeded generator.
+    """
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p < 1:
+            raise ValueError(f"p must be a probability in [0, 1), got {p!r}")
+        self.p = float(p)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+    def _mask(self, x, train, rng):
+        if not train or self.p == 0:
+            return None
+        if rng is None:
+            raise ValueError("Dropout needs rng= (a numpy Generator or seed) when train=True")
+        keep = as_rng(rng).random(x.shape) >= self.p
+        return keep.astype(x.dtype) * x.dtype.type(1 / (1 - self.p))
+
+    def forward(self, x, *, train=False, rng=None, params=None):
+        check_array(x, "x")
+        self._use(params)
+        mask = self._mask(x, train, rng)
+        return (x.copy() if mask is None else x * mask), (mask, x.shape)
+
+    def backward(self, cache, dy, *, params=None, need_dx=True):
+        mask, shape = cache
+        check_like(dy, shape)
+        if not need_dx:
+            return None, {}
+        return (dy.copy() if mask is None else dy * mask), {}
+
+    def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
+        y, (mask, _) = self.forward(x, train=train, rng=rng, params=params)
+        self._tangents(dparams)
+        if dx is None:
+            return y, np.zeros_like(y)
+        check_like(dx, x.shape, "dx")
+        return y, (dx.copy() if mask is None else dx * mask)

@@ -1,0 +1,98 @@
+"""Affine layer ``y = x Wᵀ + b`` with weight laid out ``(out, in)`` as in PyTorch."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..core import init as _init
+from ..core.checks import as_rng, check_array, check_dtype, check_last_dim, check_like, check_positive
+from ..core.module import Module
+
+
+class Linear(Module):
+    r"""Fully connected layer.
+
+    Shapes: ``x (..., in) -> y (..., out)``; ``weight (out, in)``, ``bias (out,)``.
+
+    .. math::
+        y = x W^\top + b, \qquad
+        \bar x = \bar y W, \quad \bar W = \bar y^\top x, \quad \bar b = \textstyle\sum_n \bar y_n,
+        \qquad \dot y = \dot x W^\top + x \dot W^\top + \dot b.
+
+    The map is linear in ``x`` and in ``(W, b)`` separately, so its jvp reuses the forward
+    products. Leading axes beyond the last are treated as batch axes.
+
+    Parameters
+    ----------
+    in_features, out_features : sizes of the last axis of input and output.
+    bias : include the bias ``b`` (FOTON and some feedback rules need ``bias=False``).
+    rng : Generator or int seed for the initial weights (``None``: unseeded).
+    init : name of an initialiser in :mod:`nograd.core.init` or a callable
+        ``(shape, rng, dtype) -> array``; default ``"he_uniform"``, ``U(±√(6/in))``
+        (He et al. 2015), which keeps activation variance through ReLU layers.
+    dtype : float32 (default) or float64.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rng=None,
+                 init="he_uniform", dtype=np.float32):
+        super().__init__()
+        check_positive(in_features, "in_features", integer=True)
+        check_positive(out_features, "out_features", integer=True)
+        dt = check_dtype(dtype)
+        rng = as_rng(rng)
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self._own["weight"] = _init.get_initializer(init)((out_features, in_features), rng, dt)
+        if bias:
+            self._own["bias"] = np.zeros(out_features, dtype=dt)
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, bias={'bias' in self._own}"
+
+    def _check(self, x):
+        check_array(x, "x", min_ndim=1)
+        check_last_dim(x, self.in_features)
+
+    def forward(self, x, *, train=False, rng=None, params=None):
+        self._check(x)
+        p = self._use(params)
+        W = p["weight"]
+        if W.dtype != x.dtype:
+            W = W.astype(x.dtype)
+        y = x @ W.T
+        b = p.get("bias")
+        if b is not None:
+            y += b
+        return y, x
+
+    def backward(self, cache, dy, *, params=None, need_dx=True):
+        x = cache
+        p = self._use(params)
+        W = p["weight"]
+        check_like(dy, x.shape[:-1] + (self.out_features,))
+        dy2 = dy.reshape(-1, self.out_features)
+        x2 = x.reshape(-1, self.in_features)
+        grads = {"weight": (dy2.T @ x2).astype(W.dtype, copy=False)}
+        if "bias" in p:
+            grads["bias"] = dy2.sum(axis=0).astype(W.dtype, copy=False)
+        dx = None
+        if need_dx:
+            dx = dy @ (W if W.dtype == dy.dtype else W.astype(dy.dtype))
+        return dx, grads
+
+    def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
+        y, _ = self.forward(x, params=params)
+        p = self._use(params)
+        W = p["weight"]
+        if W.dtype != x.dtype:
+            W = W.astype(x.dtype)
+        if dx is not None:
+            check_like(dx, x.shape, "dx")
+            dy = dx @ W.T
+        else:
+            dy = np.zeros_like(y)
+        dparams = self._tangents(dparams)
+        if dparams:
+            if "weight" in dparams:
+                dy += x @ dparams["weight"].T.astype(x.dtype, copy=False)
+            if "bias" in dparams:
+                dy += dparams["bias"].astype(x.dtype, copy=False)
+        return y, dy

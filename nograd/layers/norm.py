@@ -1,0 +1,229 @@
+r"""Normalisation layers: LayerNorm (Ba et al. 2016) and BatchNorm1d (Ioffe & Szegedy 2015).
+
+Both standardise ``x`` over some axes, :math:`\hat x = (x - μ)\,r` with
+:math:`r = (σ^2 + ε)^{-1/2}`, then apply a per-feature affine map :math:`y = γ \hat x + β`.
+The derivative of the standardisation is the symmetric map
+
+.. math::
+    J v = r \left(v - \overline{v} - \hat x\, \overline{v \odot \hat x}\right),
+
+(bars are means over the normalised axes), so backward and jvp share :func:`standardize_tangent`:
+``x̄ = J(γ ȳ)`` and ``ẏ = γ J ẋ + γ̇ x̂ + β̇``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.checks import check_array, check_dtype, check_like, check_positive
+from ..core.module import Module
+
+
+def standardize(x, axes, eps):
+    """Return ``(x̂, r)`` with statistics over ``axes`` (kept as length-1 dims)."""
+    mu = x.mean(axis=axes, keepdims=True)
+    xc = x - mu
+    var = np.mean(xc * xc, axis=axes, keepdims=True)
+    r = 1 / np.sqrt(var + x.dtype.type(eps))
+    return xc * r, r
+
+
+def standardize_tangent(xhat, r, v, axes):
+    """Apply the (symmetric) Jacobian of the standardisation to ``v``; used for vjp and jvp."""
+    return r * (v - v.mean(axis=axes, keepdims=True)
+                - xhat * np.mean(v * xhat, axis=axes, keepdims=True))
+
+
+class _AffineNorm(Module):
+    """Shared affine part ``y = γ x̂ + β`` and its three maps; subclasses supply the statistics."""
+
+    def _init_affine(self, shape, affine, dtype):
+        dt = check_dtype(dtype)
+        self.affine = bool(affine)
+        if self.affine:
+            self._own["weight"] = np.ones(shape, dtype=dt)
+            self._own["bias"] = np.zeros(shape, dtype=dt)
+
+    def _gb(self, p, x):
+        """γ, β broadcast against ``x`` (None without affine)."""
+        if not self.affine:
+            return None, None
+        g, b = p["weight"], p["bias"]
+        shape = self._param_view(x)
+        return g.reshape(shape).astype(x.dtype, copy=False), b.reshape(shape).astype(x.dtype, copy=False)
+
+    def _affine_forward(self, xhat, p):
+        g, b = self._gb(p, xhat)
+        return xhat if g is None else xhat * g + b
+
+    def _affine_grads(self, xhat, dy, p, sum_axes):
+        if not self.affine:
+            return {}
+        dt = p["weight"].dtype
+        shape = p["weight"].shape
+        return {"weight": np.sum(dy * xhat, axis=sum_axes).reshape(shape).astype(dt, copy=False),
+                "bias": np.sum(dy, axis=sum_axes).reshape(shape).astype(dt, copy=False)}
+
+    def _affine_tangent(self, xhat, dxhat, dparams, p):
+        g, _ = self._gb(p, xhat)
+        dy = dxhat if g is None else dxhat * g
+        dparams = self._tangents(dparams) or {}
+        shape = self._param_view(xhat)
+        if "weight" in dparams:
+            dy = dy + xhat * dparams["weight"].reshape(shape).astype(xhat.dtype, copy=False)
+        if "bias" in dparams:
+            dy = dy + dparams["bias"].reshape(shape).astype(xhat.dtype, copy=False)
+        return dy
+
+
+class LayerNorm(_AffineNorm):
+    r"""Normalise each sample over its last ``len(normalized_shape)`` axes (Ba, Kiros & Hinton 2016, eq. 4).
+
+    Shapes: ``x (..., *normalized_shape) -> y`` same shape; ``weight, bias normalized_shape``.
+    """
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, *,
+                 dtype=np.float32):
+        super().__init__()
+        if isinstance(normalized_shape, (int, np.integer)):
+            normalized_shape = (int(normalized_shape),)
+        self.normalized_shape = tuple(int(s) for s in normalized_shape)
+        if not self.normalized_shape or min(self.normalized_shape) < 1:
+            raise ValueError(f"normalized_shape must be positive sizes, got {normalized_shape!r}")
+        self.eps = float(check_positive(eps, "eps"))
+        self._init_affine(self.normalized_shape, elementwise_affine, dtype)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.affine}"
+
+    def _axes(self, x):
+        k = len(self.normalized_shape)
+        return tuple(range(x.ndim - k, x.ndim))
+
+    def _param_view(self, x):
+        return self.normalized_shape
+
+    def _check(self, x):
+        check_array(x, "x", min_ndim=len(self.normalized_shape))
+        if x.shape[x.ndim - len(self.normalized_shape):] != self.normalized_shape:
+            raise ValueError(f"x must end with shape {self.normalized_shape}, got {x.shape}")
+
+    def forward(self, x, *, train=False, rng=None, params=None):
+        self._check(x)
+        p = self._use(params)
+        axes = self._axes(x)
+        xhat, r = standardize(x, axes, self.eps)
+        return self._affine_forward(xhat, p), (xhat, r)
+
+    def backward(self, cache, dy, *, params=None, need_dx=True):
+        xhat, r = cache
+        check_like(dy, xhat.shape)
+        p = self._use(params)
+        axes = self._axes(xhat)
+        batch_axes = tuple(range(xhat.ndim - len(axes)))
+        grads = self._affine_grads(xhat, dy, p, batch_axes)
+        if not need_dx:
+            return None, grads
+        g, _ = self._gb(p, xhat)
+        return standardize_tangent(xhat, r, dy if g is None else dy * g, axes), grads
+
+    def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
+        y, (xhat, r) = self.forward(x, params=params)
+        p = self._use(params)
+        if dx is None:
+            dxhat = np.zeros_like(xhat)
+        else:
+            check_like(dx, x.shape, "dx")
+            dxhat = standardize_tangent(xhat, r, dx, self._axes(x))
+        return y, self._affine_tangent(xhat, dxhat, dparams, p)
+
+
+class BatchNorm1d(_AffineNorm):
+    r"""Batch normalisation over the batch (and length) axes (Ioffe & Szegedy 2015, Alg. 1–2).
+
+    Shapes: ``x (N, C)`` or ``(N, C, L)`` → same; ``weight, bias, running_mean, running_var (C,)``.
+
+    In training, ``μ, σ²`` are the batch statistics (biased variance) and the running averages are
+    updated, ``m ← (1 - α) m + α μ`` and ``v ← (1 - α) v + α σ²_{unbiased}`` (as PyTorch does); the
+    backward is the full derivative through the batch statistics. In evaluation the running
+    statistics are constants, so the layer is affine per channel: ``x̄ = γ r ȳ``.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True, *, dtype=np.float32):
+        super().__init__()
+        check_positive(num_features, "num_features", integer=True)
+        self.num_features = int(num_features)
+        self.eps = float(check_positive(eps, "eps"))
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+        self.momentum = float(momentum)
+        self._init_affine((self.num_features,), affine, dtype)
+        dt = check_dtype(dtype)
+        self._buffers["running_mean"] = np.zeros(self.num_features, dtype=dt)
+        self._buffers["running_var"] = np.ones(self.num_features, dtype=dt)
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+
+    @staticmethod
+    def _axes(x):
+        return (0,) if x.ndim == 2 else (0, 2)
+
+    def _param_view(self, x):
+        return (1, self.num_features) if x.ndim == 2 else (1, self.num_features, 1)
+
+    def _check(self, x, train):
+        check_array(x, "x", ndim=(2, 3))
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"x must have {self.num_features} channels in axis 1, got shape {x.shape}")
+        count = x.shape[0] * (x.shape[2] if x.ndim == 3 else 1)
+        if train and count < 2:
+            raise ValueError(f"BatchNorm1d needs more than one value per channel in training, "
+                             f"got x of shape {x.shape}")
+
+    def _stats(self, x, train):
+        axes = self._axes(x)
+        if train:
+            xhat, r = standardize(x, axes, self.eps)
+            n = x.size // self.num_features
+            mean = x.mean(axis=axes)
+            var_unbiased = (1 / r.reshape(-1) ** 2 - x.dtype.type(self.eps)) * (n / (n - 1))
+            m = self.momentum
+            for name, value in (("running_mean", mean), ("running_var", var_unbiased)):
+                buf = self._buffers[name]
+                buf *= 1 - m
+                buf += (m * value).astype(buf.dtype, copy=False)
+            return xhat, r
+        view = self._param_view(x)
+        mean = self._buffers["running_mean"].reshape(view).astype(x.dtype, copy=False)
+        var = self._buffers["running_var"].reshape(view).astype(x.dtype, copy=False)
+        r = 1 / np.sqrt(var + x.dtype.type(self.eps))
+        return (x - mean) * r, r
+
+    def forward(self, x, *, train=False, rng=None, params=None):
+        self._check(x, train)
+        p = self._use(params)
+        xhat, r = self._stats(x, train)
+        return self._affine_forward(xhat, p), (xhat, r, bool(train))
+
+    def backward(self, cache, dy, *, params=None, need_dx=True):
+        xhat, r, train = cache
+        check_like(dy, xhat.shape)
+        p = self._use(params)
+        axes = self._axes(xhat)
+        grads = self._affine_grads(xhat, dy, p, axes)
+        if not need_dx:
+            return None, grads
+        g, _ = self._gb(p, xhat)
+        v = dy if g is None else dy * g
+        return (standardize_tangent(xhat, r, v, axes) if train else v * r), grads
+
+    def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
+        y, (xhat, r, train) = self.forward(x, train=train, params=params)
+        p = self._use(params)
+        if dx is None:
+            dxhat = np.zeros_like(xhat)
+        else:
+            check_like(dx, x.shape, "dx")
+            dxhat = standardize_tangent(xhat, r, dx, self._axes(x)) if train else dx * r
+        return y, self._affine_tangent(xhat, dxhat, dparams, p)

@@ -1,0 +1,112 @@
+"""The registry of every layer and composite, for the property tests over all of them.
+
+An entry says how to build the module (for a dtype and a seed) and how to draw a valid input
+away from its non-smooth points. A module class exported by ``nograd.layers`` (or ``nograd.core``)
+without an entry here fails ``test_every_layer_is_registered``.
+
+Later layers (convolutions, attention, …) add entries here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from nograd.core import Residual, Sequential
+from nograd.layers import (GELU, Activation, BatchNorm1d, Dropout, Embedding, Flatten, Identity,
+                           LayerNorm, LeakyReLU, Linear, ReLU, Sigmoid, Softplus, Softsign, Tanh)
+
+
+@dataclass
+class Entry:
+    name: str
+    cls: type
+    make: Callable          # make(dtype, rng) -> Module
+    sample: Callable        # sample(rng, batch, dtype, module) -> x
+    modes: tuple = (False,)  # train flags to check
+    per_sample: bool = True  # output of sample i depends on sample i only (in eval mode)
+    float_input: bool = True
+    feature_shape: tuple | None = None  # trailing shape that a wrong-shape input violates
+    extra: dict = field(default_factory=dict)
+
+
+def normal(shape):
+    return lambda rng, n, dt, m: rng.standard_normal((n,) + shape).astype(dt)
+
+
+def away_from_zero(shape, margin=0.05):
+    def draw(rng, n, dt, m):
+        x = rng.standard_normal((n,) + shape)
+        return (np.sign(x) * (np.abs(x) + margin)).astype(dt)
+    return draw
+
+
+def relu_mlp_input(rng, n, dt, m, margin=0.02):
+    """Inputs whose first-layer pre-activations are all at least ``margin`` from the kink."""
+    for _ in range(1000):
+        x = rng.standard_normal((n, 4)).astype(dt)
+        if np.abs(m[0](x)).min() > margin:
+            return x
+    raise RuntimeError("could not draw an input away from the ReLU kinks")
+
+
+def _sin_pair():
+    return Activation(np.sin, lambda x, y: np.cos(x), name="sin")
+
+
+ENTRIES = [
+    Entry("linear", Linear, lambda dt, r: Linear(5, 3, rng=r, dtype=dt), normal((5,)),
+          feature_shape=(5,)),
+    Entry("linear-nobias-3d", Linear, lambda dt, r: Linear(4, 2, bias=False, rng=r, dtype=dt),
+          normal((3, 4)), feature_shape=(4,)),
+    Entry("identity", Identity, lambda dt, r: Identity(), normal((4,))),
+    Entry("relu", ReLU, lambda dt, r: ReLU(), away_from_zero((6,))),
+    Entry("leaky-relu", LeakyReLU, lambda dt, r: LeakyReLU(0.1), away_from_zero((2, 3))),
+    Entry("gelu", GELU, lambda dt, r: GELU(), normal((6,))),
+    Entry("gelu-tanh", GELU, lambda dt, r: GELU("tanh"), normal((6,))),
+    Entry("tanh", Tanh, lambda dt, r: Tanh(), normal((6,))),
+    Entry("sigmoid", Sigmoid, lambda dt, r: Sigmoid(), normal((6,))),
+    Entry("softsign", Softsign, lambda dt, r: Softsign(), away_from_zero((6,))),
+    Entry("softplus", Softplus, lambda dt, r: Softplus(beta=2.0), normal((6,))),
+    Entry("activation-pair", Activation, lambda dt, r: _sin_pair(), normal((6,))),
+    Entry("dropout", Dropout, lambda dt, r: Dropout(0.3), normal((8,)), modes=(False, True)),
+    Entry("layernorm", LayerNorm, lambda dt, r: _perturbed(LayerNorm(5, dtype=dt), r),
+          normal((5,)), feature_shape=(5,)),
+    Entry("layernorm-2d", LayerNorm, lambda dt, r: _perturbed(LayerNorm((2, 3), dtype=dt), r),
+          normal((2, 3)), feature_shape=(2, 3)),
+    Entry("batchnorm1d", BatchNorm1d, lambda dt, r: _perturbed(BatchNorm1d(4, dtype=dt), r),
+          normal((4,)), modes=(False, True), per_sample=False, feature_shape=(4,)),
+    Entry("batchnorm1d-3d", BatchNorm1d, lambda dt, r: _perturbed(BatchNorm1d(3, dtype=dt), r),
+          normal((3, 5)), modes=(False, True), per_sample=False),
+    Entry("flatten", Flatten, lambda dt, r: Flatten(), normal((2, 3, 2))),
+    Entry("embedding", Embedding, lambda dt, r: Embedding(7, 3, rng=r, dtype=dt),
+          lambda rng, n, dt, m: rng.integers(0, 7, size=(n, 4)), float_input=False),
+    Entry("sequential-mlp", Sequential,
+          lambda dt, r: Sequential(Linear(4, 6, rng=r, dtype=dt), ReLU(), Linear(6, 3, rng=r, dtype=dt)),
+          relu_mlp_input, feature_shape=(4,)),
+    Entry("residual", Residual,
+          lambda dt, r: Residual(Sequential(Linear(5, 5, rng=r, dtype=dt), Tanh())), normal((5,)),
+          feature_shape=(5,)),
+    Entry("residual-shortcut", Residual,
+          lambda dt, r: Residual(Sequential(Linear(5, 3, rng=r, dtype=dt), GELU()),
+                                 Linear(5, 3, bias=False, rng=r, dtype=dt)),
+          normal((5,)), feature_shape=(5,)),
+]
+
+
+def _perturbed(module, rng):
+    """Move norm layers' affine parameters (and running statistics) off their trivial init values."""
+    for store in (module._own, module._buffers):
+        for k, v in store.items():
+            positive = "weight" in k or "var" in k
+            value = rng.uniform(0.5, 1.5, v.shape) if positive else rng.normal(0, 0.5, v.shape)
+            store[k] = value.astype(v.dtype)
+    return module
+
+
+def build(entry: Entry, dtype, seed: int, batch: int):
+    rng = np.random.default_rng(seed)
+    module = entry.make(np.dtype(dtype), rng)
+    x = entry.sample(rng, batch, np.dtype(dtype), module)
+    return module, x
