@@ -4,7 +4,7 @@ Each layer states its forward map, its backward map (VJP) and its forward-mode m
 rules — backprop and the alternatives to it — are built from those maps. ``import nograd`` loads
 numpy alone; Numba kernels, SciPy and plotting load where they are used.
 """
-from . import core, layers, rules, testing
+from . import core, data, layers, rules, testing
 from .core import Module, Residual, Sequential, flatten_params, load, save, unflatten_params
 from .core.losses import get_loss
 from .core.optim import SGD, Adam, AdamW, get_optimizer
@@ -14,7 +14,7 @@ from .rules import Backprop, Rule, available_rules, get_rule
 
 __version__ = "0.1.0"
 
-__all__ = ["core", "layers", "rules", "testing", "Module", "Sequential", "Residual", "save", "load",
+__all__ = ["core", "data", "layers", "rules", "testing", "Module", "Sequential", "Residual", "save", "load",
            "flatten_params", "unflatten_params", "get_loss", "SGD", "Adam", "AdamW", "get_optimizer",
            "Linear", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid", "Softsign", "Softplus",
            "Identity", "Dropout", "LayerNorm", "BatchNorm1d", "Flatten", "Embedding", "Backprop",

@@ -13,7 +13,9 @@ Three independent checks (DESIGN.md §6):
   rounding (~1e-12) when the maps are exact transposes.
 
 Each returns the worst relative error found and raises ``AssertionError`` with a readable
-message when a tolerance is exceeded. Randomness inside the module (dropout) is frozen by
+message when a tolerance is exceeded. When the difference stencil straddles a kink (the
+estimates with steps ``h`` and ``h/2`` disagree) the finite-difference checks raise
+:class:`NonSmoothError` instead, naming the direction: move the input, not the tolerance. Randomness inside the module (dropout) is frozen by
 passing a fresh generator seeded with ``seed`` to every evaluation.
 
 >>> import numpy as np
@@ -122,6 +124,32 @@ def _fd(fun, h):
     return (8 * (fun(h) - fun(-h)) - (fun(2 * h) - fun(-2 * h))) / (12 * h)
 
 
+class NonSmoothError(AssertionError):
+    """The finite-difference stencil straddles a non-smooth point (a ReLU kink, a max tie):
+    the check cannot judge the gradient there. Resample the input away from the kink."""
+
+
+def _fd_checked(fun, h, name, rtol, norm):
+    """The difference quotient with step h, after checking that the function is smooth there.
+
+    Two detectors: the fourth-order estimates with steps h and h/2 must agree (a kink inside the
+    stencil moves relative to it), and the second-order one-sided slopes from the left and from
+    the right must agree (a kink exactly at the centre, where the central estimates are blind).
+    """
+    f0, fp1, fm1, fp2, fm2 = fun(0.0), fun(h), fun(-h), fun(2 * h), fun(-2 * h)
+    a = (8 * (fp1 - fm1) - (fp2 - fm2)) / (12 * h)
+    b = _fd(fun, h / 2)
+    right = (-3 * f0 + 4 * fp1 - fp2) / (2 * h)
+    left = (3 * f0 - 4 * fm1 + fm2) / (2 * h)
+    scale = max(norm(a), norm(b), 1e-300)
+    gap = max(norm(a - b) / scale, 1e-2 * norm(right - left) / scale)
+    if gap > rtol:
+        raise NonSmoothError(f"the function is not smooth within ±{2 * h:g} of the input along "
+                             f"{name!r} (difference estimates disagree by {gap:.1e}); move the "
+                             f"input away from kinks such as ReLU at 0 and check again")
+    return a
+
+
 def _fail(kind, name, err, tol, detail):
     raise AssertionError(f"{kind} check failed along {name!r}: relative error {err:.3e} > {tol:.1e}"
                          f" ({detail})")
@@ -158,7 +186,7 @@ def check_vjp(target, x, *, params=None, vjp=None, train=False, seed=0, h=1e-4, 
             xs, ps = _shift(x, params, d, t)
             return float(np.sum(v * _call(module, xs, ps, train, seed)[0]))
 
-        numeric = _fd(phi, h)
+        numeric = _fd_checked(phi, h, name, rtol, abs)
         err = abs(numeric - analytic) / max(scale, abs(numeric), atol)
         if abs(numeric - analytic) > atol and err > rtol:
             _fail("vjp", name, err, rtol, f"backward gives {analytic:.10g}, finite differences "
@@ -191,7 +219,7 @@ def check_jvp(target, x, *, params=None, jvp=None, train=False, seed=0, h=1e-4, 
             xs, ps = _shift(x, params, d, t)
             return _call(module, xs, ps, train, seed)[0]
 
-        numeric = _fd(fun, h)
+        numeric = _fd_checked(fun, h, name, rtol, lambda a: float(np.linalg.norm(a)))
         diff = float(np.linalg.norm(numeric - dy))
         err = diff / max(float(np.linalg.norm(numeric)), float(np.linalg.norm(dy)), atol)
         if diff > atol and err > rtol:

@@ -1,0 +1,151 @@
+"""One training step of a 784-1024-1024-10 ReLU MLP (batch 128, float32): nograd beside the
+NumPy GEMM lower bound and PyTorch CPU eager (when installed).
+
+    python bench/mlp_step.py [--steps 60] [--warmup 10] [--batch 128] [--repeats 3] [--json]
+
+A step is forward, softmax cross-entropy, backward (no input cotangent for the first layer)
+and a plain SGD update. The GEMM bound times the same matrix products alone (3 forward, 3 for
+the weight gradients, 2 for the hidden cotangents) on the same arrays. Figures are medians over
+steps; the three contenders are timed in interleaved rounds so that machine noise hits all alike.
+The last line with ``--json`` is one JSON object of the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import nograd  # noqa: E402
+
+SIZES = (784, 1024, 1024, 10)
+
+
+def make_nograd(seed):
+    rng = np.random.default_rng(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
+        layers.append(nograd.Linear(a, b, rng=rng))
+        if i < len(SIZES) - 2:
+            layers.append(nograd.ReLU())
+    net = nograd.Sequential(*layers)
+    opt = nograd.SGD(net.params, lr=0.01)
+    rule = nograd.Backprop()
+
+    def step(x, y):
+        grads, _ = rule.grads(net, x, y)
+        opt.step(grads)
+    return step
+
+
+def make_gemm_bound(seed, batch):
+    rng = np.random.default_rng(seed)
+    Ws = [rng.standard_normal((b, a)).astype(np.float32) for a, b in zip(SIZES[:-1], SIZES[1:])]
+    hs = [rng.standard_normal((batch, a)).astype(np.float32) for a in SIZES]
+
+    def step(x, y):
+        for i, W in enumerate(Ws):                       # forward: h_{i+1} = h_i W_iᵀ
+            hs[i + 1] = (x if i == 0 else hs[i]) @ W.T
+        d = hs[-1]
+        for i in range(len(Ws) - 1, -1, -1):             # backward: dW_i = d_iᵀ h_i, d_{i-1} = d_i W_i
+            _ = d.T @ (x if i == 0 else hs[i])
+            if i > 0:
+                d = d @ Ws[i]
+    return step
+
+
+def make_torch(seed):
+    try:
+        import torch
+    except ImportError:
+        return None, None
+    torch.manual_seed(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(SIZES) - 2:
+            layers.append(torch.nn.ReLU())
+    net = torch.nn.Sequential(*layers)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    cache = {}
+
+    def step(x, y):
+        key = id(x)
+        if key not in cache:
+            cache.clear()
+            cache[key] = (torch.from_numpy(x), torch.from_numpy(y))
+        tx, ty = cache[key]
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(tx), ty)
+        loss.backward()
+        opt.step()
+    return step, f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def time_steps(step, x, y, n):
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        step(x, y)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=60, help="timed steps per contender per round")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    args = ap.parse_args(argv)
+
+    rng = np.random.default_rng(args.seed)
+    x = rng.standard_normal((args.batch, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], args.batch)
+    contenders = {"nograd": make_nograd(args.seed), "gemm_bound": make_gemm_bound(args.seed, args.batch)}
+    torch_step, torch_info = make_torch(args.seed)
+    if torch_step is not None:
+        contenders["torch"] = torch_step
+    for step in contenders.values():
+        time_steps(step, x, y, args.warmup)
+    times = {k: [] for k in contenders}
+    for _ in range(args.repeats):
+        for k, step in contenders.items():
+            times[k] += time_steps(step, x, y, args.steps)
+    ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    torch_ms = ms.get("torch")
+    res = {
+        "benchmark": "mlp_step", "sizes": list(SIZES), "batch": args.batch, "dtype": "float32",
+        "steps": args.steps * args.repeats,
+        "nograd_ms": round(ms["nograd"], 3), "gemm_bound_ms": round(ms["gemm_bound"], 3),
+        "torch_ms": None if torch_ms is None else round(torch_ms, 3),
+        "ratio_gemm": round(ms["nograd"] / ms["gemm_bound"], 3),
+        "ratio_torch": None if torch_ms is None else round(ms["nograd"] / torch_ms, 3),
+        "numpy": np.__version__, "torch": torch_info,
+    }
+    print(f"MLP {'-'.join(map(str, SIZES))}, batch {args.batch}, float32, "
+          f"median of {args.steps * args.repeats} steps")
+    print(f"{'contender':<12}{'ms/step':>10}{'ratio':>10}")
+    for k, v in ms.items():
+        print(f"{k:<12}{v:>10.2f}{ms['nograd'] / v:>10.2f}")
+    print(f"nograd / GEMM bound = {res['ratio_gemm']:.3f}   (target <= 1.15)")
+    if torch_ms is not None:
+        print(f"nograd / torch      = {res['ratio_torch']:.3f}   (target <= 0.8; {torch_info})")
+    else:
+        print("torch not installed: no PyTorch comparison")
+    if args.json:
+        print(json.dumps(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()

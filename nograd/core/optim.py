@@ -1,0 +1,507 @@
+"""Optimizers that update a dict of live arrays in place, gradient clipping and lr schedules.
+
+An optimizer holds parameter groups (name → array, plus hyper-parameters) and applies
+``opt.step(grads)`` where ``grads`` maps some of the names to arrays of the same shapes; a name
+missing from ``grads`` is not updated in that step. All updates are in place, so passing
+``model.params`` trains the model. The grads passed in are never modified.
+
+Speed: the updates are written as BLAS level-1 calls (``axpy``/``scal`` from SciPy, loaded on the
+first step) on contiguous arrays, so a step makes no full-size temporaries; a plain NumPy path
+(``out=`` ufuncs) takes over for non-contiguous arrays or mixed dtypes. For a 1024×1024 float32
+update, ``saxpy`` took ~60 µs against ~220–270 µs for ``np.subtract(p, lr * g, out=p)``.
+
+>>> import numpy as np
+>>> params = {"w": np.array([1.0, 2.0])}
+>>> opt = SGD(params, lr=0.1, momentum=0.9)
+>>> opt.step({"w": np.array([1.0, -1.0])})
+>>> params["w"]
+array([0.9, 2.1])
+>>> sched = StepLR(opt, step_size=2, gamma=0.5)
+>>> sched.step(); sched.step(); sched.lr
+[0.05]
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from .checks import FLOAT_DTYPES, check_positive
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "StepLR", "CosineLR",
+           "LambdaLR", "schedule", "get_optimizer", "OPTIMIZERS", "SCHEDULES"]
+
+# --------------------------------------------------------------------------- in-place kernels
+_USE_BLAS = True        # tests switch this off to check the NumPy path gives the same numbers
+_BLAS: dict = {}
+
+
+def _blas(name: str, dtype: np.dtype):
+    """``scipy.linalg.blas`` routine ``s<name>``/``d<name>`` for ``dtype``, or ``None``."""
+    key = (name, dtype)
+    if key not in _BLAS:
+        try:
+            from scipy.linalg.blas import get_blas_funcs
+            _BLAS[key] = get_blas_funcs(name, dtype=dtype)
+        except ImportError:
+            _BLAS[key] = None
+    return _BLAS[key]
+
+
+def _flat_pair(x: np.ndarray, y: np.ndarray):
+    """1-D views of ``x`` and ``y`` with matching element order, or ``None`` if BLAS can't be used."""
+    if not _USE_BLAS or x.dtype != y.dtype or x.dtype not in FLOAT_DTYPES or y.size == 0:
+        return None
+    if x.flags.c_contiguous and y.flags.c_contiguous:
+        return x.reshape(-1), y.reshape(-1)
+    if x.flags.f_contiguous and y.flags.f_contiguous:
+        return x.T.reshape(-1), y.T.reshape(-1)
+    return None
+
+
+def _axpy(a: float, x: np.ndarray, y: np.ndarray) -> None:
+    """``y += a * x`` in place."""
+    if a == 0.0:
+        return
+    flat = _flat_pair(x, y)
+    f = _blas("axpy", y.dtype) if flat is not None else None
+    if f is None:
+        np.add(y, a * x, out=y, casting="same_kind")
+        return
+    yv = flat[1]
+    r = f(flat[0], yv, a=a)
+    if r is not yv:                                 # f2py made a copy: write it back
+        np.copyto(yv, r)
+
+
+def _scal(a: float, y: np.ndarray) -> None:
+    """``y *= a`` in place."""
+    if a == 1.0:
+        return
+    flat = _flat_pair(y, y)
+    f = _blas("scal", y.dtype) if flat is not None else None
+    if f is None:
+        np.multiply(y, a, out=y)
+        return
+    yv = flat[1]
+    r = f(a, yv)
+    if r is not yv:
+        np.copyto(yv, r)
+
+
+def _grad_norm(g: np.ndarray, name: str) -> float:
+    """L2 norm of ``g`` (one BLAS dot); ``ValueError`` if ``g`` holds NaN or inf."""
+    s = float(np.vdot(g, g))
+    if math.isfinite(s):
+        return math.sqrt(s)
+    if not np.isfinite(g).all():
+        raise ValueError(f"grads[{name!r}] contains NaN or inf")
+    g64 = g.astype(np.float64)                      # finite but the squares overflowed
+    m = float(np.max(np.abs(g64)))
+    g64 /= m
+    return m * math.sqrt(float(np.vdot(g64, g64)))
+
+
+def _total_norm(norms) -> float:
+    """``sqrt(sum(n**2))`` without overflow."""
+    m = max(norms, default=0.0)
+    if m == 0.0 or not math.isfinite(m):
+        return m
+    return m * math.sqrt(sum((n / m) ** 2 for n in norms))
+
+
+def clip_grad_norm(grads: Mapping, max_norm) -> tuple[dict, float]:
+    """Rescale ``grads`` so their global L2 norm is at most ``max_norm``.
+
+    With :math:`\\|g\\| = \\sqrt{\\sum_k \\|g_k\\|_2^2}` over every array, each array becomes
+    :math:`g_k \\cdot \\min(1, c/\\|g\\|)` (Pascanu et al., "On the difficulty of training recurrent
+    neural networks", ICML 2013, Alg. 1). Returns ``(clipped, total_norm)``; ``clipped`` is a new
+    dict that holds the very same arrays when no scaling is needed and new arrays otherwise — the
+    arrays passed in are never modified.
+    """
+    max_norm = float(check_positive(max_norm, "max_norm"))
+    if not isinstance(grads, Mapping):
+        raise TypeError(f"grads must be a dict name -> array, got {type(grads).__name__}")
+    norms = []
+    for name, g in grads.items():
+        if not isinstance(g, np.ndarray) or g.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"grads[{name!r}] must be a float32 or float64 numpy.ndarray, "
+                            f"got {type(g).__name__}")
+        norms.append(_grad_norm(g, name))
+    total = _total_norm(norms)
+    if total <= max_norm:
+        return dict(grads), total
+    scale = max_norm / total
+    return {name: g * g.dtype.type(scale) for name, g in grads.items()}, total
+
+
+# --------------------------------------------------------------------------- hyper checks
+def _check_unit(value, name: str, *, closed: bool = False) -> float:
+    """A number in [0, 1) (or [0, 1] when ``closed``)."""
+    check_positive(value, name, allow_zero=True)
+    if value > 1 or (value == 1 and not closed):
+        raise ValueError(f"{name} must be in [0, 1{']' if closed else ')'}, got {value!r}")
+    return float(value)
+
+
+def _check_betas(betas, name: str = "betas") -> tuple[float, float]:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"{name} must be a pair (beta1, beta2), got {betas!r}")
+    return (_check_unit(betas[0], f"{name}[0]"), _check_unit(betas[1], f"{name}[1]"))
+
+
+# --------------------------------------------------------------------------- base class
+class Optimizer:
+    """Parameter groups, gradient validation, clipping; subclasses write :meth:`_update`.
+
+    ``params`` is a dict name → array, or a list of groups
+    ``[{"params": {name: array, ...}, "lr": ..., <hyper overrides>}, ...]`` whose values override
+    the defaults given as keywords. A name may belong to one group only. ``clip_norm`` (optional)
+    rescales the step's gradients to a global L2 norm of at most ``clip_norm`` before the update
+    (without copying them).
+    """
+
+    def __init__(self, params, *, lr, clip_norm=None, **hyper):
+        self.defaults = {"lr": lr, **hyper}
+        self.clip_norm = None if clip_norm is None else float(check_positive(clip_norm, "clip_norm"))
+        if isinstance(params, Mapping):
+            raw = [{"params": params}]
+        elif isinstance(params, (list, tuple)):
+            raw = list(params)
+        else:
+            raise TypeError("params must be a dict name -> array or a list of parameter groups, "
+                            f"got {type(params).__name__}")
+        if not raw:
+            raise ValueError("params is an empty list of parameter groups")
+        self.groups: list[dict] = []
+        self._where: dict = {}                      # name -> (array, group)
+        seen_ids: dict = {}
+        for i, group in enumerate(raw):
+            where = "" if isinstance(params, Mapping) else f" (group {i})"
+            if not isinstance(group, Mapping) or "params" not in group:
+                raise TypeError(f"params[{i}] must be a dict with a 'params' entry, got {group!r}")
+            arrays = group["params"]
+            if not isinstance(arrays, Mapping):
+                raise TypeError(f"params[{i}]['params'] must be a dict name -> array, "
+                                f"got {type(arrays).__name__}")
+            resolved = dict(self.defaults)
+            for key, value in group.items():
+                if key == "params":
+                    continue
+                if key not in self.defaults:
+                    raise ValueError(f"params[{i}] has unknown hyper-parameter {key!r}; valid: "
+                                     f"{', '.join(self.defaults)}")
+                resolved[key] = value
+            resolved["lr"] = float(check_positive(resolved["lr"], "lr" + where))
+            resolved.update(self._check_hyper(resolved, where))
+            resolved["initial_lr"] = resolved["lr"]
+            resolved["params"] = dict(arrays)
+            for name, p in arrays.items():
+                if not isinstance(p, np.ndarray) or p.dtype not in FLOAT_DTYPES:
+                    raise TypeError(f"params[{name!r}] must be a float32 or float64 numpy.ndarray, "
+                                    f"got {getattr(p, 'dtype', type(p).__name__)}")
+                if not p.flags.writeable:
+                    raise ValueError(f"params[{name!r}] is read-only; the optimizer updates in place")
+                if name in self._where:
+                    raise ValueError(f"parameter {name!r} appears in more than one group")
+                if id(p) in seen_ids:
+                    raise ValueError(f"params[{name!r}] is the same array as "
+                                     f"params[{seen_ids[id(p)]!r}]")
+                seen_ids[id(p)] = name
+                self._where[name] = (p, resolved)
+            self.groups.append(resolved)
+        if not self._where:
+            raise ValueError("params holds no arrays; the optimizer has nothing to update")
+        self.state: dict = {}
+
+    # -- subclass hooks
+    def _check_hyper(self, group: dict, where: str) -> dict:
+        """Validate and normalise a group's hyper-parameters (other than lr)."""
+        return {}
+
+    def _update(self, name, p: np.ndarray, g: np.ndarray, group: dict, scale: float) -> None:
+        """Update ``p`` in place from ``scale * g``."""
+        raise NotImplementedError
+
+    # -- public
+    @property
+    def params(self) -> dict:
+        """Flat dict name → array over every group."""
+        return {name: p for name, (p, _) in self._where.items()}
+
+    def zero_state(self) -> None:
+        """Forget momentum/moment buffers and step counts (the lrs are left as they are)."""
+        self.state.clear()
+
+    reset = zero_state
+
+    def step(self, grads: Mapping) -> None:
+        """Apply one update from ``grads`` (name → array, any subset of the parameter names).
+
+        Every gradient is checked (known name, shape, finite values) before any array changes.
+        """
+        if not isinstance(grads, Mapping):
+            raise TypeError(f"grads must be a dict name -> array, got {type(grads).__name__}")
+        items, norms = [], []
+        for name, g in grads.items():
+            if name not in self._where:
+                raise ValueError(f"grads has unknown parameter name {name!r}; the optimizer knows "
+                                 f"{', '.join(map(repr, self._where))}")
+            p, group = self._where[name]
+            if not isinstance(g, np.ndarray) or g.dtype not in FLOAT_DTYPES:
+                raise TypeError(f"grads[{name!r}] must be a float32 or float64 numpy.ndarray, "
+                                f"got {getattr(g, 'dtype', type(g).__name__)}")
+            if g.shape != p.shape:
+                raise ValueError(f"grads[{name!r}] has shape {g.shape}, expected {p.shape} "
+                                 f"like params[{name!r}]")
+            norms.append(_grad_norm(g, name))
+            items.append((name, p, g, group))
+        scale = 1.0
+        if self.clip_norm is not None:
+            total = _total_norm(norms)
+            if total > self.clip_norm:
+                scale = self.clip_norm / total
+        for name, p, g, group in items:
+            self._update(name, p, g, group, scale)
+
+    def __repr__(self):
+        hyper = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items())
+        return f"{type(self).__name__}({len(self._where)} arrays in {len(self.groups)} groups, {hyper})"
+
+
+# --------------------------------------------------------------------------- SGD
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay.
+
+    Same equations as ``torch.optim.SGD`` (Sutskever et al., "On the importance of initialization
+    and momentum in deep learning", ICML 2013): :math:`d = g + \\lambda\\theta`;
+    :math:`b \\leftarrow \\mu b + (1-\\tau) d` (first step :math:`b = d`); the direction is
+    :math:`d + \\mu b` with Nesterov, :math:`b` with momentum, :math:`d` without;
+    :math:`\\theta \\leftarrow \\theta - \\eta\\,\\text{direction}`.
+    """
+
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False,
+                 weight_decay=0.0, *, clip_norm=None):
+        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
+                         nesterov=nesterov, weight_decay=weight_decay, clip_norm=clip_norm)
+
+    def _check_hyper(self, group, where):
+        out = {"momentum": _check_unit(group["momentum"], "momentum" + where),
+               "dampening": _check_unit(group["dampening"], "dampening" + where, closed=True),
+               "weight_decay": float(check_positive(group["weight_decay"],
+                                                    "weight_decay" + where, allow_zero=True))}
+        if not isinstance(group["nesterov"], (bool, np.bool_)):
+            raise TypeError(f"nesterov{where} must be a bool, got {group['nesterov']!r}")
+        out["nesterov"] = bool(group["nesterov"])
+        if out["nesterov"] and (out["momentum"] <= 0 or out["dampening"] != 0):
+            raise ValueError(f"nesterov{where} requires momentum > 0 and dampening == 0, got "
+                             f"momentum={out['momentum']!r}, dampening={out['dampening']!r}")
+        return out
+
+    def _update(self, name, p, g, group, scale):
+        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        if mu == 0.0:                               # θ ← (1 - ηλ) θ - η s g
+            _scal(1.0 - lr * wd, p)
+            _axpy(-lr * scale, g, p)
+            return
+        st = self.state.get(name)
+        if st is None:                              # b = s g + λ θ
+            buf = np.empty_like(p)          # same memory order as p
+            np.multiply(g, scale, out=buf, casting="same_kind")
+            _axpy(wd, p, buf)
+            self.state[name] = {"step": 1, "momentum_buffer": buf}
+        else:                                       # b ← μ b + (1-τ)(s g + λ θ)
+            buf = st["momentum_buffer"]
+            damp = 1.0 - group["dampening"]
+            _scal(mu, buf)
+            _axpy(damp * scale, g, buf)
+            _axpy(damp * wd, p, buf)
+            st["step"] += 1
+        if group["nesterov"]:                       # θ ← (1 - ηλ) θ - η s g - η μ b
+            _scal(1.0 - lr * wd, p)
+            _axpy(-lr * scale, g, p)
+            _axpy(-lr * mu, buf, p)
+        else:                                       # θ ← θ - η b
+            _axpy(-lr, buf, p)
+
+
+# --------------------------------------------------------------------------- Adam / AdamW
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, "Adam: A method for stochastic optimization", ICLR 2015, Alg. 1).
+
+    With :math:`d = g + \\lambda\\theta` (L2 decay, as ``torch.optim.Adam``) and step count
+    :math:`t` per parameter: :math:`m \\leftarrow \\beta_1 m + (1-\\beta_1) d`,
+    :math:`v \\leftarrow \\beta_2 v + (1-\\beta_2) d^2`,
+    :math:`\\theta \\leftarrow \\theta - \\frac{\\eta}{1-\\beta_1^t}\\,
+    \\frac{m}{\\sqrt{v}/\\sqrt{1-\\beta_2^t} + \\epsilon}`. State is kept in the parameter's dtype;
+    a step allocates nothing (one scratch buffer per dtype is reused).
+    """
+
+    _decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
+                 clip_norm=None):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         clip_norm=clip_norm)
+        self._scratch: dict = {}
+
+    def _check_hyper(self, group, where):
+        return {"betas": _check_betas(group["betas"], "betas" + where),
+                "eps": float(check_positive(group["eps"], "eps" + where)),
+                "weight_decay": float(check_positive(group["weight_decay"],
+                                                     "weight_decay" + where, allow_zero=True))}
+
+    def _temp(self, p: np.ndarray) -> np.ndarray:
+        """A scratch array shaped like ``p`` (a view of one growing buffer per dtype)."""
+        buf = self._scratch.get(p.dtype)
+        if buf is None or buf.size < p.size:
+            buf = self._scratch[p.dtype] = np.empty(p.size, dtype=p.dtype)
+        return buf[:p.size].reshape(p.shape)
+
+    def _update(self, name, p, g, group, scale):
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        b1, b2 = group["betas"]
+        st = self.state.get(name)
+        if st is None:
+            st = self.state[name] = {"step": 0, "exp_avg": np.zeros_like(p),
+                                     "exp_avg_sq": np.zeros_like(p)}
+        st["step"] += 1
+        t = st["step"]
+        m, v, tmp = st["exp_avg"], st["exp_avg_sq"], self._temp(p)
+        if self._decoupled:                         # AdamW: θ ← θ (1 - η λ)
+            _scal(1.0 - lr * wd, p)
+            wd = 0.0
+        d = g
+        if wd != 0.0 or scale != 1.0 or g.dtype != p.dtype:   # d = s g + λ θ in the scratch
+            np.multiply(g, scale, out=tmp, casting="same_kind")
+            _axpy(wd, p, tmp)
+            d = tmp
+        _scal(b1, m)                                # m ← β1 m + (1-β1) d
+        _axpy(1.0 - b1, d, m)
+        np.multiply(d, d, out=tmp)                  # v ← β2 v + (1-β2) d²
+        _scal(b2, v)
+        _axpy(1.0 - b2, tmp, v)
+        step_size = lr / (1.0 - b1 ** t)
+        np.sqrt(v, out=tmp)                         # denom = √v / √(1-β2^t) + ε
+        np.divide(tmp, math.sqrt(1.0 - b2 ** t), out=tmp)
+        tmp += eps
+        np.divide(m, tmp, out=tmp)                  # θ ← θ - step_size · m / denom
+        _axpy(-step_size, tmp, p)
+
+
+class AdamW(Adam):
+    """AdamW (Loshchilov & Hutter, "Decoupled weight decay regularization", ICLR 2019, Alg. 2).
+
+    The decay is applied to the weights, not added to the gradient:
+    :math:`\\theta \\leftarrow \\theta(1 - \\eta\\lambda)`, then the Adam step with :math:`d = g`
+    (as ``torch.optim.AdamW``).
+    """
+
+    _decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, *,
+                 clip_norm=None):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         clip_norm=clip_norm)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def get_optimizer(name: str, params, **kw) -> Optimizer:
+    """Build an optimizer by name (``"sgd"``, ``"adam"``, ``"adamw"``) over ``params``."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {name!r}")
+    cls = OPTIMIZERS.get(name.lower())
+    if cls is None:
+        raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}")
+    return cls(params, **kw)
+
+
+# --------------------------------------------------------------------------- lr schedules
+class _Schedule:
+    """Sets every group's ``lr`` to ``factor(t)``-style function of its ``initial_lr``."""
+
+    def __init__(self, optimizer: Optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a nograd Optimizer, got {type(optimizer).__name__}")
+        self.optimizer = optimizer
+        self.last_step = 0
+        self._apply()
+
+    def _lr_at(self, base: float, t: int) -> float:
+        raise NotImplementedError
+
+    def _apply(self) -> None:
+        for group in self.optimizer.groups:
+            group["lr"] = self._lr_at(group["initial_lr"], self.last_step)
+
+    def step(self) -> None:
+        """Advance the counter by one and set every group's lr."""
+        self.last_step += 1
+        self._apply()
+
+    def get_lr(self) -> list[float]:
+        """The current lr of every group."""
+        return [group["lr"] for group in self.optimizer.groups]
+
+    @property
+    def lr(self) -> list[float]:
+        return self.get_lr()
+
+
+class StepLR(_Schedule):
+    """Step decay: :math:`\\eta_t = \\eta_0\\,\\gamma^{\\lfloor t / s \\rfloor}`."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        self.step_size = int(check_positive(step_size, "step_size", integer=True))
+        self.gamma = float(check_positive(gamma, "gamma"))
+        super().__init__(optimizer)
+
+    def _lr_at(self, base, t):
+        return base * self.gamma ** (t // self.step_size)
+
+
+class CosineLR(_Schedule):
+    """Cosine annealing without restarts (Loshchilov & Hutter, "SGDR", ICLR 2017, eq. 5):
+    :math:`\\eta_t = \\eta_{min} + \\tfrac12(\\eta_0 - \\eta_{min})(1 + \\cos(\\pi\\,t/T))` for
+    :math:`t \\le T`, and :math:`\\eta_{min}` after."""
+
+    def __init__(self, optimizer, t_max, eta_min=0.0):
+        self.t_max = int(check_positive(t_max, "t_max", integer=True))
+        self.eta_min = float(check_positive(eta_min, "eta_min", allow_zero=True))
+        super().__init__(optimizer)
+
+    def _lr_at(self, base, t):
+        t = min(t, self.t_max)
+        return self.eta_min + 0.5 * (base - self.eta_min) * (1.0 + math.cos(math.pi * t / self.t_max))
+
+
+class LambdaLR(_Schedule):
+    """User factor: :math:`\\eta_t = \\eta_0\\, f(t)`, ``f`` returning a finite number ≥ 0."""
+
+    def __init__(self, optimizer, fn):
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {fn!r}")
+        self.fn = fn
+        super().__init__(optimizer)
+
+    def _lr_at(self, base, t):
+        factor = self.fn(t)
+        check_positive(factor, f"fn({t})", allow_zero=True)
+        return base * float(factor)
+
+
+SCHEDULES = {"step": StepLR, "cosine": CosineLR, "lambda": LambdaLR}
+
+
+def schedule(name: str, optimizer: Optimizer, **kw) -> _Schedule:
+    """Build a schedule by name: ``"step"`` (:class:`StepLR`), ``"cosine"`` (:class:`CosineLR`),
+    ``"lambda"`` (:class:`LambdaLR`)."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {name!r}")
+    cls = SCHEDULES.get(name.lower())
+    if cls is None:
+        raise ValueError(f"unknown schedule {name!r}; valid names: {', '.join(SCHEDULES)}")
+    return cls(optimizer, **kw)
