@@ -14,8 +14,10 @@ from typing import Callable
 import numpy as np
 
 from nograd.core import Residual, Sequential
-from nograd.layers import (GELU, Activation, BatchNorm1d, Dropout, Embedding, Flatten, Identity,
-                           LayerNorm, LeakyReLU, Linear, ReLU, Sigmoid, Softplus, Softsign, Tanh)
+from nograd.layers import (GELU, Activation, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d,
+                           ConvTranspose2d, Dropout, Embedding, Flatten, GlobalAvgPool2d, GroupNorm,
+                           Identity, LayerNorm, LeakyReLU, Linear, MaxPool2d, ReLU, Sigmoid, Softplus,
+                           Softsign, Tanh, Upsample2d)
 
 
 @dataclass
@@ -27,8 +29,20 @@ class Entry:
     modes: tuple = (False,)  # train flags to check
     per_sample: bool = True  # output of sample i depends on sample i only (in eval mode)
     float_input: bool = True
-    feature_shape: tuple | None = None  # trailing shape that a wrong-shape input violates
+    bad_shape: Callable | None = None  # bad_shape(good_shape) -> a shape forward must refuse
     extra: dict = field(default_factory=dict)
+
+
+def LAST(shape):
+    return shape[:-1] + (shape[-1] + 1,)
+
+
+def CHANNELS(shape):
+    return shape[:1] + (shape[1] + 1,) + shape[2:]
+
+
+def NDIM3(shape):
+    return shape[:3]
 
 
 def normal(shape):
@@ -51,15 +65,23 @@ def relu_mlp_input(rng, n, dt, m, margin=0.02):
     raise RuntimeError("could not draw an input away from the ReLU kinks")
 
 
+def distinct(shape, gap=0.05):
+    """Entries that differ pairwise by at least ``gap`` (no ties for max pooling)."""
+    def draw(rng, n, dt, m):
+        size = n * int(np.prod(shape))
+        return (rng.permutation(size).reshape((n,) + shape) * gap - size * gap / 2).astype(dt)
+    return draw
+
+
 def _sin_pair():
     return Activation(np.sin, lambda x, y: np.cos(x), name="sin")
 
 
 ENTRIES = [
     Entry("linear", Linear, lambda dt, r: Linear(5, 3, rng=r, dtype=dt), normal((5,)),
-          feature_shape=(5,)),
+          bad_shape=LAST),
     Entry("linear-nobias-3d", Linear, lambda dt, r: Linear(4, 2, bias=False, rng=r, dtype=dt),
-          normal((3, 4)), feature_shape=(4,)),
+          normal((3, 4)), bad_shape=LAST),
     Entry("identity", Identity, lambda dt, r: Identity(), normal((4,))),
     Entry("relu", ReLU, lambda dt, r: ReLU(), away_from_zero((6,))),
     Entry("leaky-relu", LeakyReLU, lambda dt, r: LeakyReLU(0.1), away_from_zero((2, 3))),
@@ -72,11 +94,11 @@ ENTRIES = [
     Entry("activation-pair", Activation, lambda dt, r: _sin_pair(), normal((6,))),
     Entry("dropout", Dropout, lambda dt, r: Dropout(0.3), normal((8,)), modes=(False, True)),
     Entry("layernorm", LayerNorm, lambda dt, r: _perturbed(LayerNorm(5, dtype=dt), r),
-          normal((5,)), feature_shape=(5,)),
+          normal((5,)), bad_shape=LAST),
     Entry("layernorm-2d", LayerNorm, lambda dt, r: _perturbed(LayerNorm((2, 3), dtype=dt), r),
-          normal((2, 3)), feature_shape=(2, 3)),
+          normal((2, 3)), bad_shape=LAST),
     Entry("batchnorm1d", BatchNorm1d, lambda dt, r: _perturbed(BatchNorm1d(4, dtype=dt), r),
-          normal((4,)), modes=(False, True), per_sample=False, feature_shape=(4,)),
+          normal((4,)), modes=(False, True), per_sample=False, bad_shape=LAST),
     Entry("batchnorm1d-3d", BatchNorm1d, lambda dt, r: _perturbed(BatchNorm1d(3, dtype=dt), r),
           normal((3, 5)), modes=(False, True), per_sample=False),
     Entry("flatten", Flatten, lambda dt, r: Flatten(), normal((2, 3, 2))),
@@ -84,14 +106,40 @@ ENTRIES = [
           lambda rng, n, dt, m: rng.integers(0, 7, size=(n, 4)), float_input=False),
     Entry("sequential-mlp", Sequential,
           lambda dt, r: Sequential(Linear(4, 6, rng=r, dtype=dt), ReLU(), Linear(6, 3, rng=r, dtype=dt)),
-          relu_mlp_input, feature_shape=(4,)),
+          relu_mlp_input, bad_shape=LAST),
     Entry("residual", Residual,
           lambda dt, r: Residual(Sequential(Linear(5, 5, rng=r, dtype=dt), Tanh())), normal((5,)),
-          feature_shape=(5,)),
+          bad_shape=LAST),
     Entry("residual-shortcut", Residual,
           lambda dt, r: Residual(Sequential(Linear(5, 3, rng=r, dtype=dt), GELU()),
                                  Linear(5, 3, bias=False, rng=r, dtype=dt)),
-          normal((5,)), feature_shape=(5,)),
+          normal((5,)), bad_shape=LAST),
+    Entry("conv2d", Conv2d, lambda dt, r: _biased(Conv2d(3, 4, 3, padding=1, rng=r, dtype=dt), r),
+          normal((3, 5, 6)), bad_shape=CHANNELS),
+    Entry("conv2d-strided-dilated-groups", Conv2d,
+          lambda dt, r: _biased(Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(2, 1), dilation=(2, 1),
+                                       groups=2, rng=r, dtype=dt), r),
+          normal((4, 7, 5)), bad_shape=CHANNELS),
+    Entry("conv-transpose2d", ConvTranspose2d,
+          lambda dt, r: _biased(ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1, groups=2,
+                                                rng=r, dtype=dt), r),
+          normal((4, 3, 4)), bad_shape=CHANNELS),
+    Entry("maxpool2d", MaxPool2d, lambda dt, r: MaxPool2d(2), distinct((2, 5, 6)), bad_shape=NDIM3),
+    Entry("maxpool2d-overlap-pad", MaxPool2d, lambda dt, r: MaxPool2d(3, stride=2, padding=1),
+          distinct((2, 7, 6)), bad_shape=NDIM3),
+    Entry("avgpool2d", AvgPool2d, lambda dt, r: AvgPool2d(2), normal((2, 5, 6)), bad_shape=NDIM3),
+    Entry("avgpool2d-pad-exclude", AvgPool2d,
+          lambda dt, r: AvgPool2d((3, 2), stride=(2, 1), padding=1, count_include_pad=False),
+          normal((2, 6, 5)), bad_shape=NDIM3),
+    Entry("global-avgpool2d", GlobalAvgPool2d, lambda dt, r: GlobalAvgPool2d(), normal((3, 4, 5)),
+          bad_shape=NDIM3),
+    Entry("upsample2d", Upsample2d, lambda dt, r: Upsample2d((2, 3)), normal((2, 3, 2)), bad_shape=NDIM3),
+    Entry("batchnorm2d", BatchNorm2d, lambda dt, r: _perturbed(BatchNorm2d(3, dtype=dt), r),
+          normal((3, 4, 2)), modes=(False, True), per_sample=False, bad_shape=CHANNELS),
+    Entry("groupnorm", GroupNorm, lambda dt, r: _perturbed(GroupNorm(2, 4, dtype=dt), r),
+          normal((4, 3, 2)), bad_shape=CHANNELS),
+    Entry("groupnorm-2d-input", GroupNorm, lambda dt, r: _perturbed(GroupNorm(3, 6, dtype=dt), r),
+          normal((6,)), bad_shape=CHANNELS),
 ]
 
 
@@ -102,6 +150,14 @@ def _perturbed(module, rng):
             positive = "weight" in k or "var" in k
             value = rng.uniform(0.5, 1.5, v.shape) if positive else rng.normal(0, 0.5, v.shape)
             store[k] = value.astype(v.dtype)
+    return module
+
+
+def _biased(module, rng):
+    """Give a layer a non-zero bias, so that a wrong bias gradient or tangent shows."""
+    if "bias" in module._own:
+        b = module._own["bias"]
+        module._own["bias"] = rng.normal(size=b.shape).astype(b.dtype)
     return module
 
 

@@ -1,12 +1,16 @@
 """Layers: each a :class:`~nograd.core.module.Module` with forward, backward and jvp."""
 from .activations import (ACTIVATIONS, GELU, Activation, Identity, LeakyReLU, ReLU, Sigmoid,
                           Softplus, Softsign, Tanh, get_activation)
+from .conv import Conv2d, ConvTranspose2d
 from .dropout import Dropout
 from .embedding import Embedding
 from .linear import Linear
-from .norm import BatchNorm1d, LayerNorm
+from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
+from .pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d, Upsample2d
 from .shape import Flatten
 
 __all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid", "Softsign",
            "Softplus", "Activation", "Dropout", "LayerNorm", "BatchNorm1d", "Flatten", "Embedding",
+           "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Upsample2d",
+           "BatchNorm2d", "GroupNorm",
            "ACTIVATIONS", "get_activation"]

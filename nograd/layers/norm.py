@@ -1,4 +1,5 @@
-r"""Normalisation layers: LayerNorm (Ba et al. 2016) and BatchNorm1d (Ioffe & Szegedy 2015).
+r"""Normalisation layers: LayerNorm (Ba et al. 2016), BatchNorm1d/2d (Ioffe & Szegedy 2015) and
+GroupNorm (Wu & He 2018).
 
 Both standardise ``x`` over some axes, :math:`\hat x = (x - μ)\,r` with
 :math:`r = (σ^2 + ε)^{-1/2}`, then apply a per-feature affine map :math:`y = γ \hat x + β`.
@@ -165,21 +166,22 @@ class BatchNorm1d(_AffineNorm):
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
 
+    _ndims = (2, 3)
+
     @staticmethod
     def _axes(x):
-        return (0,) if x.ndim == 2 else (0, 2)
+        return (0,) + tuple(range(2, x.ndim))
 
     def _param_view(self, x):
-        return (1, self.num_features) if x.ndim == 2 else (1, self.num_features, 1)
+        return (1, self.num_features) + (1,) * (x.ndim - 2)
 
     def _check(self, x, train):
-        check_array(x, "x", ndim=(2, 3))
+        check_array(x, "x", ndim=self._ndims)
         if x.shape[1] != self.num_features:
             raise ValueError(f"x must have {self.num_features} channels in axis 1, got shape {x.shape}")
-        count = x.shape[0] * (x.shape[2] if x.ndim == 3 else 1)
-        if train and count < 2:
-            raise ValueError(f"BatchNorm1d needs more than one value per channel in training, "
-                             f"got x of shape {x.shape}")
+        if train and x.size // self.num_features < 2:
+            raise ValueError(f"{type(self).__name__} needs more than one value per channel in "
+                             f"training, got x of shape {x.shape}")
 
     def _stats(self, x, train):
         axes = self._axes(x)
@@ -226,4 +228,75 @@ class BatchNorm1d(_AffineNorm):
         else:
             check_like(dx, x.shape, "dx")
             dxhat = standardize_tangent(xhat, r, dx, self._axes(x)) if train else dx * r
+        return y, self._affine_tangent(xhat, dxhat, dparams, p)
+
+
+class BatchNorm2d(BatchNorm1d):
+    r"""Batch normalisation of images, statistics over ``(N, H, W)`` per channel (Ioffe & Szegedy
+    2015, §3.2: one mean and variance per feature map).
+
+    Shapes: ``x (N, C, H, W)`` → same; parameters and running statistics ``(C,)``. Training and
+    evaluation behave as in :class:`BatchNorm1d`.
+    """
+
+    _ndims = (4,)
+
+
+class GroupNorm(_AffineNorm):
+    r"""Normalise each sample over groups of channels (Wu & He 2018, "Group Normalization", eq. 1–3).
+
+    Shapes: ``x (N, C, *)`` → same; ``weight, bias (C,)``. The ``C`` channels form ``num_groups``
+    consecutive groups; each sample's group is standardised over its channels and positions, so the
+    layer is independent of the batch (it works with batch size 1, unlike batch norm).
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, *,
+                 dtype=np.float32):
+        super().__init__()
+        check_positive(num_groups, "num_groups", integer=True)
+        check_positive(num_channels, "num_channels", integer=True)
+        if num_channels % num_groups:
+            raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
+        self.num_groups, self.num_channels = int(num_groups), int(num_channels)
+        self.eps = float(check_positive(eps, "eps"))
+        self._init_affine((self.num_channels,), affine, dtype)
+
+    def extra_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+    def _param_view(self, x):
+        return (1, self.num_channels) + (1,) * (x.ndim - 2)
+
+    def _grouped(self, a):
+        return a.reshape(a.shape[0], self.num_groups, -1)
+
+    def forward(self, x, *, train=False, rng=None, params=None):
+        check_array(x, "x", min_ndim=2)
+        if x.shape[1] != self.num_channels:
+            raise ValueError(f"x must have {self.num_channels} channels in axis 1, got shape {x.shape}")
+        p = self._use(params)
+        xhat, r = standardize(self._grouped(x), (2,), self.eps)
+        xhat = xhat.reshape(x.shape)
+        return self._affine_forward(xhat, p), (xhat, r)
+
+    def backward(self, cache, dy, *, params=None, need_dx=True):
+        xhat, r = cache
+        check_like(dy, xhat.shape)
+        p = self._use(params)
+        grads = self._affine_grads(xhat, dy, p, (0,) + tuple(range(2, xhat.ndim)))
+        if not need_dx:
+            return None, grads
+        g, _ = self._gb(p, xhat)
+        v = dy if g is None else dy * g
+        dx = standardize_tangent(self._grouped(xhat), r, self._grouped(v), (2,))
+        return dx.reshape(xhat.shape), grads
+
+    def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
+        y, (xhat, r) = self.forward(x, params=params)
+        p = self._use(params)
+        if dx is None:
+            dxhat = np.zeros_like(xhat)
+        else:
+            check_like(dx, x.shape, "dx")
+            dxhat = standardize_tangent(self._grouped(xhat), r, self._grouped(dx), (2,)).reshape(x.shape)
         return y, self._affine_tangent(xhat, dxhat, dparams, p)

@@ -120,8 +120,8 @@ def test_bad_inputs_name_the_argument(entry):
         module.forward(bad)
     with pytest.raises(ValueError, match="x is empty"):
         module.forward(x[:0])
-    if entry.feature_shape is not None:
-        wrong = np.zeros(x.shape[:-1] + (x.shape[-1] + 1,), np.float32)
+    if entry.bad_shape is not None:
+        wrong = np.zeros(entry.bad_shape(x.shape), np.float32)
         with pytest.raises(ValueError, match="x"):
             module.forward(wrong)
     y, cache = module.forward(x)

@@ -1,0 +1,9 @@
+"""Numba kernels, each with a plain NumPy reference beside it (DESIGN.md §5).
+
+Nothing here is imported by ``import nograd``: layers import a kernel module on first use, so
+Numba loads and compiles (with ``cache=True``) only when a convolution or pooling layer first
+runs. This package imports nothing from the rest of nograd.
+
+- :mod:`.conv` / :mod:`.conv_ref` — im2col and col2im for 2-D convolution.
+- :mod:`.pool` / :mod:`.pool_ref` — max pooling with argmax indices, average pooling.
+"""

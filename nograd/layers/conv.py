@@ -1,0 +1,296 @@
+r"""2-D convolution and transposed convolution (NCHW), by im2col and one GEMM per group.
+
+With the column matrix ``X_col = im2col(x)`` of shape ``(C·KH·KW, N·OH·OW)`` (see
+:mod:`nograd.kernels.conv`) and the weight as a matrix ``W_m (O, C/g·KH·KW)`` per group, a
+convolution is a matrix product and both of its derivatives are too:
+
+.. math::
+    Y = W_m X_{col} + b, \qquad
+    \bar W_m = \bar Y X_{col}^\top, \quad \bar b = \textstyle\sum \bar Y, \quad
+    \bar x = \mathrm{col2im}(W_m^\top \bar Y), \qquad
+    \dot Y = W_m\, \mathrm{im2col}(\dot x) + \dot W_m X_{col} + \dot b.
+
+``col2im`` is the adjoint of ``im2col``. The transposed convolution swaps the roles: its forward
+map is the convolution's input cotangent map, and its backward is the convolution's forward.
+Outputs are ``(O, N·OH·OW)`` matrices turned to NCHW in the same pass that adds the bias.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..core import init as _init
+from ..core.checks import as_rng, check_array, check_dtype, check_like, check_positive
+from ..core.module import Module
+
+
+def _pair(v, name, *, allow_zero=False):
+    t = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    if len(t) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+    for e in t:
+        check_positive(e, name, integer=True, allow_zero=allow_zero)
+    return int(t[0]), int(t[1])
+
+
+def _kernels():
+    from ..kernels import conv  # lazy: Numba loads on the first convolution
+
+    return conv
+
+
+def out_size(size, k, stride, pad, dil):
+    """Output length of a convolution along one axis (PyTorch's formula, floor division)."""
+    return (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
+
+
+def to_channel_major(a):
+    """``(N, C, H, W) -> (C, N·H·W)``, a contiguous copy (one pass)."""
+    N, C = a.shape[:2]
+    out = np.empty((C, N) + a.shape[2:], dtype=a.dtype)
+    np.copyto(out, a.transpose(1, 0, 2, 3))
+    return out.reshape(C, -1)
+
+
+def from_channel_major(Y, N, OH, OW, bias=None):
+    """``(O, N·OH·OW) -> (N, O, OH, OW)`` contiguous, adding ``bias (O,)`` in the same pass."""
+    O = Y.shape[0]
+    out = np.empty((N, O, OH, OW), dtype=Y.dtype)
+    src = Y.reshape(O, N, OH, OW)
+    dst = out.transpose(1, 0, 2, 3)
+    if bias is None:
+        np.copyto(dst, src)
+    else:
+        np.add(src, bias.astype(Y.dtype, copy=False).reshape(O, 1, 1, 1), out=dst)
+    return out
+
+
+def grouped_matmul(A, B, groups, trans_a=False):
+    """Block-diagonal product: ``A (g, p, q)`` (or its transpose) times the ``g`` row blocks of ``B``."""
+    B3 = B.reshape(groups, -1, B.shape[-1])
+    out = np.matmul(A.transpose(0, 2, 1) if trans_a else A, B3)
+    return out.reshape(-1, B.shape[-1])
+
+
+def grouped_outer(D, B, groups):
+    """``D_g B_gᵀ`` for each group: ``D (g·p, M)``, ``B (g·q, M)`` → ``(g, p, q)``."""
+    D3 = D.reshape(groups, -1, D.shape[-1])
+    B3 = B.reshape(groups, -1, B.shape[-1])
+    return np.matmul(D3, B3.transpose(0, 2, 1))
+
+
+class _ConvBase(Module):
+    """Hyper-parameters, weight and shared checks of Conv2d and ConvTranspose2d."""
+
+    def _setup(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+               bias, weight_shape, fan_in_shape, rng, init, dtype):
+        check_positive(in_channels, "in_channels", integer=True)
+        check_positive(out_channels, "out_channels", integer=True)
+        check_positive(groups, "groups", integer=True)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must "
+                             f"both be divisible by groups ({groups})")
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding", allow_zero=True)
+        self.dilation = _pair(dilation, "dilation")
+        dt = check_dtype(dtype)
+        rng = as_rng(rng)
+        w = _init.get_initializer(init)(fan_in_shape, rng, dt)
+        self._own["weight"] = np.ascontiguousarray(w.reshape(weight_shape))
+        if bias:
+            self._own["bias"] = np.zeros(self.out_channels, dtype=dt)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"groups={self.groups}, bias={'bias' in self._own}")
+
+    def _check_input(self, x, channels):
+        check_array(x, "x", ndim=4)
+        if x.shape[1] != channels:
+            raise ValueError(f"x must have {channels} channels in axis 1 (NCHW), got shape {x.shape}")
+
+    def _geometry(self):
+        (KH, KW), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        return KH, KW, sh, sw, ph, pw, dh, dw
+
+    def _weight(self, p, dtype):
+        W = p["weight"]
+        return W if W.dtype == dtype else W.astype(dtype)
+
+    def _im2col(self, x, OH, OW):
+        N, C = x.shape[:2]
+        KH, KW = self.kernel_size
+        cols = np.empty((C * KH * KW, N * OH * OW), dtype=x.dtype)
+        return _kernels().im2col(np.ascontiguousarray(x), *self._geometry(), OH, OW, cols)
+
+    def _col2im(self, cols, shape, OH, OW):
+        dx = np.zeros(shape, dtype=cols.dtype)
+        return _kernels().col2im(np.ascontiguousarray(cols), *self._geometry(), OH, OW, dx)
+
+
+class Conv2d(_ConvBase):
+    r"""2-D convolution (cross-correlation, as in PyTorch) over NCHW input.
+
+    Shapes: ``x (N, C, H, W) -> y (N, O, OH, OW)`` with
+    ``OH = ⌊(H + 2p - d(KH - 1) - 1)/s⌋ + 1`` (likewise ``OW``);
+    ``weight (O, C/groups, KH, KW)``, ``bias (O,)``.
+
+    Parameters: ``kernel_size, stride, padding, dilation`` (int or pair), ``groups`` (channels of
+    each group see only their group), ``bias``, ``rng`` (seed or Generator for the initial
+    weights), ``init`` (default He-uniform on ``fan_in = C/groups·KH·KW``), ``dtype``.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, *, rng=None, init="he_uniform", dtype=np.float32):
+        super().__init__()
+        k = _pair(kernel_size, "kernel_size")
+        self._setup(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                    (out_channels, in_channels // max(int(groups), 1)) + k,
+                    (out_channels, in_channels // max(int(groups), 1), k[0], k[1]), rng, init, dtype)
+
+    def output_shape(self, shape):
+        N, _, H, W = shape
+        KH, KW, sh, sw, ph, pw, dh, dw = self._geometry()
+        OH, OW = out_size(H, KH, sh, ph, dh), out_size(W, KW, sw, pw, dw)
+        if OH < 1 or OW < 1:
+            raise ValueError(f"kernel {self.kernel_size} with dilation {self.dilation} is larger than "
+                             f"the padded input {(H + 2 * ph, W + 2 * pw)} of x with shape {tuple(shape)}")
+        return N, self.out_channels, OH, OW
+
+    def _wm(self, W):
+        g = self.groups
+        return W.reshape(g, self.out_channels // g, -1)
+
+    def forward(self, x, *, train=False, rng=None, params=None):
+        self._check_input(x, self.in_channels)
+        p = self._use(params)
+        N, _, OH, OW = self.output_shape(x.shape)
+        cols = self._im2col(x, OH, OW)
+        Y = grouped_matmul(self._wm(self._weight(p, x.dtype)), cols, self.groups)
+        y = from_channel_major(Y, N, OH, OW, p.get("bias"))
+        return y, (cols, x.shape)
+
+    def backward(self, cache, dy, *, params=None, need_dx=True):
+        cols, xshape = cache
+        p = self._use(params)
+        N, O, OH, OW = self.output_shape(xshape)
+        check_like(dy, (N, O, OH, OW))
+        dY = to_channel_major(dy)
+        W = p["weight"]
+        grads = {"weight": grouped_outer(dY, cols, self.groups).reshape(W.shape).astype(W.dtype, copy=False)}
+        if "bias" in p:
+            grads["bias"] = dY.sum(axis=1).astype(W.dtype, copy=False)
+        dx = None
+        if need_dx:
+            dcols = grouped_matmul(self._wm(self._weight(p, dy.dtype)), dY, self.groups, trans_a=True)
+            dx = self._col2im(dcols, xshape, OH, OW)
+        return dx, grads
+
+    def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
+        self._check_input(x, self.in_channels)
+        p = self._use(params)
+        dparams = self._tangents(dparams) or {}
+        N, _, OH, OW = self.output_shape(x.shape)
+        cols = self._im2col(x, OH, OW)
+        Wm = self._wm(self._weight(p, x.dtype))
+        y = from_channel_major(grouped_matmul(Wm, cols, self.groups), N, OH, OW, p.get("bias"))
+        dY = np.zeros((self.out_channels, cols.shape[1]), dtype=x.dtype)
+        if dx is not None:
+            check_like(dx, x.shape, "dx")
+            dY += grouped_matmul(Wm, self._im2col(dx, OH, OW), self.groups)
+        if "weight" in dparams:
+            dY += grouped_matmul(self._wm(dparams["weight"].astype(x.dtype, copy=False)), cols, self.groups)
+        return y, from_channel_major(dY, N, OH, OW, dparams.get("bias"))
+
+
+class ConvTranspose2d(_ConvBase):
+    r"""Transposed 2-D convolution (the adjoint of :class:`Conv2d`'s input map, plus a bias).
+
+    Shapes: ``x (N, C, H, W) -> y (N, O, OH, OW)`` with
+    ``OH = (H - 1)s - 2p + d(KH - 1) + output_padding + 1``; ``weight (C, O/groups, KH, KW)``
+    (PyTorch's layout), ``bias (O,)``. ``output_padding`` must be smaller than the stride or the
+    dilation. Forward is ``col2im(W_mᵀ X)``; backward is ``W_m im2col(ȳ)``.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, *, rng=None, init="he_uniform",
+                 dtype=np.float32):
+        super().__init__()
+        k = _pair(kernel_size, "kernel_size")
+        g = max(int(groups), 1) if isinstance(groups, (int, np.integer)) else 1
+        # fan_in as PyTorch computes it for this layout: weight.shape[1]·KH·KW = O/g·KH·KW
+        self._setup(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                    (in_channels, out_channels // g) + k, (in_channels, out_channels // g, k[0], k[1]),
+                    rng, init, dtype)
+        self.output_padding = _pair(output_padding, "output_padding", allow_zero=True)
+        for op, s, d in zip(self.output_padding, self.stride, self.dilation):
+            if op >= max(s, d):
+                raise ValueError(f"output_padding {self.output_padding} must be smaller than the "
+                                 f"stride {self.stride} or the dilation {self.dilation}")
+
+    def extra_repr(self):
+        return super().extra_repr() + f", output_padding={self.output_padding}"
+
+    def output_shape(self, shape):
+        N, _, H, W = shape
+        KH, KW, sh, sw, ph, pw, dh, dw = self._geometry()
+        OH = (H - 1) * sh - 2 * ph + dh * (KH - 1) + self.output_padding[0] + 1
+        OW = (W - 1) * sw - 2 * pw + dw * (KW - 1) + self.output_padding[1] + 1
+        if OH < 1 or OW < 1:
+            raise ValueError(f"padding {self.padding} is too large for x with shape {tuple(shape)}: "
+                             f"the output would be {(OH, OW)}")
+        return N, self.out_channels, OH, OW
+
+    def _wm(self, W):
+        g = self.groups
+        return W.reshape(g, self.in_channels // g, -1)
+
+    def forward(self, x, *, train=False, rng=None, params=None):
+        self._check_input(x, self.in_channels)
+        p = self._use(params)
+        N, O, OH, OW = self.output_shape(x.shape)
+        X = to_channel_major(x)
+        cols = grouped_matmul(self._wm(self._weight(p, x.dtype)), X, self.groups, trans_a=True)
+        y = self._col2im(cols, (N, O, OH, OW), x.shape[2], x.shape[3])
+        b = p.get("bias")
+        if b is not None:
+            y += b.astype(y.dtype, copy=False).reshape(1, O, 1, 1)
+        return y, (X, x.shape)
+
+    def backward(self, cache, dy, *, params=None, need_dx=True):
+        X, xshape = cache
+        p = self._use(params)
+        N, O, OH, OW = self.output_shape(xshape)
+        check_like(dy, (N, O, OH, OW))
+        H, W_ = xshape[2], xshape[3]
+        dcols = self._im2col(dy, H, W_)
+        Wt = p["weight"]
+        grads = {"weight": grouped_outer(X, dcols, self.groups).reshape(Wt.shape).astype(Wt.dtype, copy=False)}
+        if "bias" in p:
+            grads["bias"] = dy.sum(axis=(0, 2, 3)).astype(Wt.dtype, copy=False)
+        dx = None
+        if need_dx:
+            dX = grouped_matmul(self._wm(self._weight(p, dy.dtype)), dcols, self.groups)
+            dx = from_channel_major(dX, N, H, W_)
+        return dx, grads
+
+    def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
+        y, (X, _) = self.forward(x, params=params)
+        p = self._use(params)
+        dparams = self._tangents(dparams) or {}
+        N, O, OH, OW = y.shape
+        dcols = np.zeros((self.out_channels * self.kernel_size[0] * self.kernel_size[1], X.shape[1]),
+                         dtype=x.dtype)
+        if dx is not None:
+            check_like(dx, x.shape, "dx")
+            dcols += grouped_matmul(self._wm(self._weight(p, x.dtype)), to_channel_major(dx),
+                                    self.groups, trans_a=True)
+        if "weight" in dparams:
+            dcols += grouped_matmul(self._wm(dparams["weight"].astype(x.dtype, copy=False)), X,
+                                    self.groups, trans_a=True)
+        dy = self._col2im(dcols, y.shape, x.shape[2], x.shape[3])
+        if "bias" in dparams:
+            dy += dparams["bias"].astype(dy.dtype, copy=False).reshape(1, O, 1, 1)
+        return y, dy

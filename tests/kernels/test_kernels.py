@@ -1,0 +1,77 @@
+"""Every Numba kernel agrees with its NumPy reference: exactly on integer-valued inputs, to
+rounding on floats — over hypothesis-drawn geometries."""
+import numpy as np
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from nograd.kernels import conv, conv_ref, pool, pool_ref
+
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
+
+
+@st.composite
+def geometry(draw, pool_like=False):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    g = dict(N=draw(st.integers(1, 3)), C=draw(st.integers(1, 3)), H=draw(st.integers(1, 9)),
+             W=draw(st.integers(1, 9)), KH=kh, KW=kw, sh=draw(st.integers(1, 3)), sw=draw(st.integers(1, 3)),
+             dh=1 if pool_like else draw(st.integers(1, 3)), dw=1 if pool_like else draw(st.integers(1, 3)),
+             seed=draw(st.integers(0, 2**31)))
+    g["ph"] = draw(st.integers(0, kh // 2 if pool_like else 2))
+    g["pw"] = draw(st.integers(0, kw // 2 if pool_like else 2))
+    g["OH"] = (g["H"] + 2 * g["ph"] - g["dh"] * (kh - 1) - 1) // g["sh"] + 1
+    g["OW"] = (g["W"] + 2 * g["pw"] - g["dw"] * (kw - 1) - 1) // g["sw"] + 1
+    assume(g["OH"] >= 1 and g["OW"] >= 1)
+    return g
+
+
+def _args(g, *names):
+    return [g[n] for n in names]
+
+
+GEOM = ("KH", "KW", "sh", "sw", "ph", "pw", "dh", "dw", "OH", "OW")
+
+
+@SETTINGS
+@given(geometry(), st.sampled_from([np.float32, np.float64]))
+def test_im2col_col2im_match_reference(g, dtype):
+    rng = np.random.default_rng(g["seed"])
+    x = rng.integers(-9, 9, (g["N"], g["C"], g["H"], g["W"])).astype(dtype)
+    shape = (g["C"] * g["KH"] * g["KW"], g["N"] * g["OH"] * g["OW"])
+    a, b = np.full(shape, np.nan, dtype), np.full(shape, np.nan, dtype)
+    conv.im2col(x, *_args(g, *GEOM), a)
+    conv_ref.im2col(x, *_args(g, *GEOM), b)
+    np.testing.assert_array_equal(a, b)
+    cols = rng.integers(-9, 9, shape).astype(dtype)
+    da, db = np.zeros_like(x), np.zeros_like(x)
+    conv.col2im(cols, *_args(g, *GEOM), da)
+    conv_ref.col2im(cols, *_args(g, *GEOM), db)
+    np.testing.assert_array_equal(da, db)
+    assert np.sum(a.astype(np.float64) * cols) == np.sum(x.astype(np.float64) * da)   # adjoint pair
+
+
+@SETTINGS
+@given(geometry(pool_like=True), st.sampled_from([np.float32, np.float64]), st.booleans())
+def test_pool_kernels_match_reference(g, dtype, include_pad):
+    rng = np.random.default_rng(g["seed"])
+    x = rng.integers(-9, 9, (g["N"], g["C"], g["H"], g["W"])).astype(dtype)    # ties included
+    out = (g["N"], g["C"], g["OH"], g["OW"])
+    geo = _args(g, "KH", "KW", "sh", "sw", "ph", "pw", "OH", "OW")
+    ya, yb = np.empty(out, dtype), np.empty(out, dtype)
+    ia, ib = np.empty(out, np.int32), np.empty(out, np.int32)
+    pool.maxpool_forward(x, *geo, ya, ia)
+    pool_ref.maxpool_forward(x, *geo, yb, ib)
+    np.testing.assert_array_equal(ya, yb)
+    np.testing.assert_array_equal(ia, ib)
+    dy = rng.integers(-9, 9, out).astype(dtype)
+    np.testing.assert_array_equal(pool.maxpool_backward(dy, ia, np.zeros_like(x)),
+                                  pool_ref.maxpool_backward(dy, ib, np.zeros_like(x)))
+    aa, ab = np.empty(out, dtype), np.empty(out, dtype)
+    pool.avgpool_forward(x, *geo, include_pad, aa)
+    pool_ref.avgpool_forward(x, *geo, include_pad, ab)
+    # float sums in another order: equal to rounding (a few ulps of the window sum of |x| <= 9·9)
+    tol = dict(rtol=1e-6, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(aa, ab, **tol)
+    geo_b = _args(g, "KH", "KW", "sh", "sw", "ph", "pw")
+    np.testing.assert_allclose(pool.avgpool_backward(dy, *geo_b, include_pad, np.zeros_like(x)),
+                               pool_ref.avgpool_backward(dy, *geo_b, include_pad, np.zeros_like(x)),
+                               **tol)
