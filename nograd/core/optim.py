@@ -5,8 +5,10 @@ An optimizer holds parameter groups (name → array, plus hyper-parameters) and 
 missing from ``grads`` is not updated in that step. All updates are in place, so passing
 ``model.params`` trains the model. The grads passed in are never modified.
 
-Speed: after the first step, a step allocates no array. Updates are in-place ufuncs (``out=``) through one or two
-scratch arrays per dtype, reused across parameters and steps; state keeps the parameter's dtype.
+Speed: after the first step, a step allocates no array. Large contiguous arrays are updated by a
+fused Numba ``y += a·x`` kernel (one memory pass on both cores, twice as fast as two ufunc passes);
+small ones by in-place ufuncs (``out=``) through one or two scratch arrays per dtype, reused across
+parameters and steps; state keeps the parameter's dtype.
 SciPy's BLAS ``saxpy`` is 4× faster on a cache-warm 1024×1024 float32 update (~65 µs against
 ~250 µs), but inside a training step it made the step 4× *slower* (38 ms against 9.4 ms for a
 784-1024-1024-10 MLP on 2 cores): SciPy and NumPy ship separate OpenBLAS copies whose thread pools
@@ -35,9 +37,22 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "StepLR", "Cos
            "LambdaLR", "schedule", "get_optimizer", "OPTIMIZERS", "SCHEDULES"]
 
 # --------------------------------------------------------------------------- in-place kernels
+_FUSED_MIN_SIZE = 1 << 16
+
+
 def _axpy(a: float, x: np.ndarray, y: np.ndarray, tmp: np.ndarray) -> None:
-    """``y += a * x`` in place; ``tmp`` is a scratch array shaped like ``y`` (may be ``x``)."""
+    """``y += a * x`` in place; ``tmp`` is a scratch array shaped like ``y`` (may be ``x``).
+
+    Large contiguous arrays of one dtype go through the fused Numba kernel
+    (:mod:`nograd.kernels.axpy`, one memory pass, both cores); the rest through NumPy ufuncs.
+    """
     if a == 0.0:
+        return
+    if (y.size >= _FUSED_MIN_SIZE and x.dtype == y.dtype and x.flags.c_contiguous
+            and y.flags.c_contiguous):
+        from ..kernels.axpy import axpy  # lazy: Numba loads on the first large update
+
+        axpy(y.dtype.type(a), x.reshape(-1), y.reshape(-1))
         return
     if a == 1.0:
         np.add(y, x, out=y)

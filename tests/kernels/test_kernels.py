@@ -75,3 +75,24 @@ def test_pool_kernels_match_reference(g, dtype, include_pad):
     np.testing.assert_allclose(pool.avgpool_backward(dy, *geo_b, include_pad, np.zeros_like(x)),
                                pool_ref.avgpool_backward(dy, *geo_b, include_pad, np.zeros_like(x)),
                                **tol)
+
+
+@SETTINGS
+@given(st.integers(1, 5000), st.sampled_from([np.float32, np.float64]), st.floats(-2, 2))
+def test_axpy_matches_reference(n, dtype, a):
+    from nograd.kernels.axpy import axpy, axpy_ref
+    rng = np.random.default_rng(n)
+    x = rng.integers(-9, 9, n).astype(dtype)
+    y = rng.integers(-9, 9, n).astype(dtype)
+    a = dtype(a)
+    np.testing.assert_array_equal(axpy(a, x, y.copy()), axpy_ref(a, x, y.copy()))
+
+
+def test_optimizer_uses_the_fused_kernel_and_matches_numpy():
+    from nograd.core.optim import SGD, _FUSED_MIN_SIZE
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=_FUSED_MIN_SIZE + 3).astype(np.float32)
+    g = rng.normal(size=p.shape).astype(np.float32)
+    expected = p - np.float32(0.1) * g
+    SGD({"p": p}, lr=0.1).step({"p": g})
+    np.testing.assert_array_equal(p, expected)
