@@ -8,10 +8,10 @@ from __future__ import annotations
 import numba as nb
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True)
 def axpy(a, x, y):
     """``y += a * x`` in place; ``a`` should have ``y``'s dtype so the arithmetic stays in it."""
-    for i in nb.prange(y.size):
+    for i in range(y.size):
         y[i] += a * x[i]
     return y
 

@@ -60,3 +60,13 @@ def avgpool_backward(dy, KH, KW, sh, sw, ph, pw, count_include_pad, dx):
             dxp[:, :, i:i + sh * (OH - 1) + 1:sh, j:j + sw * (OW - 1) + 1:sw] += g
     dx += dxp[:, :, ph:ph + H, pw:pw + W]
     return dx
+
+
+def maxpool_backward_2x2(dy, idx, dx):
+    """Reference of the 2×2 path: ``dx`` is overwritten (not accumulated)."""
+    dx[...] = 0
+    return maxpool_backward(dy, idx, dx)
+
+
+def is_2x2(KH, KW, sh, sw, ph, pw):
+    return KH == 2 and KW == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0

@@ -1,6 +1,6 @@
 r"""2-D convolution and transposed convolution (NCHW), by im2col and one GEMM per group.
 
-With the column matrix ``X_col = im2col(x)`` of shape ``(C·KH·KW, N·OH·OW)`` (see
+With the column matrix of each sample ``X_col = im2col(x_n)`` of shape ``(C·KH·KW, OH·OW)`` (see
 :mod:`nograd.kernels.conv`) and the weight as a matrix ``W_m (O, C/g·KH·KW)`` per group, a
 convolution is a matrix product and both of its derivatives are too:
 
@@ -10,9 +10,10 @@ convolution is a matrix product and both of its derivatives are too:
     \bar x = \mathrm{col2im}(W_m^\top \bar Y), \qquad
     \dot Y = W_m\, \mathrm{im2col}(\dot x) + \dot W_m X_{col} + \dot b.
 
-``col2im`` is the adjoint of ``im2col``. The transposed convolution swaps the roles: its forward
-map is the convolution's input cotangent map, and its backward is the convolution's forward.
-Outputs are ``(O, N·OH·OW)`` matrices turned to NCHW in the same pass that adds the bias.
+``col2im`` is the adjoint of ``im2col``; :math:`\bar W_m` sums the per-sample products. The
+transposed convolution swaps the roles: its forward map is the convolution's input cotangent map,
+and its backward is the convolution's forward. One batched GEMM serves all samples, and its
+``(N, O, OH·OW)`` result is already NCHW, so no transpose pass is needed.
 """
 from __future__ import annotations
 
@@ -43,39 +44,28 @@ def out_size(size, k, stride, pad, dil):
     return (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
 
 
-def to_channel_major(a):
-    """``(N, C, H, W) -> (C, N·H·W)``, a contiguous copy (one pass)."""
-    N, C = a.shape[:2]
-    out = np.empty((C, N) + a.shape[2:], dtype=a.dtype)
-    np.copyto(out, a.transpose(1, 0, 2, 3))
-    return out.reshape(C, -1)
-
-
-def from_channel_major(Y, N, OH, OW, bias=None):
-    """``(O, N·OH·OW) -> (N, O, OH, OW)`` contiguous, adding ``bias (O,)`` in the same pass."""
-    O = Y.shape[0]
-    out = np.empty((N, O, OH, OW), dtype=Y.dtype)
-    src = Y.reshape(O, N, OH, OW)
-    dst = out.transpose(1, 0, 2, 3)
-    if bias is None:
-        np.copyto(dst, src)
-    else:
-        np.add(src, bias.astype(Y.dtype, copy=False).reshape(O, 1, 1, 1), out=dst)
-    return out
-
-
 def grouped_matmul(A, B, groups, trans_a=False):
-    """Block-diagonal product: ``A (g, p, q)`` (or its transpose) times the ``g`` row blocks of ``B``."""
-    B3 = B.reshape(groups, -1, B.shape[-1])
-    out = np.matmul(A.transpose(0, 2, 1) if trans_a else A, B3)
-    return out.reshape(-1, B.shape[-1])
+    """Per sample, the block-diagonal product of ``A (g, p, q)`` (or its transpose) with the ``g``
+    row blocks of ``B (N, g·q, L)``: returns ``(N, g·p, L)``, one batched GEMM call."""
+    N, _, L = B.shape
+    B4 = B.reshape(N, groups, -1, L)
+    out = np.matmul(A.transpose(0, 2, 1) if trans_a else A, B4)
+    return out.reshape(N, -1, L)
 
 
 def grouped_outer(D, B, groups):
-    """``D_g B_gᵀ`` for each group: ``D (g·p, M)``, ``B (g·q, M)`` → ``(g, p, q)``."""
-    D3 = D.reshape(groups, -1, D.shape[-1])
-    B3 = B.reshape(groups, -1, B.shape[-1])
-    return np.matmul(D3, B3.transpose(0, 2, 1))
+    """``Σ_n D_{n,g} B_{n,g}ᵀ`` per group: ``D (N, g·p, L)``, ``B (N, g·q, L)`` → ``(g, p, q)``."""
+    N, _, L = D.shape
+    D4 = D.reshape(N, groups, -1, L)
+    B4 = B.reshape(N, groups, -1, L)
+    return np.matmul(D4, B4.transpose(0, 1, 3, 2)).sum(axis=0)
+
+
+def _add_bias(Y, b):
+    """``Y (N, O, L) += b (O,)`` in place (nothing when ``b`` is None); returns ``Y``."""
+    if b is not None:
+        Y += b.astype(Y.dtype, copy=False)[:, None]
+    return Y
 
 
 class _ConvBase(Module):
@@ -122,7 +112,7 @@ class _ConvBase(Module):
     def _im2col(self, x, OH, OW):
         N, C = x.shape[:2]
         KH, KW = self.kernel_size
-        cols = np.empty((C * KH * KW, N * OH * OW), dtype=x.dtype)
+        cols = np.empty((N, C * KH * KW, OH * OW), dtype=x.dtype)
         return _kernels().im2col(np.ascontiguousarray(x), *self._geometry(), OH, OW, cols)
 
     def _col2im(self, cols, shape, OH, OW):
@@ -166,22 +156,21 @@ class Conv2d(_ConvBase):
     def forward(self, x, *, train=False, rng=None, params=None):
         self._check_input(x, self.in_channels)
         p = self._use(params)
-        N, _, OH, OW = self.output_shape(x.shape)
+        N, O, OH, OW = self.output_shape(x.shape)
         cols = self._im2col(x, OH, OW)
         Y = grouped_matmul(self._wm(self._weight(p, x.dtype)), cols, self.groups)
-        y = from_channel_major(Y, N, OH, OW, p.get("bias"))
-        return y, (cols, x.shape)
+        return _add_bias(Y, p.get("bias")).reshape(N, O, OH, OW), (cols, x.shape)
 
     def backward(self, cache, dy, *, params=None, need_dx=True):
         cols, xshape = cache
         p = self._use(params)
         N, O, OH, OW = self.output_shape(xshape)
         check_like(dy, (N, O, OH, OW))
-        dY = to_channel_major(dy)
+        dY = np.ascontiguousarray(dy).reshape(N, O, OH * OW)
         W = p["weight"]
         grads = {"weight": grouped_outer(dY, cols, self.groups).reshape(W.shape).astype(W.dtype, copy=False)}
         if "bias" in p:
-            grads["bias"] = dY.sum(axis=1).astype(W.dtype, copy=False)
+            grads["bias"] = dY.sum(axis=(0, 2)).astype(W.dtype, copy=False)
         dx = None
         if need_dx:
             dcols = grouped_matmul(self._wm(self._weight(p, dy.dtype)), dY, self.groups, trans_a=True)
@@ -192,17 +181,17 @@ class Conv2d(_ConvBase):
         self._check_input(x, self.in_channels)
         p = self._use(params)
         dparams = self._tangents(dparams) or {}
-        N, _, OH, OW = self.output_shape(x.shape)
+        N, O, OH, OW = self.output_shape(x.shape)
         cols = self._im2col(x, OH, OW)
         Wm = self._wm(self._weight(p, x.dtype))
-        y = from_channel_major(grouped_matmul(Wm, cols, self.groups), N, OH, OW, p.get("bias"))
-        dY = np.zeros((self.out_channels, cols.shape[1]), dtype=x.dtype)
+        y = _add_bias(grouped_matmul(Wm, cols, self.groups), p.get("bias")).reshape(N, O, OH, OW)
+        dY = np.zeros((N, O, OH * OW), dtype=x.dtype)
         if dx is not None:
             check_like(dx, x.shape, "dx")
             dY += grouped_matmul(Wm, self._im2col(dx, OH, OW), self.groups)
         if "weight" in dparams:
             dY += grouped_matmul(self._wm(dparams["weight"].astype(x.dtype, copy=False)), cols, self.groups)
-        return y, from_channel_major(dY, N, OH, OW, dparams.get("bias"))
+        return y, _add_bias(dY, dparams.get("bias")).reshape(N, O, OH, OW)
 
 
 class ConvTranspose2d(_ConvBase):
@@ -251,12 +240,10 @@ class ConvTranspose2d(_ConvBase):
         self._check_input(x, self.in_channels)
         p = self._use(params)
         N, O, OH, OW = self.output_shape(x.shape)
-        X = to_channel_major(x)
+        X = np.ascontiguousarray(x).reshape(N, self.in_channels, -1)
         cols = grouped_matmul(self._wm(self._weight(p, x.dtype)), X, self.groups, trans_a=True)
         y = self._col2im(cols, (N, O, OH, OW), x.shape[2], x.shape[3])
-        b = p.get("bias")
-        if b is not None:
-            y += b.astype(y.dtype, copy=False).reshape(1, O, 1, 1)
+        _add_bias(y.reshape(N, O, -1), p.get("bias"))
         return y, (X, x.shape)
 
     def backward(self, cache, dy, *, params=None, need_dx=True):
@@ -264,16 +251,14 @@ class ConvTranspose2d(_ConvBase):
         p = self._use(params)
         N, O, OH, OW = self.output_shape(xshape)
         check_like(dy, (N, O, OH, OW))
-        H, W_ = xshape[2], xshape[3]
-        dcols = self._im2col(dy, H, W_)
+        dcols = self._im2col(dy, xshape[2], xshape[3])
         Wt = p["weight"]
         grads = {"weight": grouped_outer(X, dcols, self.groups).reshape(Wt.shape).astype(Wt.dtype, copy=False)}
         if "bias" in p:
             grads["bias"] = dy.sum(axis=(0, 2, 3)).astype(Wt.dtype, copy=False)
         dx = None
         if need_dx:
-            dX = grouped_matmul(self._wm(self._weight(p, dy.dtype)), dcols, self.groups)
-            dx = from_channel_major(dX, N, H, W_)
+            dx = grouped_matmul(self._wm(self._weight(p, dy.dtype)), dcols, self.groups).reshape(xshape)
         return dx, grads
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
@@ -281,16 +266,15 @@ class ConvTranspose2d(_ConvBase):
         p = self._use(params)
         dparams = self._tangents(dparams) or {}
         N, O, OH, OW = y.shape
-        dcols = np.zeros((self.out_channels * self.kernel_size[0] * self.kernel_size[1], X.shape[1]),
-                         dtype=x.dtype)
+        K = self.kernel_size[0] * self.kernel_size[1]
+        dcols = np.zeros((N, O * K, X.shape[2]), dtype=x.dtype)
         if dx is not None:
             check_like(dx, x.shape, "dx")
-            dcols += grouped_matmul(self._wm(self._weight(p, x.dtype)), to_channel_major(dx),
-                                    self.groups, trans_a=True)
+            dX = np.ascontiguousarray(dx).reshape(X.shape)
+            dcols += grouped_matmul(self._wm(self._weight(p, x.dtype)), dX, self.groups, trans_a=True)
         if "weight" in dparams:
             dcols += grouped_matmul(self._wm(dparams["weight"].astype(x.dtype, copy=False)), X,
                                     self.groups, trans_a=True)
         dy = self._col2im(dcols, y.shape, x.shape[2], x.shape[3])
-        if "bias" in dparams:
-            dy += dparams["bias"].astype(dy.dtype, copy=False).reshape(1, O, 1, 1)
+        _add_bias(dy.reshape(N, O, -1), dparams.get("bias"))
         return y, dy

@@ -77,8 +77,11 @@ class MaxPool2d(_Pool2d):
         check_like(dy, idx.shape)
         if not need_dx:
             return None, {}
-        dx = np.zeros(xshape, dtype=dy.dtype)
-        return _kernels().maxpool_backward(np.ascontiguousarray(dy), idx, dx), {}
+        K = _kernels()
+        dy = np.ascontiguousarray(dy)
+        if K.is_2x2(*self._geometry()):
+            return K.maxpool_backward_2x2(dy, idx, np.empty(xshape, dtype=dy.dtype)), {}
+        return K.maxpool_backward(dy, idx, np.zeros(xshape, dtype=dy.dtype)), {}
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         y, (idx, _) = self.forward(x, params=params)
