@@ -16,8 +16,8 @@ import numpy as np
 from nograd.core import Residual, Sequential
 from nograd.layers import (GELU, Activation, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d,
                            ConvTranspose2d, Dropout, Embedding, Flatten, GlobalAvgPool2d, GroupNorm,
-                           Identity, LayerNorm, LeakyReLU, Linear, MaxPool2d, ReLU, Sigmoid, Softplus,
-                           Softsign, Tanh, Upsample2d)
+                           Identity, LayerNorm, LeakyReLU, Linear, MaxPool2d, ReLU, Reshape, Sigmoid,
+                           Softplus, Softsign, Tanh, Upsample2d)
 
 
 @dataclass
@@ -102,6 +102,7 @@ ENTRIES = [
     Entry("batchnorm1d-3d", BatchNorm1d, lambda dt, r: _perturbed(BatchNorm1d(3, dtype=dt), r),
           normal((3, 5)), modes=(False, True), per_sample=False),
     Entry("flatten", Flatten, lambda dt, r: Flatten(), normal((2, 3, 2))),
+    Entry("reshape", Reshape, lambda dt, r: Reshape(2, 1, 3), normal((6,)), bad_shape=LAST),
     Entry("embedding", Embedding, lambda dt, r: Embedding(7, 3, rng=r, dtype=dt),
           lambda rng, n, dt, m: rng.integers(0, 7, size=(n, 4)), float_input=False),
     Entry("sequential-mlp", Sequential,

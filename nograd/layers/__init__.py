@@ -7,10 +7,10 @@ from .embedding import Embedding
 from .linear import Linear
 from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
 from .pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d, Upsample2d
-from .shape import Flatten
+from .shape import Flatten, Reshape
 
 __all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid", "Softsign",
            "Softplus", "Activation", "Dropout", "LayerNorm", "BatchNorm1d", "Flatten", "Embedding",
            "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Upsample2d",
-           "BatchNorm2d", "GroupNorm",
+           "BatchNorm2d", "GroupNorm", "Reshape",
            "ACTIVATIONS", "get_activation"]

@@ -47,3 +47,40 @@ class Flatten(Module):
             return y, np.zeros_like(y)
         check_like(dx, x.shape, "dx")
         return y, dx.reshape(y.shape)
+
+
+class Reshape(Module):
+    """Reshape each sample to ``shape``, keeping the batch axis (e.g. flat digits ``(N, 64)`` to
+    images ``(N, 1, 8, 8)``). Shapes: ``x (N, *in) -> y (N, *shape)`` with ``prod(in) == prod(shape)``.
+    """
+
+    def __init__(self, *shape):
+        super().__init__()
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        if not shape or any(not isinstance(s, (int, np.integer)) or s < 1 for s in shape):
+            raise ValueError(f"shape must be positive ints, got {shape!r}")
+        self.shape = tuple(int(s) for s in shape)
+
+    def extra_repr(self):
+        return f"{self.shape}"
+
+    def forward(self, x, *, train=False, rng=None, params=None):
+        check_array(x, "x")
+        self._use(params)
+        if int(np.prod(x.shape[1:])) != int(np.prod(self.shape)):
+            raise ValueError(f"x of shape {x.shape} cannot be reshaped to (N, {', '.join(map(str, self.shape))})")
+        return x.reshape((x.shape[0],) + self.shape), x.shape
+
+    def backward(self, cache, dy, *, params=None, need_dx=True):
+        shape = cache
+        check_like(dy, (shape[0],) + self.shape)
+        return (dy.reshape(shape) if need_dx else None), {}
+
+    def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
+        y, _ = self.forward(x, params=params)
+        self._tangents(dparams)
+        if dx is None:
+            return y, np.zeros_like(y)
+        check_like(dx, x.shape, "dx")
+        return y, dx.reshape(y.shape)
