@@ -1,4 +1,24 @@
-"""Datasets: synthetic sets generated from a seed (embedded real data arrives with the data issue)."""
-from .synthetic import spirals, two_moons
+"""Datasets and data utilities.
 
-__all__ = ["spirals", "two_moons"]
+- embedded: :func:`load_digits` (UCI optical digits, shipped in the package, CC BY 4.0)
+- file loaders: :func:`load_idx`, :func:`load_mnist` (MNIST, Fashion-MNIST), :func:`load_cifar10`,
+  :func:`load_csv`, :func:`load_npz`
+- synthetic sets from a seed: :func:`spirals`, :func:`two_moons`, :func:`blobs`, :func:`teacher`
+- utilities: :func:`stratified_split`, :func:`batches`, :func:`one_hot`, :func:`standardise`
+- by name, as the command line uses them: :func:`load_dataset`, :func:`available_datasets`
+
+Loaders only read files; bad input raises ``ValueError``/``TypeError`` naming the argument or path.
+"""
+from .cifar import load_cifar10
+from .datasets import Dataset, available_datasets, load_dataset
+from .embedded import load_digits
+from .idx import load_idx, load_mnist
+from .split import (Standardiser, batches, num_batches, one_hot, standardise, stratified_indices,
+                    stratified_split)
+from .synthetic import blobs, spirals, teacher, two_moons
+from .tabular import load_csv, load_npz
+
+__all__ = ["load_digits", "load_idx", "load_mnist", "load_cifar10", "load_csv", "load_npz",
+           "spirals", "two_moons", "blobs", "teacher", "stratified_indices", "stratified_split",
+           "batches", "num_batches", "one_hot", "Standardiser", "standardise", "Dataset",
+           "load_dataset", "available_datasets"]
