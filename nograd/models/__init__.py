@@ -1,0 +1,14 @@
+"""Model families and the registry that finds them by name.
+
+>>> from nograd.models import get_model, available_models
+>>> net = get_model("mlp", (1, 8, 8), 10, rng=0, hidden=(32,))
+>>> [type(m).__name__ for m in net]
+['Flatten', 'Linear', 'ReLU', 'Linear']
+>>> "mlp" in available_models()
+True
+"""
+from .cnn import cnn
+from .mlp import mlp
+from .registry import available_models, get_model, model_description, register_model
+
+__all__ = ["get_model", "available_models", "register_model", "model_description", "mlp", "cnn"]
