@@ -12,6 +12,9 @@ from __future__ import annotations
 
 _REGISTRY: dict[str, type] = {}
 
+#: training hyper-parameters every rule has; a rule's own ``defaults`` override some of them
+BASE_DEFAULTS = {"optimizer": "adam", "lr": 1e-3, "epochs": 20, "batch_size": 64}
+
 
 class Rule:
     """Base class of learning rules.
@@ -29,6 +32,13 @@ class Rule:
         """Return ``(grads, info)``: descent directions keyed like ``model.params`` and a dict
         with at least ``"loss"`` (a float) and ``"output"`` (the model's prediction on ``x``)."""
         raise NotImplementedError
+
+    @classmethod
+    def hyperparameters(cls) -> dict:
+        """The rule's default training hyper-parameters: :data:`BASE_DEFAULTS` (optimizer, lr,
+        epochs, batch_size) overridden by the class's own ``defaults``. ``compare`` and ``train``
+        on the command line use these unless the user gives other values."""
+        return {**BASE_DEFAULTS, **cls.defaults}
 
     def check_model(self, model) -> None:
         """Raise ``ValueError`` at once if this rule cannot train ``model``."""

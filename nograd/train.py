@@ -1,0 +1,554 @@
+"""The fit loop: epochs of seeded mini-batches through any learning rule, a progress line, a
+per-epoch :class:`History`, callbacks (early stopping, checkpoints, epoch lines) and lr schedules.
+
+One step is the rule contract (DESIGN.md §3)::
+
+    grads, info = rule.grads(model, x, y, rng=rng)      # info["loss"], info["output"]
+    optimizer.step(grads)
+
+>>> import numpy as np
+>>> from nograd import Adam, Backprop, Linear, ReLU, Sequential
+>>> from nograd.data import spirals
+>>> X, y = spirals(100, 3, rng=0)
+>>> net = Sequential(Linear(2, 32, rng=0), ReLU(), Linear(32, 3, rng=1))
+>>> hist = fit(net, Backprop(), Adam(net.params, lr=0.01), (X, y), epochs=5, batch_size=32,
+...            rng=0, progress=False)
+>>> len(hist), hist["loss"][-1] < hist["loss"][0]
+(5, True)
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from .core.checks import as_rng, check_positive
+from .core.module import Module
+from .data.split import batches, num_batches
+from .metrics import predicted_labels
+
+__all__ = ["fit", "evaluate", "History", "Callback", "EarlyStopping", "Checkpoint", "EpochLogger",
+           "TrainState"]
+
+
+# --------------------------------------------------------------------------- history
+class History:
+    """Per-epoch records of a :func:`fit` run.
+
+    ``records`` is a list of dicts, one per epoch, with ``epoch``, ``loss`` (mean training loss over
+    the epoch's batches), ``train_accuracy`` (accuracy of the outputs the rule produced during the
+    epoch, while the weights were moving), ``lr``, ``seconds`` (the epoch's wall time, evaluation
+    included) and, with validation data, ``val_loss`` and ``val_accuracy``. ``hist["loss"]`` is the
+    list of one column. ``info`` holds run-level facts (``train_seconds``, ``stopped_epoch``,
+    ``best_epoch``).
+    """
+
+    def __init__(self):
+        self.records: list[dict] = []
+        self.info: dict = {}
+
+    def append(self, record: dict) -> None:
+        self.records.append(dict(record))
+
+    def __len__(self):
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __getitem__(self, key: str) -> list:
+        if not any(key in r for r in self.records):
+            raise KeyError(f"history has no column {key!r}; columns: {self.keys()}")
+        return [r.get(key) for r in self.records]
+
+    def keys(self) -> list[str]:
+        """Column names in first-seen order."""
+        out: list[str] = []
+        for r in self.records:
+            out += [k for k in r if k not in out]
+        return out
+
+    @property
+    def last(self) -> dict:
+        return dict(self.records[-1]) if self.records else {}
+
+    def to_dict(self) -> dict:
+        return {"epochs": [dict(r) for r in self.records], **self.info}
+
+    def to_json(self, indent=None) -> str:
+        """The history as a JSON string ``{"epochs": [...], <info>}``."""
+        import json
+
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def to_csv(self, path) -> None:
+        """Write one row per epoch (header: the column names) to ``path``, atomically."""
+        import csv
+        import tempfile
+
+        if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ValueError(f"path {path!r}: folder {folder!r} does not exist")
+        cols = self.keys()
+        fd, tmp = tempfile.mkstemp(prefix=".nograd-", suffix=".csv.tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(cols)
+                for r in self.records:
+                    w.writerow(["" if r.get(c) is None else r[c] for c in cols])
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def __repr__(self):
+        return f"History({len(self)} epochs, columns {self.keys()})"
+
+
+# --------------------------------------------------------------------------- callbacks
+class TrainState:
+    """What callbacks see: the model, optimizer, rule, history, the current ``epoch`` (1-based)
+    and ``epochs``. Setting ``stop = True`` ends training after this epoch. ``log(text)`` writes a
+    line without breaking the progress line."""
+
+    def __init__(self, model, optimizer, rule, history, epochs, progress):
+        self.model, self.optimizer, self.rule, self.history = model, optimizer, rule, history
+        self.epochs, self.epoch, self.stop = epochs, 0, False
+        self._progress = progress
+
+    def log(self, text: str, file=None) -> None:
+        self._progress.write(text, sys.stdout if file is None else file)
+
+
+class Callback:
+    """Base class: override any of the hooks; each receives the :class:`TrainState`."""
+
+    def on_train_begin(self, state: TrainState) -> None:
+        pass
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        pass
+
+    def on_train_end(self, state: TrainState) -> None:
+        pass
+
+
+def _mode(monitor: str, mode: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode == "auto":
+        return "min" if monitor.endswith("loss") else "max"
+    return mode
+
+
+def _monitored(state: TrainState, monitor: str, who: str) -> float:
+    record = state.history.records[-1]
+    if record.get(monitor) is None:
+        hint = "; pass val=(X, y) to fit" if monitor.startswith("val_") else ""
+        raise ValueError(f"{who} monitors {monitor!r} but the history has only "
+                         f"{[k for k, v in record.items() if v is not None]}{hint}")
+    return float(record[monitor])
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    ``mode="auto"`` minimises a name ending in ``loss`` and maximises anything else. With
+    ``restore_best=True`` (default) the parameters and buffers of the best epoch are copied back
+    into the model's arrays (in place) when training ends, whether it stopped early or not; the
+    history records ``best_epoch`` and ``stopped_epoch``.
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, *, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best: bool = True):
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be a history column name, got {monitor!r}")
+        self.monitor, self.mode = monitor, _mode(monitor, mode)
+        self.patience = int(check_positive(patience, "patience", integer=True, allow_zero=True))
+        self.min_delta = float(check_positive(min_delta, "min_delta", allow_zero=True))
+        self.restore_best = bool(restore_best)
+
+    def on_train_begin(self, state):
+        self.best, self.best_epoch, self.wait, self._snapshot = None, None, 0, None
+
+    def on_epoch_end(self, state):
+        value = _monitored(state, self.monitor, "EarlyStopping")
+        better = (self.best is None or
+                  (value < self.best - self.min_delta if self.mode == "min"
+                   else value > self.best + self.min_delta))
+        if better:
+            self.best, self.best_epoch, self.wait = value, state.epoch, 0
+            if self.restore_best:
+                m = state.model
+                self._snapshot = ({k: v.copy() for k, v in m.params.items()},
+                                  {k: v.copy() for k, v in m.buffers.items()})
+        else:
+            self.wait += 1
+            if self.wait > self.patience:
+                state.stop = True
+                state.history.info["stopped_epoch"] = state.epoch
+
+    def on_train_end(self, state):
+        state.history.info["best_epoch"] = self.best_epoch
+        if self.restore_best and self._snapshot is not None and self.best_epoch != state.epoch:
+            params, buffers = self._snapshot
+            for store, saved in ((state.model.params, params), (state.model.buffers, buffers)):
+                for k, v in saved.items():
+                    store[k][...] = v
+
+
+class Checkpoint(Callback):
+    """Save the model with :func:`nograd.save` (``.npz``, atomic) during training.
+
+    Without ``monitor`` the model is saved every ``every`` epochs (and after the last); with
+    ``monitor`` (e.g. ``"val_accuracy"``) only when that column improves. ``path`` may contain
+    ``{epoch}``, filled in for each save. ``saved`` lists the files written.
+    """
+
+    def __init__(self, path, *, monitor: str | None = None, mode: str = "auto", every: int = 1):
+        if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        self.path = os.fspath(path)
+        self.monitor = monitor
+        self.mode = None if monitor is None else _mode(monitor, mode)
+        self.every = int(check_positive(every, "every", integer=True))
+        self.saved: list[str] = []
+
+    def on_train_begin(self, state):
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise ValueError(f"Checkpoint path {self.path!r}: folder {folder!r} does not exist")
+        self.best = None
+
+    def on_epoch_end(self, state):
+        from .core.params import save
+
+        if self.monitor is None:
+            if state.epoch % self.every and not (state.stop or state.epoch == state.epochs):
+                return
+        else:
+            value = _monitored(state, self.monitor, "Checkpoint")
+            if self.best is not None and not (value < self.best if self.mode == "min"
+                                              else value > self.best):
+                return
+            self.best = value
+        target = self.path.format(epoch=state.epoch)
+        save(state.model, target)
+        self.saved.append(target)
+
+
+class EpochLogger(Callback):
+    """Write one line per epoch (every ``every`` epochs, and the last): epoch, loss, accuracies,
+    seconds — to ``file`` (default stdout). ``val_name`` labels the validation columns."""
+
+    def __init__(self, every: int = 1, file=None, val_name: str = "val"):
+        self.every = int(check_positive(every, "every", integer=True))
+        self.file, self.val_name = file, val_name
+
+    def on_epoch_end(self, state):
+        if state.epoch % self.every and state.epoch != state.epochs and not state.stop:
+            return
+        r = state.history.records[-1]
+        width = len(str(state.epochs))
+        parts = [f"epoch {state.epoch:{width}d}/{state.epochs}", f"loss {r['loss']:.4f}"]
+        if r.get("train_accuracy") is not None:
+            parts.append(f"train acc {r['train_accuracy']:.3f}")
+        if r.get("val_loss") is not None:
+            parts += [f"{self.val_name} loss {r['val_loss']:.4f}",
+                      f"{self.val_name} acc {r['val_accuracy']:.3f}"]
+        parts.append(f"{r['seconds']:.2f} s")
+        state.log("  ".join(parts), self.file)
+
+
+# --------------------------------------------------------------------------- progress line
+def _load_tqdm():
+    """The ``tqdm`` class when the package is installed, else ``None`` (imported only here)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm
+
+
+def _fmt_eta(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class _NoProgress:
+    def update(self, epoch, batch, loss, acc):
+        pass
+
+    def write(self, text, file):
+        print(text, file=file, flush=True)
+
+    def close(self):
+        pass
+
+
+class _PlainProgress(_NoProgress):
+    """``\\r``-rewritten line on stderr: epoch, batch, running loss and accuracy, ETA of the run."""
+
+    def __init__(self, stream, epochs, per_epoch):
+        self.stream, self.epochs, self.per_epoch = stream, epochs, per_epoch
+        self.t0, self.done, self.last, self.width, self.text = time.perf_counter(), 0, 0.0, 0, ""
+
+    def update(self, epoch, batch, loss, acc):
+        self.done += 1
+        now = time.perf_counter()
+        if now - self.last < 0.1 and batch != self.per_epoch:
+            return
+        self.last = now
+        rate = (now - self.t0) / self.done
+        eta = rate * (self.epochs * self.per_epoch - self.done)
+        acc_s = "" if acc is None else f"  acc {acc:.3f}"
+        self._draw(f"epoch {epoch}/{self.epochs}  batch {batch}/{self.per_epoch}  loss {loss:.4f}"
+                   f"{acc_s}  ETA {_fmt_eta(eta)}")
+
+    def _draw(self, text):
+        pad = max(0, self.width - len(text))
+        self.stream.write("\r" + text + " " * pad)
+        self.stream.flush()
+        self.width, self.text = len(text), text
+
+    def write(self, text, file):
+        if self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+        print(text, file=file, flush=True)
+        if self.text:
+            self.width = 0
+            self._draw(self.text)
+
+    def close(self):
+        if self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+        self.width, self.text = 0, ""
+
+
+class _TqdmProgress(_NoProgress):
+    def __init__(self, tqdm, stream, epochs, per_epoch):
+        self.tqdm, self.epochs = tqdm, epochs
+        self.bar = tqdm(total=epochs * per_epoch, file=stream, unit="batch", leave=False,
+                        dynamic_ncols=True)
+        self.last = 0.0
+
+    def update(self, epoch, batch, loss, acc):
+        self.bar.update(1)
+        now = time.perf_counter()
+        if now - self.last >= 0.1:
+            self.last = now
+            post = {"loss": f"{loss:.4f}"} if acc is None else {"loss": f"{loss:.4f}",
+                                                                  "acc": f"{acc:.3f}"}
+            self.bar.set_description(f"epoch {epoch}/{self.epochs}", refresh=False)
+            self.bar.set_postfix(post, refresh=False)
+
+    def write(self, text, file):
+        self.tqdm.write(text, file=file)
+
+    def close(self):
+        self.bar.close()
+
+
+def _make_progress(progress: bool, epochs: int, per_epoch: int):
+    stream = sys.stderr
+    if not progress or stream is None or not getattr(stream, "isatty", lambda: False)():
+        return _NoProgress()
+    tqdm = _load_tqdm()
+    if tqdm is not None:
+        return _TqdmProgress(tqdm, stream, epochs, per_epoch)
+    return _PlainProgress(stream, epochs, per_epoch)
+
+
+# --------------------------------------------------------------------------- evaluation
+def _check_xy(data, name):
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TypeError(f"{name} must be a pair (X, y) of arrays, got {type(data).__name__}")
+    X, y = data
+    if not isinstance(X, np.ndarray) or not isinstance(y, np.ndarray):
+        raise TypeError(f"{name} must hold numpy arrays (X, y), got ({type(X).__name__}, "
+                        f"{type(y).__name__})")
+    if X.ndim == 0 or len(X) == 0:
+        raise ValueError(f"{name} is empty: X has shape {X.shape}; fit needs at least one sample")
+    if X.dtype.kind != "f":
+        raise TypeError(f"{name} X must be a float array (float32 or float64), got {X.dtype}")
+    if not np.isfinite(X).all():
+        raise ValueError(f"{name} X contains NaN or inf")
+    if len(y) != len(X):
+        raise ValueError(f"{name} has {len(X)} samples in X but {len(y)} in y; they must match")
+    if y.dtype.kind in "iu":
+        if y.ndim != 1:
+            raise ValueError(f"{name} y of integer labels must be 1-D, got shape {y.shape}")
+        if y.min() < 0:
+            raise ValueError(f"{name} y has negative labels (min {y.min()})")
+    elif y.dtype.kind != "f":
+        raise TypeError(f"{name} y must hold integer labels or float targets, got {y.dtype}")
+    return X, y
+
+
+def _labels(y):
+    return y if y.ndim == 1 and y.dtype.kind in "iu" else predicted_labels(y, "y")
+
+
+def _loss_of(rule, loss):
+    from .core.losses import get_loss
+
+    if loss is not None:
+        return get_loss(loss), {}
+    fn = getattr(rule, "loss", None)
+    if callable(fn):
+        return fn, dict(getattr(rule, "loss_options", {}) or {})
+    return get_loss("cross-entropy"), {}
+
+
+def evaluate(model, X, y, *, loss="cross-entropy", batch_size: int = 1024, loss_options=None) -> dict:
+    """Loss and accuracy of ``model`` (evaluation mode) on ``(X, y)``, in batches of ``batch_size``.
+
+    Returns ``{"loss": float, "accuracy": float}``; the loss is the sample-weighted mean of the
+    batch losses (exact for mean-reduced losses).
+    """
+    from .core.losses import get_loss
+
+    X, y = _check_xy((X, y), "data")
+    check_positive(batch_size, "batch_size", integer=True)
+    fn = get_loss(loss)
+    opts = dict(loss_options or {})
+    total, correct = 0.0, 0
+    for start in range(0, len(X), batch_size):
+        xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+        out = model(xb)
+        total += fn(out, yb, **opts)[0] * len(xb)
+        correct += int(np.sum(predicted_labels(out, "output") == _labels(yb)))
+    return {"loss": total / len(X), "accuracy": correct / len(X)}
+
+
+# --------------------------------------------------------------------------- fit
+def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, callbacks=(),
+        progress=True, schedule=None, loss=None, eval_batch_size=1024) -> History:
+    """Train ``model`` with a learning ``rule`` and an ``optimizer`` for ``epochs`` epochs.
+
+    Parameters
+    ----------
+    model : a nograd Module.
+    rule : a learning rule (``rule.grads(model, x, y, rng=rng) -> (grads, info)``); its
+        ``check_model`` runs first, so a rule that cannot train the model fails at once. A rule
+        with ``applies_update = True`` (MeZO) updates in place itself: fit calls
+        ``rule.step(model, x, y, optimizer=optimizer, rng=rng) -> info`` instead.
+    optimizer : built over ``model.params`` (``optimizer.step(grads)`` updates them in place).
+    train, val : pairs ``(X, y)``: float inputs with samples first, and integer labels ``(N,)`` or
+        float targets ``(N, C)``. ``val`` (optional) is evaluated after every epoch.
+    epochs, batch_size : positive ints; the last batch of an epoch may be smaller.
+    rng : ``np.random.Generator`` or int seed — the batch order and the rule's randomness (dropout
+        masks, perturbations) come from it only: same seed, same run.
+    callbacks : :class:`Callback` instances, called in order after each epoch.
+    progress : draw a progress line (epoch, batch, loss, accuracy, ETA) on stderr — with ``tqdm``
+        when installed, a plain ``\\r`` line otherwise — only when stderr is a terminal.
+    schedule : an lr schedule from :mod:`nograd.core.optim` (``StepLR``, ``CosineLR``, …) built on
+        ``optimizer``; stepped once per epoch.
+    loss : the loss for ``val_loss`` (a name or function); default: the rule's own ``loss``
+        attribute when it has one, else softmax cross-entropy.
+
+    Returns a :class:`History`. A non-finite training loss raises ``FloatingPointError`` naming the
+    epoch and batch (lower the learning rate).
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be a nograd Module, got {type(model).__name__}")
+    if not callable(getattr(rule, "grads", None)):
+        raise TypeError(f"rule must be a learning rule with a grads(model, x, y, rng=) method, "
+                        f"got {type(rule).__name__}")
+    if not callable(getattr(optimizer, "step", None)):
+        raise TypeError(f"optimizer must have a step(grads) method, got {type(optimizer).__name__}")
+    X, y = _check_xy(train, "train")
+    if val is not None:
+        Xv, yv = _check_xy(val, "val")
+        if Xv.shape[1:] != X.shape[1:]:
+            raise ValueError(f"val samples have shape {Xv.shape[1:]} but train samples "
+                             f"{X.shape[1:]}")
+    check_positive(epochs, "epochs", integer=True)
+    check_positive(batch_size, "batch_size", integer=True)
+    check_positive(eval_batch_size, "eval_batch_size", integer=True)
+    rng = as_rng(rng)
+    callbacks = tuple(callbacks)
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks[{i}] must be a nograd.train.Callback, got {type(cb).__name__}")
+    if schedule is not None and not callable(getattr(schedule, "step", None)):
+        raise TypeError(f"schedule must have a step() method (e.g. nograd.core.optim.StepLR), "
+                        f"got {type(schedule).__name__}")
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be a bool, got {progress!r}")
+    check = getattr(rule, "check_model", None)
+    if callable(check):
+        check(model)
+    loss_fn, loss_opts = _loss_of(rule, loss)
+    _labels(y)                       # targets that give no labels fail here, not mid-epoch
+
+    history = History()
+    per_epoch = num_batches(len(X), batch_size)
+    bar = _make_progress(bool(progress), epochs, per_epoch)
+    state = TrainState(model, optimizer, rule, history, epochs, bar)
+    t_start = time.perf_counter()
+    try:
+        for cb in callbacks:
+            cb.on_train_begin(state)
+        for epoch in range(1, epochs + 1):
+            state.epoch = epoch
+            t0 = time.perf_counter()
+            lr = _current_lr(optimizer)
+            loss_sum, correct, seen, counted = 0.0, 0, 0, 0
+            for b, (xb, yb) in enumerate(batches(X, y, batch_size, rng), start=1):
+                if getattr(rule, "applies_update", False):   # e.g. MeZO: updates in place itself
+                    grads, info = None, rule.step(model, xb, yb, optimizer=optimizer, rng=rng)
+                else:
+                    grads, info = rule.grads(model, xb, yb, rng=rng)
+                value = float(info["loss"])
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"training diverged: the loss is {value} at epoch "
+                                             f"{epoch}, batch {b}; lower the learning rate")
+                if grads is not None:
+                    optimizer.step(grads)
+                n = len(xb)
+                loss_sum += value * n
+                seen += n
+                out = info.get("output")
+                if out is not None:
+                    correct += int(np.sum(predicted_labels(out, "info['output']") == _labels(yb)))
+                    counted += n
+                bar.update(epoch, b, loss_sum / seen, correct / counted if counted else None)
+            if schedule is not None:
+                schedule.step()
+            record = {"epoch": epoch, "loss": loss_sum / seen,
+                      "train_accuracy": correct / counted if counted else None, "lr": lr}
+            if val is not None:
+                ev = evaluate(model, Xv, yv, loss=loss_fn, loss_options=loss_opts,
+                              batch_size=eval_batch_size)
+                record["val_loss"], record["val_accuracy"] = ev["loss"], ev["accuracy"]
+            record["seconds"] = time.perf_counter() - t0
+            history.append(record)
+            for cb in callbacks:
+                cb.on_epoch_end(state)
+            if state.stop:
+                break
+        for cb in callbacks:
+            cb.on_train_end(state)
+    finally:
+        bar.close()
+    history.info["train_seconds"] = time.perf_counter() - t_start
+    history.info.setdefault("stopped_epoch", None)
+    return history
+
+
+def _current_lr(optimizer):
+    groups = getattr(optimizer, "groups", None)
+    if groups:
+        lr = groups[0].get("lr")
+        return float(lr) if lr is not None else None
+    return None
