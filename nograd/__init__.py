@@ -11,6 +11,9 @@ from .core.optim import SGD, Adam, AdamW, get_optimizer
 from .layers import (GELU, BatchNorm1d, Dropout, Embedding, Flatten, Identity, LayerNorm, LeakyReLU,
                      Linear, ReLU, Sigmoid, Softplus, Softsign, Tanh)
 from .rules import Backprop, Rule, available_rules, get_rule
+from . import metrics, models, train
+from .models import available_models, get_model, register_model
+from .train import History, fit
 
 __version__ = "0.1.0"
 
@@ -18,4 +21,5 @@ __all__ = ["core", "data", "layers", "rules", "testing", "Module", "Sequential",
            "flatten_params", "unflatten_params", "get_loss", "SGD", "Adam", "AdamW", "get_optimizer",
            "Linear", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid", "Softsign", "Softplus",
            "Identity", "Dropout", "LayerNorm", "BatchNorm1d", "Flatten", "Embedding", "Backprop",
-           "Rule", "get_rule", "available_rules"]
+           "Rule", "get_rule", "available_rules", "metrics", "models", "train", "fit", "History",
+           "get_model", "available_models", "register_model"]

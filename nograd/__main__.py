@@ -2,16 +2,33 @@
 
 Commands
 --------
-demo   train a small MLP with backprop on a synthetic spiral task and report test accuracy.
+compare  train the same model on the same split once per learning rule; print a table
+train    train one model with one rule; per-epoch lines, a summary, optional checkpoint and plot
+list     the registered models, rules and datasets, one line each
+demo     train a small MLP with backprop on a synthetic spiral task and report test accuracy
 
-Every argument error is one line on stderr and exit status 2.
+Every argument error — a bad option, an unknown rule/model/dataset, a missing or malformed file — is
+one line on stderr and exit status 2, with no traceback. A run whose loss turns NaN/inf stops with
+one line and exit status 1.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+
+PROG = "python -m nograd"
+
+MEMORY_HELP = ("peak memory is measured with Python's tracemalloc (NumPy reports its array "
+               "allocations to it) from model construction to the end of training: parameters, "
+               "optimizer state, activations, gradients and batches, not the dataset; "
+               "--no-memory turns the tracing (and its small time overhead) off")
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs: reported in one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,20 +37,316 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive_int(s):
-    v = int(s)
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
     return v
 
 
 def _positive_float(s):
-    v = float(s)
-    if not v > 0:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {s!r}") from None
+    if not v > 0 or v == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
     return v
 
 
-def cmd_demo(args, out=sys.stdout):
+def _target(s):
+    try:
+        return int(s)
+    except ValueError:
+        return s
+
+
+# --------------------------------------------------------------------------- shared steps
+def _load_data(args):
+    from .data import load_dataset
+
+    return load_dataset(args.data, data_dir=args.data_dir, target=args.target, seed=args.seed,
+                        download=args.download)
+
+
+def _hyper(rule_cls, args):
+    """The rule's defaults, overridden by the options the user gave."""
+    hp = rule_cls.hyperparameters()
+    for key in ("optimizer", "lr", "epochs", "batch_size"):
+        value = getattr(args, key)
+        if value is not None:
+            hp[key] = value
+    return hp
+
+
+def _check_writable(path, option):
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"{option} {path}: folder {folder} does not exist")
+
+
+def _run(rule_name, ds, args, *, quiet, log_epochs):
+    """Build the model, train it with one rule, evaluate it; returns (summary dict, model, history)."""
+    import numpy as np
+
+    from .core.optim import get_optimizer
+    from .metrics import count_flops, macro_f1
+    from .models import get_model
+    from .rules import get_rule
+    from .train import EpochLogger, evaluate, fit
+
+    rule = _setup(lambda: get_rule(rule_name))
+    hp = _hyper(type(rule), args)
+    _warm_up(rule_name, ds, args, hp)
+    trace = not args.no_memory
+    if trace:
+        import tracemalloc
+
+        was_tracing = tracemalloc.is_tracing()
+        if was_tracing:
+            tracemalloc.reset_peak()
+        else:
+            tracemalloc.start()
+    try:
+        try:
+            model = get_model(args.model, ds.input_shape, ds.num_classes,
+                              rng=np.random.default_rng(args.seed))
+            rule.check_model(model)
+            optimizer = get_optimizer(hp["optimizer"], model.params, lr=hp["lr"])
+        except (ValueError, TypeError) as e:
+            raise UserError(f"rule {rule_name}, model {args.model}: {e}") from None
+        callbacks = []
+        if log_epochs and not quiet:
+            every = max(1, hp["epochs"] // 20)
+            callbacks.append(EpochLogger(every=every, val_name="test"))
+        history = fit(model, rule, optimizer, (ds.X_train, ds.y_train), val=(ds.X_test, ds.y_test),
+                      epochs=hp["epochs"], batch_size=hp["batch_size"],
+                      rng=np.random.default_rng([args.seed, 1]), callbacks=callbacks,
+                      progress=not quiet)
+        peak = tracemalloc.get_traced_memory()[1] if trace else None
+    finally:
+        if trace and not was_tracing:
+            tracemalloc.stop()
+    test = evaluate(model, ds.X_test, ds.y_test)
+    pred = np.concatenate([model(ds.X_test[i:i + 1024]).argmax(1)
+                           for i in range(0, len(ds.X_test), 1024)])
+    try:
+        flops = count_flops(model, ds.input_shape)["forward"]
+    except ValueError:
+        flops = None
+    summary = {"command": args.command, "rule": rule_name, "model": args.model, "data": ds.name,
+               "test_accuracy": round(test["accuracy"], 4),
+               "test_macro_f1": round(macro_f1(ds.y_test, pred, ds.num_classes), 4),
+               "test_loss": round(test["loss"], 4),
+               "train_loss": round(history.last["loss"], 4),
+               "train_seconds": round(history.info["train_seconds"], 3),
+               "peak_mb": None if peak is None else round(peak / 2 ** 20, 2),
+               "optimizer": hp["optimizer"], "lr": hp["lr"], "epochs": len(history),
+               "batch_size": hp["batch_size"], "seed": args.seed, "num_params": model.num_params,
+               "flops_per_sample": flops, "n_train": len(ds.X_train), "n_test": len(ds.X_test)}
+    return summary, model, history
+
+
+def _warm_up(rule_name, ds, args, hp):
+    """One untimed, untraced step on a throwaway model, rule and optimizer, so that one-time costs
+    (lazy imports, loading Numba kernels) count neither in the seconds nor in the peak memory."""
+    import numpy as np
+
+    from .core.optim import get_optimizer
+    from .models import get_model
+    from .rules import get_rule
+
+    try:
+        model = get_model(args.model, ds.input_shape, ds.num_classes, rng=np.random.default_rng(0))
+        rule = get_rule(rule_name)
+        rule.check_model(model)
+        opt = get_optimizer(hp["optimizer"], model.params, lr=hp["lr"])
+    except (ValueError, TypeError) as e:
+        raise UserError(f"rule {rule_name}, model {args.model}: {e}") from None
+    n = min(hp["batch_size"], len(ds.X_train))
+    grads, _ = rule.grads(model, ds.X_train[:n], ds.y_train[:n], rng=np.random.default_rng(0))
+    opt.step(grads)
+    model(ds.X_test[:n])
+
+
+def _setup(fn):
+    """Run ``fn``, turning the mistakes a user can make into a one-line UserError."""
+    try:
+        return fn()
+    except (ValueError, TypeError) as e:
+        raise UserError(str(e)) from None
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_train(args, out=None):
+    out = sys.stdout if out is None else out
+    from .rules import get_rule
+
+    if args.save:
+        _check_writable(args.save, "--save")
+    if args.history:
+        _check_writable(args.history, "--history")
+        if not args.history.endswith((".csv", ".json")):
+            raise UserError(f"--history {args.history}: the name must end in .csv or .json")
+    if args.plot:
+        import importlib.util
+
+        _check_writable(args.plot, "--plot")
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UserError("--plot needs matplotlib, which is not installed "
+                            "(pip install 'nograd[plot]'); nothing was trained")
+    ds = _setup(lambda: _load_data(args))
+    _setup(lambda: get_rule(args.rule))
+    try:
+        summary, model, history = _run(args.rule, ds, args, quiet=args.json, log_epochs=True)
+    except FloatingPointError as e:
+        print(f"{PROG} train: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if args.save:
+        from .core.params import save
+
+        save(model, args.save)
+        summary["saved"] = args.save
+    if args.history:
+        if args.history.endswith(".csv"):
+            history.to_csv(args.history)
+        else:
+            with open(args.history, "w") as f:
+                f.write(history.to_json(indent=1))
+        summary["history"] = args.history
+    if args.plot:
+        _plot(history, args.plot, f"{args.rule} · {args.model} · {ds.name}")
+        summary["plot"] = args.plot
+    if args.json:
+        print(json.dumps(summary), file=out)
+    else:
+        mem = "" if summary["peak_mb"] is None else f", peak {summary['peak_mb']:.1f} MB"
+        print(f"{args.rule} {args.model} on {ds.name}: test accuracy {summary['test_accuracy']:.4f} "
+              f"(macro-F1 {summary['test_macro_f1']:.4f}) after {summary['epochs']} epochs, "
+              f"{summary['train_seconds']:.2f} s{mem}", file=out)
+    return summary
+
+
+def _plot(history, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ep = history["epoch"]
+    a1.plot(ep, history["loss"], label="train")
+    a1.plot(ep, history["val_loss"], label="test")
+    a1.set_xlabel("epoch"), a1.set_ylabel("loss"), a1.legend()
+    a2.plot(ep, history["train_accuracy"], label="train")
+    a2.plot(ep, history["val_accuracy"], label="test")
+    a2.set_xlabel("epoch"), a2.set_ylabel("accuracy"), a2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _rule_names(spec, model_name, ds, seed):
+    """The rules to compare: a comma list, or ``all`` (every registered rule that takes the model).
+
+    Named rules are all checked before anything runs: an unknown name, or a rule that cannot train
+    the model, is a UserError. ``all`` skips the rules that cannot, and reports them."""
+    import numpy as np
+
+    from .models import get_model
+    from .rules import available_rules, get_rule
+
+    if spec == "all":
+        names = available_rules()
+    else:
+        names = [s.strip() for s in spec.split(",") if s.strip()]
+        if not names:
+            raise UserError("--rules is empty; give rule names separated by commas, or 'all'")
+        if len(set(names)) != len(names):
+            raise UserError(f"--rules repeats a rule: {spec}")
+    probe = _setup(lambda: get_model(model_name, ds.input_shape, ds.num_classes,
+                                     rng=np.random.default_rng(seed)))
+    kept, skipped = [], []
+    for name in names:
+        rule = _setup(lambda: get_rule(name))
+        try:
+            rule.check_model(probe)
+        except (ValueError, TypeError) as e:
+            if spec != "all":
+                raise UserError(f"rule {name} cannot train model {model_name}: {e}") from None
+            skipped.append((name, str(e)))
+            continue
+        kept.append(name)
+    return kept, skipped
+
+
+def cmd_compare(args, out=None):
+    out = sys.stdout if out is None else out
+    ds = _setup(lambda: _load_data(args))
+    names, skipped = _rule_names(args.rules, args.model, ds, args.seed)
+    for name, why in skipped:
+        print(f"{PROG} compare: skipping rule {name}: {why}", file=sys.stderr)
+    if not names:
+        raise UserError(f"no registered rule can train model {args.model!r}")
+    header = (f"{'rule':<20} {'test acc':>8} {'seconds':>8} {'peak MB':>8}  {'optimizer':<9} "
+              f"{'lr':>8} {'epochs':>6} {'batch':>5}")
+    if not args.json:
+        print(f"{args.model} on {ds.name} ({len(ds.X_train)} train / {len(ds.X_test)} test, "
+              f"seed {args.seed})", file=out)
+        print(header, file=out)
+        print("-" * len(header), file=out, flush=True)
+    results = []
+    for name in names:
+        try:
+            summary, _, _ = _run(name, ds, args, quiet=args.json, log_epochs=False)
+        except FloatingPointError as e:
+            print(f"{PROG} compare: rule {name}: {e}", file=sys.stderr)
+            summary = {"command": "compare", "rule": name, "model": args.model, "data": ds.name,
+                       "error": str(e)}
+        results.append(summary)
+        if args.json:
+            print(json.dumps(summary), file=out, flush=True)
+        elif "error" in summary:
+            print(f"{name:<20} {'diverged':>8}", file=out, flush=True)
+        else:
+            mem = "-" if summary["peak_mb"] is None else f"{summary['peak_mb']:.1f}"
+            print(f"{name:<20} {summary['test_accuracy']:>8.4f} {summary['train_seconds']:>8.2f} "
+                  f"{mem:>8}  {summary['optimizer']:<9} {summary['lr']:>8g} {summary['epochs']:>6d} "
+                  f"{summary['batch_size']:>5d}", file=out, flush=True)
+    return results
+
+
+def _first_line(doc):
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    return text.replace("``", "")
+
+
+def cmd_list(args, out=None):
+    out = sys.stdout if out is None else out
+    from .data import available_datasets
+    from .models import available_models, model_description
+    from .rules import available_rules, get_rule
+
+    for name in available_models():
+        print(f"model  {name:<16} {model_description(name)}", file=out)
+    for name in available_rules():
+        try:
+            rule = get_rule(name)
+        except TypeError:
+            print(f"rule   {name:<16} (needs constructor arguments)", file=out)
+            continue
+        hp = type(rule).hyperparameters()
+        print(f"rule   {name:<16} {_first_line(type(rule).__doc__)} [defaults: {hp['optimizer']}, "
+              f"lr {hp['lr']:g}, {hp['epochs']} epochs, batch {hp['batch_size']}]", file=out)
+    for name, desc in available_datasets().items():
+        print(f"data   {name:<16} {desc}", file=out)
+
+
+def cmd_demo(args, out=None):
+    out = sys.stdout if out is None else out
     import numpy as np
 
     from .core import Sequential
@@ -75,9 +388,64 @@ def cmd_demo(args, out=sys.stdout):
     return summary
 
 
+# --------------------------------------------------------------------------- parser
+def _add_common(p):
+    g = p.add_argument_group("data and model")
+    g.add_argument("--data", default="digits", metavar="NAME",
+                   help="digits (default, embedded), mnist, fashion-mnist, cifar10, spirals, moons, "
+                        "blobs, teacher, csv:PATH or npz:PATH (see `list`)")
+    g.add_argument("--target", type=_target, default=-1, metavar="COL",
+                   help="class column of a CSV: a header name or an index (negative counts from the "
+                        "end; default -1, the last column)")
+    g.add_argument("--data-dir", metavar="DIR",
+                   help="folder of the mnist / fashion-mnist IDX files or the cifar10 batches")
+    g.add_argument("--download", action="store_true",
+                   help="let mnist / fashion-mnist fetch missing files (SHA-256 checked) into "
+                        "--data-dir or the cache folder")
+    g.add_argument("--model", default="mlp", help="a registered model (default mlp; see `list`)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of the split, the initial weights and the batch order (default 0)")
+    h = p.add_argument_group("training (default: each rule's own defaults, see `list`)")
+    h.add_argument("--epochs", type=_positive_int)
+    h.add_argument("--batch-size", type=_positive_int)
+    h.add_argument("--lr", type=_positive_float, help="learning rate")
+    h.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
+    o = p.add_argument_group("output")
+    o.add_argument("--json", action="store_true", help="print JSON only (no table or epoch lines)")
+    o.add_argument("--no-memory", action="store_true", help=MEMORY_HELP)
+
+
 def build_parser():
-    p = _Parser(prog="python -m nograd", description="nograd: learning without autodiff")
+    p = _Parser(prog=PROG, description="nograd: learning without autodiff",
+                epilog="Argument errors: one line on stderr, exit status 2.")
     sub = p.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
+
+    c = sub.add_parser("compare", help="train one model per learning rule on the same split; table",
+                       description="Train the same model (same initial weights, same split, same "
+                                   "batch order) once per rule and print rule, test accuracy, "
+                                   "seconds, peak memory and the hyper-parameters each ran with. "
+                                   + MEMORY_HELP + ".")
+    c.add_argument("--rules", default="all",
+                   help="comma-separated rule names, or 'all' (default): every registered rule "
+                        "that supports the model")
+    _add_common(c)
+    c.set_defaults(func=cmd_compare)
+
+    t = sub.add_parser("train", help="train one model with one rule",
+                       description="Train one model with one learning rule; print a line per "
+                                   "epoch and a summary. " + MEMORY_HELP + ".")
+    t.add_argument("--rule", default="backprop", help="a registered rule (default backprop)")
+    _add_common(t)
+    t.add_argument("--save", metavar="PATH", help="write the trained weights to PATH (.npz)")
+    t.add_argument("--history", metavar="PATH", help="write the per-epoch history (.csv or .json)")
+    t.add_argument("--plot", metavar="PATH",
+                   help="write a PNG learning curve (needs matplotlib; without it the command "
+                        "stops at once with exit status 2)")
+    t.set_defaults(func=cmd_train)
+
+    ls = sub.add_parser("list", help="registered models, rules and datasets, one line each")
+    ls.set_defaults(func=cmd_list)
+
     d = sub.add_parser("demo", help="train a small MLP with backprop on synthetic spirals")
     d.add_argument("--epochs", type=_positive_int, default=200)
     d.add_argument("--batch-size", type=_positive_int, default=64)
@@ -96,7 +464,11 @@ def main(argv=None):
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    args.func(args)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
