@@ -404,7 +404,8 @@ def _loss_of(rule, loss):
     if loss is not None:
         return get_loss(loss), {}
     fn = getattr(rule, "loss", None)
-    if callable(fn):
+    # a loss function stored on the rule (as Backprop, FA, DFA do), not a method of the rule
+    if callable(fn) and getattr(fn, "__self__", None) is not rule:
         return fn, dict(getattr(rule, "loss_options", {}) or {})
     return get_loss("cross-entropy"), {}
 

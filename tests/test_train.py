@@ -240,3 +240,23 @@ def test_history_object():
     assert h.last["loss"] == 1.0 and "2 epochs" in repr(h)
     with pytest.raises(ValueError, match="does not exist"):
         h.to_csv("/no/such/folder/h.csv")
+
+
+def test_val_loss_uses_the_rules_loss_function():
+    X, y = blobs(40, 3, 2, rng=0)
+    net = mlp()
+    h = fit(net, Backprop("focal", gamma=2.0), Adam(net.params), (X, y), val=(X, y), epochs=1,
+            batch_size=10, rng=0, progress=False)
+    from nograd.core.losses import focal_loss
+    assert h["val_loss"][0] == pytest.approx(focal_loss(net(X), y, gamma=2.0)[0], rel=1e-5)
+
+    class MethodLoss(Rule):
+        def loss(self, *args):          # a method named loss is not taken for the loss function
+            raise AssertionError("called")
+
+        def grads(self, model, x, y, *, rng=None):
+            return Backprop().grads(model, x, y, rng=rng)
+
+    h = fit(net, MethodLoss(), Adam(net.params), (X, y), val=(X, y), epochs=1, batch_size=10,
+            rng=0, progress=False)
+    assert h["val_loss"][0] > 0
