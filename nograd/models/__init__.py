@@ -7,7 +7,8 @@
 >>> "mlp" in available_models()
 True
 """
+from .cnn import cnn
 from .mlp import mlp
 from .registry import available_models, get_model, model_description, register_model
 
-__all__ = ["get_model", "available_models", "register_model", "model_description", "mlp"]
+__all__ = ["get_model", "available_models", "register_model", "model_description", "mlp", "cnn"]
