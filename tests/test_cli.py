@@ -54,12 +54,19 @@ def run(argv, capsys):
     return code, out, err
 
 
-def test_train_defaults_reach_95_percent_on_digits(capsys):
+def test_train_defaults_reach_95_percent_on_digits(tmp_path):
+    # The command, in a fresh process. OpenBLAS is held to one thread here: on shared CI
+    # cores its threads spin against other jobs and the same run takes 10-50x longer (measured
+    # 0.7 s against 7-50 s); the test is about accuracy, so it should not depend on that load.
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
     t0 = time.perf_counter()
-    code, out, err = run(["train", "--data", "digits", "--json"], capsys)
+    proc = subprocess.run([sys.executable, "-m", "nograd", "train", "--data", "digits", "--json"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     wall = time.perf_counter() - t0
-    assert code == 0 and out.count("\n") == 1
-    res = json.loads(out)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("\n") == 1
+    res = json.loads(proc.stdout)
     assert res["test_accuracy"] >= 0.95, res
     assert res["epochs"] == 20 and res["optimizer"] == "adam" and res["batch_size"] == 64
     for key in ("rule", "model", "data", "test_accuracy", "train_seconds", "peak_mb"):
@@ -71,8 +78,8 @@ def test_train_defaults_reach_95_percent_on_digits(capsys):
 
 def test_train_lines_save_history(tmp_path, capsys):
     save, hist = tmp_path / "w.npz", tmp_path / "h.csv"
-    code, out, err = run(["train", "--epochs", "3", "--lr", "0.003", "--save", str(save),
-                          "--history", str(hist), "--seed", "1"], capsys)
+    code, out, err = run(["train", "--epochs", "3", "--lr", "0.003", "--batch-size", "256",
+                          "--save", str(save), "--history", str(hist), "--seed", "1"], capsys)
     lines = out.strip().splitlines()
     assert code == 0 and len(lines) == 4
     assert lines[0].startswith("epoch 1/3  loss ") and "test acc" in lines[0]
@@ -100,16 +107,17 @@ def test_train_plot(tmp_path, capsys):
 
 def test_compare_two_rules_same_start(test_rules, capsys):
     code, out, err = run(["compare", "--rules", "backprop,test-twin,test-sgd", "--json",
-                          "--epochs", "2"], capsys)
+                          "--epochs", "1"], capsys)
     assert code == 0, err
     rows = [json.loads(line) for line in out.strip().splitlines()]
     assert [r["rule"] for r in rows] == ["backprop", "test-twin", "test-sgd"]
     # the same model, split and batch order: a twin of backprop gets exactly its numbers
     assert rows[0]["test_accuracy"] == rows[1]["test_accuracy"]
     assert rows[0]["train_loss"] == rows[1]["train_loss"]
-    # each rule runs with its own defaults, the user's --epochs overrides them all
+    # each rule runs with its own defaults; the user's --epochs overrides them all
+    assert (rows[0]["optimizer"], rows[0]["lr"], rows[0]["batch_size"]) == ("adam", 0.001, 64)
     assert (rows[2]["optimizer"], rows[2]["lr"], rows[2]["batch_size"]) == ("sgd", 0.1, 32)
-    assert all(r["epochs"] == 2 for r in rows)
+    assert all(r["epochs"] == 1 for r in rows)
     assert rows[2]["test_accuracy"] != rows[0]["test_accuracy"]
     for r in rows:
         assert {"rule", "model", "data", "test_accuracy", "train_seconds", "peak_mb"} <= set(r)
@@ -117,14 +125,14 @@ def test_compare_two_rules_same_start(test_rules, capsys):
 
 def test_compare_table_and_all(test_rules, capsys):
     code, out, err = run(["compare", "--rules", "all", "--lr", "0.01", "--epochs", "1",
-                          "--no-memory"], capsys)
+                          "--batch-size", "512", "--no-memory"], capsys)
     assert code == 0
     lines = out.strip().splitlines()
     assert lines[0].startswith("mlp on digits (1348 train / 449 test, seed 0)")
     assert lines[1].split()[:4] == ["rule", "test", "acc", "seconds"]
     body = {ln.split()[0]: ln.split() for ln in lines[3:]}
     assert set(body) == {"backprop", "test-twin", "test-sgd", "test-nan"}
-    assert body["test-sgd"][4:] == ["sgd", "0.01", "1", "32"] and body["test-sgd"][3] == "-"
+    assert body["test-sgd"][4:] == ["sgd", "0.01", "1", "512"] and body["test-sgd"][3] == "-"
     assert body["test-nan"][1] == "diverged"
     assert "skipping rule test-picky: test-picky needs a model without bias" in err
 
@@ -205,7 +213,8 @@ def test_divergence_exit_1(test_rules, capsys):
 
 def test_real_process_entry_point(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    ok = subprocess.run([sys.executable, "-m", "nograd", "train", "--epochs", "1", "--json"],
+    ok = subprocess.run([sys.executable, "-m", "nograd", "train", "--epochs", "1", "--batch-size",
+                         "512", "--json"],
                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout.strip().splitlines()[-1])["data"] == "digits"
