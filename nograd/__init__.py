@@ -23,3 +23,12 @@ __all__ = ["core", "data", "layers", "rules", "testing", "Module", "Sequential",
            "Identity", "Dropout", "LayerNorm", "BatchNorm1d", "Flatten", "Embedding", "Backprop",
            "Rule", "get_rule", "available_rules", "metrics", "models", "train", "fit", "History",
            "get_model", "available_models", "register_model"]
+
+
+def __getattr__(name):
+    # St(C) (nograd.causal) loads on first use, so `import nograd` stays within its time budget
+    if name == "causal":
+        import importlib
+
+        return importlib.import_module(".causal", __name__)
+    raise AttributeError(f"module 'nograd' has no attribute {name!r}")
