@@ -14,6 +14,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -32,6 +33,10 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # measure imports from bytecode, as a user's second run does: some environments set
+    # PYTHONDONTWRITEBYTECODE, which would make every run recompile the sources
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="nograd-pycache-")
     subprocess.run([sys.executable, "-c", CODE], env=env, check=True, capture_output=True)  # warm .pyc
     numpy_s, nograd_s, heavy = [], [], set()
     for _ in range(args.runs):
