@@ -18,6 +18,7 @@ from nograd.layers import (GELU, Activation, AvgPool2d, BatchNorm1d, BatchNorm2d
                            ConvTranspose2d, Dropout, Embedding, Flatten, GlobalAvgPool2d, GroupNorm,
                            Identity, LayerNorm, LeakyReLU, Linear, MaxPool2d, ReLU, Reshape, Sigmoid,
                            Softplus, Softsign, Tanh, Upsample2d)
+from nograd.layers.poset import Poset, PosetPool2d
 
 
 @dataclass
@@ -70,6 +71,41 @@ def distinct(shape, gap=0.05):
     def draw(rng, n, dt, m):
         size = n * int(np.prod(shape))
         return (rng.permutation(size).reshape((n,) + shape) * gap - size * gap / 2).astype(dt)
+    return draw
+
+
+def poset_generic(shape, margin=0.05):
+    """Inputs for poset pooling away from its kinks: in every window the largest up-set sum beats
+    every up-set that differs on real (unpadded) positions by ``margin``. Distinct values are not
+    enough here: sums of different subsets can tie, and the empty set puts a kink at 0."""
+    def draw(rng, n, dt, m):
+        x = rng.standard_normal((n,) + shape)
+        (KH, KW), (sh, sw) = m.kernel_size, m.stride
+        _, _, OH, OW = m.output_shape(x.shape)
+        elem, parent, cand, masks = m._table
+        H, W = shape[1:]
+        for _ in range(200):
+            clean = True
+            for a, c, oh, ow in np.ndindex(n, shape[0], OH, OW):
+                rows, cols = slice(oh * sh, oh * sh + KH), slice(ow * sw, ow * sw + KW)
+                win = np.zeros((KH, KW))
+                real = np.zeros((KH, KW), dtype=bool)
+                part = x[a, c, rows, cols]
+                win[:part.shape[0], :part.shape[1]] = part
+                real[:part.shape[0], :part.shape[1]] = True
+                on = int(sum(1 << i for i, r in enumerate(real.ravel()) if r))
+                vals = np.zeros(len(masks))
+                for k in range(1, len(masks)):
+                    vals[k] = win.ravel()[elem[k]] + vals[parent[k]]
+                ks = np.flatnonzero(cand)
+                best = ks[np.argmax(vals[ks])]
+                rivals = [vals[k] for k in ks if (int(masks[k]) & on) != (int(masks[best]) & on)]
+                if rivals and vals[best] - max(rivals) < margin:
+                    x[a, c, rows, cols] = rng.standard_normal(part.shape)
+                    clean = False
+            if clean:
+                return x.astype(dt)
+        raise RuntimeError("could not draw an input away from the poset pooling kinks")
     return draw
 
 
@@ -141,6 +177,18 @@ ENTRIES = [
           normal((4, 3, 2)), bad_shape=CHANNELS),
     Entry("groupnorm-2d-input", GroupNorm, lambda dt, r: _perturbed(GroupNorm(3, 6, dtype=dt), r),
           normal((6,)), bad_shape=CHANNELS),
+    # poset pooling: inputs away from ties between up-set sums; odd sizes are zero-padded
+    Entry("posetpool2d-antichain", PosetPool2d, lambda dt, r: PosetPool2d("antichain"),
+          poset_generic((2, 5, 6)), bad_shape=NDIM3),
+    Entry("posetpool2d-chain", PosetPool2d, lambda dt, r: PosetPool2d("chain"), poset_generic((2, 4, 5)),
+          bad_shape=NDIM3),
+    Entry("posetpool2d-N", PosetPool2d, lambda dt, r: PosetPool2d("N"), poset_generic((3, 5, 4)),
+          bad_shape=NDIM3),
+    Entry("posetpool2d-diamond", PosetPool2d, lambda dt, r: PosetPool2d("diamond"), poset_generic((2, 6, 6)),
+          bad_shape=NDIM3),
+    Entry("posetpool2d-6pt-overlap", PosetPool2d,
+          lambda dt, r: PosetPool2d(Poset(6, [(0, 1), (1, 2), (3, 4), (0, 4)]), (1, 2), kernel_size=(2, 3)),
+          poset_generic((2, 5, 7)), bad_shape=NDIM3),
 ]
 
 

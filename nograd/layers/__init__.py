@@ -7,10 +7,11 @@ from .embedding import Embedding
 from .linear import Linear
 from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
 from .pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d, Upsample2d
+from .poset import Poset, PosetPool2d, four_point_posets, get_poset
 from .shape import Flatten, Reshape
 
 __all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid", "Softsign",
            "Softplus", "Activation", "Dropout", "LayerNorm", "BatchNorm1d", "Flatten", "Embedding",
            "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Upsample2d",
-           "BatchNorm2d", "GroupNorm", "Reshape",
+           "BatchNorm2d", "GroupNorm", "Reshape", "PosetPool2d", "Poset", "four_point_posets", "get_poset",
            "ACTIVATIONS", "get_activation"]
