@@ -5,11 +5,16 @@
   :func:`load_csv`, :func:`load_npz`
 - synthetic sets from a seed: :func:`spirals`, :func:`two_moons`, :func:`blobs`, :func:`teacher`
 - utilities: :func:`stratified_split`, :func:`batches`, :func:`one_hot`, :func:`standardise`
+- re-balancing (training data only): :func:`random_undersample`, :func:`random_oversample`,
+  :func:`smote`, :func:`rebalance`; :func:`stratified_kfold` and :func:`cross_validate` (binary,
+  imputation/standardisation/re-balancing fitted on the training folds), :class:`MedianImputer`
 - by name, as the command line uses them: :func:`load_dataset`, :func:`available_datasets`
 
 Loaders only read files; bad input raises ``ValueError``/``TypeError`` naming the argument or path.
 """
+from .balance import BALANCE_METHODS, random_oversample, random_undersample, rebalance, smote
 from .cifar import load_cifar10
+from .cv import MedianImputer, cross_validate, stratified_kfold, zeros_as_missing
 from .datasets import Dataset, available_datasets, load_dataset
 from .embedded import load_digits
 from .idx import load_idx, load_mnist
@@ -21,4 +26,6 @@ from .tabular import load_csv, load_npz
 __all__ = ["load_digits", "load_idx", "load_mnist", "load_cifar10", "load_csv", "load_npz",
            "spirals", "two_moons", "blobs", "teacher", "stratified_indices", "stratified_split",
            "batches", "num_batches", "one_hot", "Standardiser", "standardise", "Dataset",
-           "load_dataset", "available_datasets"]
+           "load_dataset", "available_datasets", "random_undersample", "random_oversample", "smote",
+           "rebalance", "BALANCE_METHODS", "stratified_kfold", "cross_validate", "MedianImputer",
+           "zeros_as_missing"]
