@@ -1,0 +1,548 @@
+r"""Zeroth-order training: SPSA and MeZO estimate the gradient from objective values alone.
+
+Both rules evaluate an *objective* at two points :math:`\theta \pm \varepsilon z` along a random
+direction :math:`z` and use the central difference as the directional derivative:
+
+.. math::
+
+    \hat g = \frac{\mathcal L(\theta + \varepsilon z) - \mathcal L(\theta - \varepsilon z)}
+                 {2\varepsilon}\, z
+    \;\approx\; z z^\top \nabla\mathcal L(\theta), \qquad \mathbb E\,[z z^\top] = I .
+
+No derivative of the model is used, only ``forward``; so the objective can be any callable
+``objective(model, x, y) -> float`` (or ``-> (float, output)``), including non-differentiable
+ones such as the error rate :func:`zero_one_loss` or ``1 - macro-F1``. The objective is minimised.
+
+- :class:`SPSA` (Spall 1992) returns the estimate as an ordinary gradient dict, so any optimizer
+  applies it; it keeps a copy of the perturbed arrays and restores them exactly.
+- :class:`MeZO` (Malladi et al. 2023) never stores :math:`z`: it perturbs the parameters in place,
+  regenerating :math:`z` from a seed each time, and applies its own SGD update the same way, so a
+  step needs the memory of inference (see ``bench/memory_zo.py``).
+
+References: J. C. Spall (1992), "Multivariate stochastic approximation using a simultaneous
+perturbation gradient approximation", IEEE Trans. Automatic Control 37(3), eq. 2.2; S. Malladi,
+T. Gao, E. Nichani, A. Damian, J. D. Lee, D. Chen, S. Arora (2023), "Fine-Tuning Language Models
+with Just Forward Passes", NeurIPS, §2 (Definition 1: SPSA and n-SPSA; Definition 2: ZO-SGD) and
+Algorithm 1 (MeZO).
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+
+import numpy as np
+
+from ..core.checks import as_rng, check_positive
+from ..core.losses import get_loss
+from ..core.module import Module
+from ..layers import BatchNorm1d, GroupNorm, LayerNorm
+from .base import Rule, register
+
+__all__ = ["SPSA", "MeZO", "loss_objective", "zero_one_loss", "select_params"]
+
+_NORMS = (BatchNorm1d, LayerNorm, GroupNorm)       # BatchNorm2d subclasses BatchNorm1d
+_CHUNK = 1 << 16                                   # elements of z drawn at a time by MeZO
+
+
+# --------------------------------------------------------------------------- objectives
+def loss_objective(loss="cross-entropy", **loss_options):
+    """The objective ``(model, x, y) -> (loss value, output)`` of a loss, in evaluation mode.
+
+    Evaluation mode makes the objective a deterministic function of the parameters (no dropout
+    mask, no batch-statistics update), so the two probes of one step see the same function.
+    """
+    fn = get_loss(loss)
+
+    def objective(model, x, y):
+        out = model(x)
+        if not np.isfinite(out).all():   # diverged: the rule raises FloatingPointError
+            return float("nan"), out
+        return fn(out, y, **loss_options)[0], out
+
+    objective.__name__ = f"loss_objective({getattr(fn, '__name__', loss)})"
+    return objective
+
+
+def zero_one_loss(model, x, y):
+    """The error rate ``1 - accuracy`` of ``model(x)`` against labels ``y``, and the output.
+
+    Piecewise constant in the parameters: its gradient is zero almost everywhere, so no gradient
+    method can use it, but a finite difference over a step ``ε`` sees the changes in the labels.
+    """
+    from ..metrics import accuracy
+
+    out = model(x)
+    return 1.0 - accuracy(y, out), out
+
+
+def _resolve_objective(objective, loss, loss_options):
+    if objective is None:
+        return loss_objective(loss, **loss_options)
+    if isinstance(objective, str):
+        if objective == "zero-one":
+            return zero_one_loss
+        return loss_objective(objective, **loss_options)
+    if callable(objective):
+        return objective
+    raise TypeError(f"objective must be None, 'zero-one', a loss name or a callable "
+                    f"(model, x, y) -> float, got {type(objective).__name__}")
+
+
+def _evaluate(objective, model, x, y, who):
+    result = objective(model, x, y)
+    out = None
+    if isinstance(result, tuple):
+        if len(result) != 2:
+            raise TypeError(f"{who}: the objective must return a float or (float, output), "
+                            f"got a tuple of {len(result)}")
+        result, out = result
+    try:
+        value = float(result)
+    except (TypeError, ValueError):
+        raise TypeError(f"{who}: the objective must return a number, got "
+                        f"{type(result).__name__}") from None
+    return value, out
+
+
+# --------------------------------------------------------------------------- parameter choice
+def _matcher(spec, what):
+    """A predicate on parameter names from patterns (str or list of str) or a callable."""
+    if callable(spec):
+        return spec
+    pats = [spec] if isinstance(spec, str) else spec
+    if not isinstance(pats, (list, tuple)) or not all(isinstance(p, str) for p in pats):
+        raise TypeError(f"{what} must be a name pattern, a list of patterns or a callable "
+                        f"name -> bool, got {spec!r}")
+    return lambda name: any(fnmatch.fnmatchcase(name, p) for p in pats)
+
+
+def select_params(model: Module, params=None, *, who: str = "rule") -> list[str]:
+    """Names of ``model.params`` chosen by ``params``, in the model's order.
+
+    ``params``: ``None`` (all), a glob pattern such as ``"4.*"`` (the last layer of an MLP) or
+    ``"*.bias"``, a list of patterns, or a callable ``name -> bool``. Choosing nothing is an error.
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"{who}: model must be a nograd Module, got {type(model).__name__}")
+    names = list(model.params)
+    if params is not None:
+        keep = _matcher(params, "params")
+        names = [n for n in names if keep(n)]
+    if not names:
+        raise ValueError(f"{who}: params={params!r} selects no parameter; the model has "
+                         f"{list(model.params)}")
+    for n in names:
+        a = model.params[n]
+        if a.dtype not in (np.float32, np.float64):
+            raise ValueError(f"{who}: parameter {n!r} has dtype {a.dtype}; float32 or float64 "
+                             f"needed")
+    return names
+
+
+def _no_decay_names(model: Module, no_decay) -> set:
+    """``"auto"``: biases and the parameters of normalisation layers; else patterns/callable."""
+    if no_decay is None:
+        return set()
+    if isinstance(no_decay, str) and no_decay == "auto":
+        out = {n for n in model.params if n.rsplit(".", 1)[-1] == "bias"}
+        for prefix, m in model.modules():
+            if isinstance(m, _NORMS):
+                out |= {f"{prefix}.{k}" if prefix else k for k in m.params}
+        return out
+    skip = _matcher(no_decay, "no_decay")
+    return {n for n in model.params if skip(n)}
+
+
+def _check_eps(eps):
+    eps = float(check_positive(eps, "eps"))
+    return eps
+
+
+# --------------------------------------------------------------------------- SPSA
+@register("spsa")
+class SPSA(Rule):
+    r"""Simultaneous-perturbation stochastic approximation with central differences (Spall 1992).
+
+    For :math:`n` perturbations :math:`\Delta_j` (Rademacher ±1 entries by default, as Spall
+    prescribes; ``distribution="gaussian"`` gives Gaussian smoothing, where :math:`\Delta` stands in
+    for :math:`\Delta^{-1}`):
+
+    .. math::
+
+        \hat g = \frac1n \sum_{j=1}^n
+            \frac{\mathcal L(\theta + \varepsilon\Delta_j)
+                  - \mathcal L(\theta - \varepsilon\Delta_j)}
+                 {2\varepsilon}\, \Delta_j^{-1},
+
+    with :math:`\Delta^{-1}` elementwise (:math:`= \Delta` for ±1 entries). Returned as a gradient
+    dict for the chosen parameters; the optimizer applies it. The perturbed arrays are restored
+    from a copy, bit for bit, even when the objective raises.
+
+    Parameters
+    ----------
+    loss, **loss_options : the loss of the default objective (evaluation mode).
+    eps : the perturbation size :math:`\varepsilon`.
+    n : perturbations averaged per step (2n objective evaluations).
+    distribution : ``"rademacher"`` or ``"gaussian"``.
+    objective : ``None`` (the loss), ``"zero-one"`` (error rate), a loss name, or a callable
+        ``(model, x, y) -> float | (float, output)`` — minimised, need not be differentiable.
+    params : which parameters to train (see :func:`select_params`); the rest get no gradient.
+    seed : seed of the rule's own generator, used when ``grads`` gets no ``rng``.
+    """
+
+    defaults = {"optimizer": "sgd", "lr": 1e-3, "epochs": 100, "batch_size": 64}
+
+    def __init__(self, loss="cross-entropy", *, eps=1e-3, n=1, distribution="rademacher",
+                 objective=None, params=None, seed=0, **loss_options):
+        self.eps = _check_eps(eps)
+        self.n = int(check_positive(n, "n", integer=True))
+        if distribution not in ("rademacher", "gaussian"):
+            raise ValueError(f"distribution must be 'rademacher' or 'gaussian', "
+                             f"got {distribution!r}")
+        self.distribution = distribution
+        self.loss = get_loss(loss)
+        self.loss_options = loss_options
+        self.objective = _resolve_objective(objective, loss, loss_options)
+        self.params = params
+        self._rng = as_rng(seed, "seed")
+
+    def check_model(self, model):
+        select_params(model, self.params, who="SPSA")
+
+    def _draw(self, rng, shape, dtype):
+        if self.distribution == "gaussian":
+            return rng.standard_normal(shape, dtype=dtype)
+        return (2 * rng.integers(0, 2, size=shape, dtype=np.int8) - 1).astype(dtype)
+
+    def grads(self, model, x, y, *, rng=None):
+        rng = self._rng if rng is None else as_rng(rng)
+        names = select_params(model, self.params, who="SPSA")
+        live = model.params
+        saved = {k: live[k].copy() for k in names}
+        est = {k: np.zeros_like(live[k]) for k in names}
+        losses, output = [], None
+        try:
+            for j in range(self.n):
+                delta = {k: self._draw(rng, live[k].shape, live[k].dtype) for k in names}
+                values = []
+                for sign in (1.0, -1.0):
+                    for k in names:
+                        np.multiply(delta[k], live[k].dtype.type(sign * self.eps), out=live[k])
+                        live[k] += saved[k]
+                    value, out = _evaluate(self.objective, model, x, y, "SPSA")
+                    values.append(value)
+                    if j == 0 and out is not None:
+                        output = out if output is None else (output + out) / 2
+                coef = (values[0] - values[1]) / (2.0 * self.eps)
+                if not math.isfinite(coef):
+                    raise FloatingPointError(f"SPSA: the objective is not finite at the perturbed "
+                                             f"parameters ({values[0]}, {values[1]})")
+                for k in names:
+                    est[k] += live[k].dtype.type(coef / self.n) * delta[k]
+                losses.append(0.5 * (values[0] + values[1]))
+        finally:
+            for k in names:
+                live[k][...] = saved[k]
+        return est, {"loss": float(np.mean(losses)), "output": output}
+
+    def __repr__(self):
+        return f"SPSA(eps={self.eps:g}, n={self.n}, distribution={self.distribution!r})"
+
+
+# --------------------------------------------------------------------------- MeZO
+@register("mezo")
+class MeZO(Rule):
+    r"""MeZO: zeroth-order SGD with in-place perturbations regenerated from a seed
+    (Malladi et al. 2023, Algorithm 1).
+
+    One step on a batch :math:`B` with a fresh seed :math:`s` (z is drawn anew from :math:`s` each
+    time it is needed, chunk by chunk, and never stored for the whole model):
+
+    .. math::
+
+        \theta \mathrel{+}= \varepsilon z \;\to\; \ell_+ ,\qquad
+        \theta \mathrel{-}= 2\varepsilon z \;\to\; \ell_- ,\qquad
+        \theta \mathrel{+}= \varepsilon z ,\qquad
+        g = \frac{\ell_+ - \ell_-}{2\varepsilon} ,\qquad
+        \theta \leftarrow \theta - \eta\,(g\,z + \lambda\,\theta).
+
+    With ``n > 1`` the step is n-SPSA (Definition 1): n seeds probed at the same :math:`\theta`,
+    then the update :math:`\theta \leftarrow \theta - \eta(\lambda\theta + \frac1n\sum_j g_j z_j)`.
+    The weight decay :math:`\lambda` (not part of Algorithm 1, 0 by default) skips the names in
+    ``no_decay`` (default: biases and the parameters of normalisation layers, the usual
+    convention). :math:`z \sim \mathcal N(0, I)` in the parameter's dtype,
+    drawn from ``np.random.default_rng([s, j, k])`` for sample ``j`` and parameter ``k`` of the
+    model, so a parameter's z does not depend on which other parameters are trained.
+
+    **Restoring θ.** In floating point the three in-place additions do not return θ bit for bit:
+    :math:`\mathrm{fl}(\mathrm{fl}(\mathrm{fl}(\theta + \delta) - 2\delta) + \delta) \ne \theta`
+    for about half of the float32 entries (each off by an ulp or so), and no in-place scheme can
+    avoid it in general, because :math:`\theta \mapsto \mathrm{fl}(\theta + \delta)` is not
+    injective where :math:`|\theta| \lesssim |\delta|`. The default (``exact_restore=False``) does
+    exactly the paper's arithmetic. ``exact_restore=True`` instead restores after each probe
+    (θ+δ, back to θ, θ−δ, back to θ) and keeps, for the few entries where
+    :math:`\mathrm{fl}(\mathrm{fl}(\theta \pm \delta) \mp \delta) \ne \theta`, their index and
+    value, so θ comes back bit for bit; the side table costs 8 bytes per such entry (5.9 % of the
+    entries of a 4×4096 MLP at ε = 1e-3: twice the memory of inference there, see
+    ``bench/memory_zo.py``; ``info["restore_entries"]`` counts them).
+
+    **Use.** :meth:`step` is the whole of Algorithm 1, in place (``lr=`` or ``optimizer=``);
+    :func:`nograd.fit` calls it because ``applies_update`` is true. With a plain ``SGD`` optimizer
+    (no momentum, no clipping) the update is done in place with each group's lr (and its
+    ``weight_decay`` added to λ); with any other optimizer the direction
+    :math:`\frac1n\sum_j g_j z_j + \lambda\theta` is materialised as a dict and handed to it (memory
+    of one gradient). :meth:`grads` (the rule contract) returns that dict without updating.
+
+    Parameters
+    ----------
+    loss, **loss_options : the loss of the default objective (evaluation mode, so both probes see
+        the same function).
+    eps : perturbation scale ε (the paper uses 1e-3).
+    n : seeds per step (n-SPSA).
+    weight_decay : λ.
+    no_decay : ``"auto"``, ``None`` (decay everything), patterns or a callable name -> bool.
+    params : the parameters to train (see :func:`select_params`), e.g. ``"4.*"`` for the last layer
+        of an MLP; the others are neither perturbed nor updated.
+    objective : ``None`` (the loss), ``"zero-one"`` (error rate), a loss name, or a callable
+        ``(model, x, y) -> float | (float, output)``, minimised; need not be differentiable.
+    exact_restore : see above.
+    seed : seed of the rule's own generator, used when no ``rng`` is given.
+    """
+
+    defaults = {"optimizer": "sgd", "lr": 1e-3, "epochs": 100, "batch_size": 64}
+    #: ``fit`` calls :meth:`step` (which updates the parameters itself) instead of ``grads``
+    applies_update = True
+
+    def __init__(self, loss="cross-entropy", *, eps=1e-3, n=1, weight_decay=0.0, no_decay="auto",
+                 params=None, objective=None, exact_restore=False, seed=0, **loss_options):
+        self.eps = _check_eps(eps)
+        self.n = int(check_positive(n, "n", integer=True))
+        self.weight_decay = float(check_positive(weight_decay, "weight_decay", allow_zero=True))
+        if not (no_decay is None or callable(no_decay) or isinstance(no_decay, (str, list, tuple))):
+            raise TypeError(f"no_decay must be 'auto', None, patterns or a callable, "
+                            f"got {no_decay!r}")
+        self.no_decay = no_decay
+        self.params = params
+        self.loss = get_loss(loss)
+        self.loss_options = loss_options
+        self.objective = _resolve_objective(objective, loss, loss_options)
+        if not isinstance(exact_restore, (bool, np.bool_)):
+            raise TypeError(f"exact_restore must be a bool, got {exact_restore!r}")
+        self.exact_restore = bool(exact_restore)
+        self._rng = as_rng(seed, "seed")
+
+    # ------------------------------------------------------------------ the chosen arrays
+    def _selection(self, model):
+        """``[(k, name, array)]``: k is the parameter's index in ``model.params`` (its z stream)."""
+        names = set(select_params(model, self.params, who="MeZO"))
+        sel = []
+        for k, (name, a) in enumerate(model.params.items()):
+            if name in names:
+                if not a.flags.c_contiguous or not a.flags.writeable:
+                    raise ValueError(f"MeZO perturbs parameters in place: {name!r} must be a "
+                                     f"writeable C-contiguous array")
+                sel.append((k, name, a))
+        return sel
+
+    def check_model(self, model):
+        self._selection(model)
+
+    @staticmethod
+    def _chunks(seed, j, k, flat, buf):
+        """Yield ``(start, stop, z)``: z for ``flat[start:stop]``, drawn into ``buf`` in place."""
+        gen = np.random.default_rng([seed, j, k])
+        for start in range(0, flat.size, _CHUNK):
+            stop = min(start + _CHUNK, flat.size)
+            z = buf[:stop - start]
+            gen.standard_normal(out=z, dtype=flat.dtype)
+            yield start, stop, z
+
+    @staticmethod
+    def _buffers(sel, count):
+        """``count`` scratch vectors of ``_CHUNK`` entries per dtype in use."""
+        out = {}
+        for _, _, a in sel:
+            if a.dtype not in out:
+                out[a.dtype] = [np.empty(min(_CHUNK, max(b.size for _, _, b in sel)), a.dtype)
+                                for _ in range(count)]
+        return out
+
+    def _perturb(self, sel, seed, j, scale):
+        """θ += scale · z, in place, z regenerated chunk by chunk."""
+        bufs = self._buffers(sel, 1)
+        for k, _, p in sel:
+            flat, buf = p.reshape(-1), bufs[p.dtype][0]
+            s = p.dtype.type(scale)
+            for a, b, z in self._chunks(seed, j, k, flat, buf):
+                z *= s
+                flat[a:b] += z
+
+    def _perturb_exact(self, sel, seed, j, scale):
+        """θ += scale · z in place; returns the entries that ``θ − scale · z`` would not restore."""
+        bufs = self._buffers(sel, 3)
+        kept = []
+        for k, _, p in sel:
+            flat = p.reshape(-1)
+            zb, sb, tb = bufs[p.dtype]
+            s = p.dtype.type(scale)
+            for a, b, z in self._chunks(seed, j, k, flat, zb):
+                z *= s
+                th = flat[a:b]
+                moved = np.add(th, z, out=sb[:b - a])
+                back = np.subtract(moved, z, out=tb[:b - a])
+                bad = np.flatnonzero(back != th)
+                if bad.size:
+                    idx = (bad + a).astype(np.int32 if flat.size < 2 ** 31 else np.int64)
+                    kept.append((k, idx, th[bad].copy()))
+                th[...] = moved
+        return kept
+
+    def _restore_exact(self, sel, seed, j, scale, kept):
+        """Undo :meth:`_perturb_exact`: θ −= scale · z, then the kept entries by value."""
+        self._perturb(sel, seed, j, -scale)
+        by_k = {k: p.reshape(-1) for k, _, p in sel}
+        for k, idx, vals in kept:
+            by_k[k][idx] = vals
+
+    # ------------------------------------------------------------------ the probes
+    def _probe(self, model, x, y, sel, seed):
+        """The ±ε probes of every seed sample at the same θ; θ is restored afterwards."""
+        coefs, losses, output, entries = [], [], None, 0
+        for j in range(self.n):
+            vals = []
+            if self.exact_restore:
+                for sign in (1.0, -1.0):
+                    kept = self._perturb_exact(sel, seed, j, sign * self.eps)
+                    entries = max(entries, sum(i.size for _, i, _ in kept))
+                    try:
+                        vals.append(_evaluate(self.objective, model, x, y, "MeZO"))
+                    finally:
+                        self._restore_exact(sel, seed, j, sign * self.eps, kept)
+                    del kept
+            else:
+                self._perturb(sel, seed, j, self.eps)                 # θ + εz
+                at = 1
+                try:
+                    vals.append(_evaluate(self.objective, model, x, y, "MeZO"))
+                    self._perturb(sel, seed, j, -2.0 * self.eps)      # θ − εz
+                    at = -1
+                    vals.append(_evaluate(self.objective, model, x, y, "MeZO"))
+                finally:
+                    self._perturb(sel, seed, j, -at * self.eps)       # back to θ
+            (lp, op), (lm, om) = vals
+            g = (lp - lm) / (2.0 * self.eps)
+            if not math.isfinite(g):
+                raise FloatingPointError(f"MeZO: the objective is not finite at the perturbed "
+                                         f"parameters (l+ = {lp}, l- = {lm}); lower the lr or eps")
+            coefs.append(g)
+            losses.append(0.5 * (lp + lm))
+            if j == 0 and op is not None and om is not None:
+                output = (op + om) / 2          # the output at θ, to O(ε²)
+        info = {"loss": float(np.mean(losses)), "output": output, "projected_grads": coefs,
+                "seed": seed}
+        if self.exact_restore:
+            info["restore_entries"] = entries
+        return coefs, info
+
+    def _seed(self, rng):
+        rng = self._rng if rng is None else as_rng(rng)
+        return int(rng.integers(0, 2 ** 63 - 1))
+
+    # ------------------------------------------------------------------ updates
+    def _decay(self, model):
+        skip = _no_decay_names(model, self.no_decay)
+        return lambda name: 0.0 if name in skip else self.weight_decay
+
+    def _update_in_place(self, sel, seed, coefs, lr_of, wd_of):
+        """θ ← θ − lr (λθ + Σ_j (g_j/n) z_j), chunk by chunk, z regenerated."""
+        bufs = self._buffers(sel, 2)
+        for k, name, p in sel:
+            lr, wd = lr_of(name), wd_of(name)
+            if lr == 0.0:
+                continue
+            flat = p.reshape(-1)
+            zb, tb = bufs[p.dtype]
+            t = p.dtype.type
+            for j, g in enumerate(coefs):
+                c = t(g / self.n)
+                for a, b, z in self._chunks(seed, j, k, flat, zb):
+                    th = flat[a:b]
+                    z *= c
+                    if j == 0 and wd:
+                        z += np.multiply(th, t(wd), out=tb[:b - a])
+                    z *= t(lr)
+                    th -= z
+
+    def _direction(self, sel, seed, coefs, wd_of):
+        """The update direction λθ + Σ_j (g_j/n) z_j as a dict (one array per parameter)."""
+        bufs = self._buffers(sel, 1)
+        out = {}
+        for k, name, p in sel:
+            d = np.zeros_like(p)
+            flat, buf = d.reshape(-1), bufs[p.dtype][0]
+            for j, g in enumerate(coefs):
+                c = p.dtype.type(g / self.n)
+                for a, b, z in self._chunks(seed, j, k, flat, buf):
+                    z *= c
+                    flat[a:b] += z
+            wd = wd_of(name)
+            if wd:
+                d += p.dtype.type(wd) * p
+            out[name] = d
+        return out
+
+    # ------------------------------------------------------------------ public
+    def grads(self, model, x, y, *, rng=None):
+        """Probe, restore θ, and return the direction dict for the chosen parameters (no update)."""
+        sel = self._selection(model)
+        seed = self._seed(rng)
+        coefs, info = self._probe(model, x, y, sel, seed)
+        return self._direction(sel, seed, coefs, self._decay(model)), info
+
+    def step(self, model, x, y, *, lr=None, optimizer=None, rng=None):
+        """One MeZO step (Algorithm 1): probe, then update θ in place. Returns the info dict.
+
+        Give either ``lr`` (plain ZO-SGD with this rule's weight decay) or ``optimizer``.
+        """
+        if (lr is None) == (optimizer is None):
+            raise TypeError("MeZO.step needs exactly one of lr= and optimizer=")
+        sel = self._selection(model)
+        decay = self._decay(model)
+        table = None
+        if optimizer is not None:
+            table = _plain_sgd_table(optimizer)
+            if table is not None:
+                missing = [name for _, name, _ in sel if name not in table]
+                if missing:
+                    raise ValueError(f"MeZO: the optimizer does not hold parameters {missing}")
+        else:
+            lr = float(check_positive(lr, "lr", allow_zero=True))
+        seed = self._seed(rng)
+        coefs, info = self._probe(model, x, y, sel, seed)
+        if optimizer is None:
+            self._update_in_place(sel, seed, coefs, lambda name: lr, decay)
+        elif table is not None:
+            self._update_in_place(sel, seed, coefs, lambda name: table[name][0],
+                                  lambda name: decay(name) + table[name][1])
+        else:
+            optimizer.step(self._direction(sel, seed, coefs, decay))
+        return info
+
+    def __repr__(self):
+        return (f"MeZO(eps={self.eps:g}, n={self.n}, weight_decay={self.weight_decay:g}, "
+                f"exact_restore={self.exact_restore})")
+
+
+def _plain_sgd_table(optimizer):
+    """``{name: (lr, weight_decay)}`` when ``optimizer`` is SGD without momentum or clipping."""
+    from ..core.optim import SGD
+
+    if not isinstance(optimizer, SGD) or optimizer.clip_norm is not None:
+        return None
+    table = {}
+    for group in optimizer.groups:
+        if group["momentum"] != 0.0:
+            return None
+        for name in group["params"]:
+            table[name] = (float(group["lr"]), float(group["weight_decay"]))
+    return table
