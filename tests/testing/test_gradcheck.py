@@ -84,3 +84,13 @@ def test_missing_maps_are_named():
         check_vjp(3, X)
     with pytest.raises(TypeError, match="plain functions"):
         check_vjp(Linear(3, 2, dtype=np.float64), X, vjp=lambda x, dy: dy)
+
+
+def test_a_parameter_with_zero_derivative_is_judged_on_the_overall_scale():
+    """A bias before batch norm has an exactly zero derivative: only rounding is left on both sides,
+    which must not read as a relative error of order one (and the returned error must say so)."""
+    from nograd.layers import BatchNorm1d
+    net = Sequential(Linear(3, 4, rng=0, dtype=np.float64), BatchNorm1d(4, dtype=np.float64))
+    assert check_adjoint(net, X[:, :3].copy(), train=True) < 1e-12
+    assert check_vjp(net, X, train=True) < 1e-6
+    assert check_jvp(net, X, train=True) < 1e-6
