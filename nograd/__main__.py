@@ -97,7 +97,7 @@ def _run(rule_name, ds, args, *, quiet, log_epochs):
     from .metrics import count_flops, macro_f1
     from .models import get_model
     from .rules import get_rule
-    from .train import EpochLogger, evaluate, fit
+    from .train import EpochLogger, evaluate, fit, predictor
 
     rule = _setup(lambda: get_rule(rule_name))
     hp = _hyper(type(rule), args)
@@ -131,8 +131,9 @@ def _run(rule_name, ds, args, *, quiet, log_epochs):
     finally:
         if trace and not was_tracing:
             tracemalloc.stop()
-    test = evaluate(model, ds.X_test, ds.y_test)
-    pred = np.concatenate([model(ds.X_test[i:i + 1024]).argmax(1)
+    predict = predictor(model, rule)        # rule.predict when the rule has one (Forward-Forward)
+    test = evaluate(model, ds.X_test, ds.y_test, predict=predict)
+    pred = np.concatenate([predict(ds.X_test[i:i + 1024]).argmax(1)
                            for i in range(0, len(ds.X_test), 1024)])
     try:
         flops = count_flops(model, ds.input_shape)["forward"]

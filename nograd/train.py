@@ -30,8 +30,8 @@ from .core.module import Module
 from .data.split import batches, num_batches
 from .metrics import predicted_labels
 
-__all__ = ["fit", "evaluate", "History", "Callback", "EarlyStopping", "Checkpoint", "EpochLogger",
-           "TrainState"]
+__all__ = ["fit", "evaluate", "predictor", "History", "Callback", "EarlyStopping", "Checkpoint",
+           "EpochLogger", "TrainState"]
 
 
 # --------------------------------------------------------------------------- history
@@ -410,9 +410,21 @@ def _loss_of(rule, loss):
     return get_loss("cross-entropy"), {}
 
 
-def evaluate(model, X, y, *, loss="cross-entropy", batch_size: int = 1024, loss_options=None) -> dict:
+def predictor(model, rule=None):
+    """The function ``x -> scores (N, C)`` that evaluates ``model``: ``rule.predict(model, x)``
+    when the rule defines ``predict`` (Forward-Forward scores every label by its goodness, which a
+    plain forward pass cannot do), else ``model(x)`` in evaluation mode."""
+    hook = getattr(rule, "predict", None)
+    if callable(hook):
+        return lambda x: hook(model, x)
+    return model
+
+
+def evaluate(model, X, y, *, loss="cross-entropy", batch_size: int = 1024, loss_options=None,
+             predict=None) -> dict:
     """Loss and accuracy of ``model`` (evaluation mode) on ``(X, y)``, in batches of ``batch_size``.
 
+    ``predict`` (optional) maps a batch to scores in place of ``model(x)`` — see :func:`predictor`.
     Returns ``{"loss": float, "accuracy": float}``; the loss is the sample-weighted mean of the
     batch losses (exact for mean-reduced losses).
     """
@@ -425,7 +437,7 @@ def evaluate(model, X, y, *, loss="cross-entropy", batch_size: int = 1024, loss_
     total, correct = 0.0, 0
     for start in range(0, len(X), batch_size):
         xb, yb = X[start:start + batch_size], y[start:start + batch_size]
-        out = model(xb)
+        out = model(xb) if predict is None else predict(xb)
         total += fn(out, yb, **opts)[0] * len(xb)
         correct += int(np.sum(predicted_labels(out, "output") == _labels(yb)))
     return {"loss": total / len(X), "accuracy": correct / len(X)}
@@ -445,7 +457,8 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
         ``rule.step(model, x, y, optimizer=optimizer, rng=rng) -> info`` instead.
     optimizer : built over ``model.params`` (``optimizer.step(grads)`` updates them in place).
     train, val : pairs ``(X, y)``: float inputs with samples first, and integer labels ``(N,)`` or
-        float targets ``(N, C)``. ``val`` (optional) is evaluated after every epoch.
+        float targets ``(N, C)``. ``val`` (optional) is evaluated after every epoch, through
+        ``rule.predict(model, x)`` when the rule has one (see :func:`predictor`).
     epochs, batch_size : positive ints; the last batch of an epoch may be smaller.
     rng : ``np.random.Generator`` or int seed — the batch order and the rule's randomness (dropout
         masks, perturbations) come from it only: same seed, same run.
@@ -530,6 +543,7 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
                       "train_accuracy": correct / counted if counted else None, "lr": lr}
             if val is not None:
                 ev = evaluate(model, Xv, yv, loss=loss_fn, loss_options=loss_opts,
+                              predict=predictor(model, rule),
                               batch_size=eval_batch_size)
                 record["val_loss"], record["val_accuracy"] = ev["loss"], ev["accuracy"]
             record["seconds"] = time.perf_counter() - t0
