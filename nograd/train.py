@@ -445,7 +445,7 @@ def evaluate(model, X, y, *, loss="cross-entropy", batch_size: int = 1024, loss_
 
 # --------------------------------------------------------------------------- fit
 def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, callbacks=(),
-        progress=True, schedule=None, loss=None, eval_batch_size=1024) -> History:
+        progress=True, schedule=None, loss=None, eval_batch_size=1024, drop_last=False) -> History:
     """Train ``model`` with a learning ``rule`` and an ``optimizer`` for ``epochs`` epochs.
 
     Parameters
@@ -460,6 +460,7 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
         float targets ``(N, C)``. ``val`` (optional) is evaluated after every epoch, through
         ``rule.predict(model, x)`` when the rule has one (see :func:`predictor`).
     epochs, batch_size : positive ints; the last batch of an epoch may be smaller.
+    drop_last : skip that smaller last batch (batch norm cannot train on a batch of one).
     rng : ``np.random.Generator`` or int seed — the batch order and the rule's randomness (dropout
         masks, perturbations) come from it only: same seed, same run.
     callbacks : :class:`Callback` instances, called in order after each epoch.
@@ -470,8 +471,9 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
     loss : the loss for ``val_loss`` (a name or function); default: the rule's own ``loss``
         attribute when it has one, else softmax cross-entropy.
 
-    Returns a :class:`History`. A non-finite training loss raises ``FloatingPointError`` naming the
-    epoch and batch (lower the learning rate).
+    Returns a :class:`History`. Divergence — a non-finite loss, output or gradient; the data were
+    checked finite on entry — raises ``FloatingPointError`` naming the epoch and batch (lower the
+    learning rate).
     """
     if not isinstance(model, Module):
         raise TypeError(f"model must be a nograd Module, got {type(model).__name__}")
@@ -506,7 +508,12 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
     _labels(y)                       # targets that give no labels fail here, not mid-epoch
 
     history = History()
-    per_epoch = num_batches(len(X), batch_size)
+    if not isinstance(drop_last, (bool, np.bool_)):
+        raise TypeError(f"drop_last must be a bool, got {drop_last!r}")
+    if drop_last and len(X) < batch_size:
+        raise ValueError(f"drop_last=True with batch_size {batch_size} larger than the {len(X)} "
+                         f"training samples leaves no batch")
+    per_epoch = num_batches(len(X), batch_size, drop_last)
     bar = _make_progress(bool(progress), epochs, per_epoch)
     state = TrainState(model, optimizer, rule, history, epochs, bar)
     t_start = time.perf_counter()
@@ -518,17 +525,24 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
             t0 = time.perf_counter()
             lr = _current_lr(optimizer)
             loss_sum, correct, seen, counted = 0.0, 0, 0, 0
-            for b, (xb, yb) in enumerate(batches(X, y, batch_size, rng), start=1):
-                if getattr(rule, "applies_update", False):   # e.g. MeZO: updates in place itself
-                    grads, info = None, rule.step(model, xb, yb, optimizer=optimizer, rng=rng)
-                else:
-                    grads, info = rule.grads(model, xb, yb, rng=rng)
-                value = float(info["loss"])
-                if not math.isfinite(value):
-                    raise FloatingPointError(f"training diverged: the loss is {value} at epoch "
-                                             f"{epoch}, batch {b}; lower the learning rate")
-                if grads is not None:
-                    optimizer.step(grads)
+            for b, (xb, yb) in enumerate(batches(X, y, batch_size, rng, drop_last=drop_last), start=1):
+                try:
+                    if getattr(rule, "applies_update", False):   # e.g. MeZO: updates in place itself
+                        grads, info = None, rule.step(model, xb, yb, optimizer=optimizer, rng=rng)
+                    else:
+                        grads, info = rule.grads(model, xb, yb, rng=rng)
+                    value = float(info["loss"])
+                    if not math.isfinite(value):
+                        raise FloatingPointError(f"training diverged: the loss is {value} at epoch "
+                                                 f"{epoch}, batch {b}; lower the learning rate")
+                    if grads is not None:
+                        optimizer.step(grads)
+                except ValueError as e:
+                    # the data passed the finiteness check above, so NaN/inf here means divergence
+                    if "NaN or inf" not in str(e):
+                        raise
+                    raise FloatingPointError(f"training diverged at epoch {epoch}, batch {b} "
+                                             f"({e}); lower the learning rate") from e
                 n = len(xb)
                 loss_sum += value * n
                 seen += n

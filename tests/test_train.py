@@ -260,3 +260,30 @@ def test_val_loss_uses_the_rules_loss_function():
     h = fit(net, MethodLoss(), Adam(net.params), (X, y), val=(X, y), epochs=1, batch_size=10,
             rng=0, progress=False)
     assert h["val_loss"][0] > 0
+
+
+def test_drop_last_lets_batch_norm_train_on_ragged_data():
+    import nograd as ng
+    from nograd.layers import BatchNorm1d
+    net = ng.Sequential(ng.Linear(3, 4, rng=0), BatchNorm1d(4), ng.ReLU(), ng.Linear(4, 2, rng=1))
+    X = np.random.default_rng(0).standard_normal((33, 3)).astype(np.float32)
+    y = np.arange(33) % 2
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        ng.train.fit(net, ng.Backprop(), ng.Adam(net.params), (X, y), epochs=1, batch_size=32, rng=0,
+                     progress=False)
+    h = ng.train.fit(net, ng.Backprop(), ng.Adam(net.params), (X, y), epochs=2, batch_size=32, rng=0,
+                     progress=False, drop_last=True)
+    assert len(h.records) == 2
+    with pytest.raises(ValueError, match="drop_last"):
+        ng.train.fit(net, ng.Backprop(), ng.Adam(net.params), (X, y), epochs=1, batch_size=64, rng=0,
+                     progress=False, drop_last=True)
+
+
+def test_divergence_is_a_floating_point_error_naming_the_batch():
+    import nograd as ng
+    X = np.random.default_rng(0).standard_normal((64, 3)).astype(np.float32) * 100
+    y = np.arange(64) % 2
+    net = ng.Sequential(ng.Linear(3, 64, rng=0), ng.ReLU(), ng.Linear(64, 2, rng=1))
+    with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="diverged at epoch"):
+        ng.train.fit(net, ng.Backprop(), ng.SGD(net.params, lr=1e8), (X, y), epochs=5,
+                     batch_size=8, rng=0, progress=False)

@@ -31,8 +31,9 @@ def all_finite(a: np.ndarray) -> bool:
     """True when every entry of a float array is finite (a sum first, exact check on doubt)."""
     if a.size == 0:
         return True
-    if np.isfinite(np.add.reduce(a, axis=None)):
-        return True
+    with np.errstate(over="ignore", invalid="ignore"):    # an overflowing sum is settled below
+        if np.isfinite(np.add.reduce(a, axis=None)):
+            return True
     return bool(np.isfinite(a).all())
 
 
