@@ -170,7 +170,7 @@ class Conv2d(_ConvBase):
         W = p["weight"]
         grads = {"weight": grouped_outer(dY, cols, self.groups).reshape(W.shape).astype(W.dtype, copy=False)}
         if "bias" in p:
-            grads["bias"] = dY.sum(axis=(0, 2)).astype(W.dtype, copy=False)
+            grads["bias"] = dY.sum(axis=2).sum(axis=0).astype(W.dtype, copy=False)
         dx = None
         if need_dx:
             dcols = grouped_matmul(self._wm(self._weight(p, dy.dtype)), dY, self.groups, trans_a=True)
