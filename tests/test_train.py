@@ -4,7 +4,6 @@ import csv
 import io
 import json
 import sys
-import types
 
 import numpy as np
 import pytest

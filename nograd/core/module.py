@@ -152,6 +152,17 @@ class Module:
                                  f"{self._own[k].shape}, got {shape}")
         return dparams
 
+    def _input_jvp(self, x, dx, dparams, y, tangent):
+        """The jvp of a layer without parameters: ``(y, tangent(dx))``, zero when ``dx`` is None.
+
+        ``tangent`` applies the layer's derivative at ``x`` to a tangent of the input's shape.
+        """
+        self._tangents(dparams)
+        if dx is None:
+            return y, np.zeros_like(y)
+        check_like(dx, x.shape, "dx")
+        return y, tangent(dx)
+
     def _split(self, params, name):
         """The part of a dotted ``params`` (or ``dparams``) dict that belongs to child ``name``."""
         if not params:

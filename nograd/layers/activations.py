@@ -57,12 +57,8 @@ class Activation(Module):
         return (dy * self.df(x, y) if need_dx else None), {}
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
-        y, (x, y) = self.forward(x, params=params)
-        self._tangents(dparams)
-        if dx is None:
-            return y, np.zeros_like(y)
-        check_like(dx, x.shape, "dx")
-        return y, dx * self.df(x, y)
+        y, _ = self.forward(x, params=params)
+        return self._input_jvp(x, dx, dparams, y, lambda d: d * self.df(x, y))
 
     def extra_repr(self):
         return self._name or ""

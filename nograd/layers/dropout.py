@@ -1,7 +1,6 @@
 """Inverted dropout (Srivastava et al. 2014, JMLR 15, §2 with the 1/(1-p) rescaling at training)."""
 from __future__ import annotations
 
-import numpy as np
 
 from ..core.checks import as_rng, check_array, check_like
 from ..core.module import Module
@@ -53,8 +52,4 @@ class Dropout(Module):
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         y, (mask, _) = self.forward(x, train=train, rng=rng, params=params)
-        self._tangents(dparams)
-        if dx is None:
-            return y, np.zeros_like(y)
-        check_like(dx, x.shape, "dx")
-        return y, (dx.copy() if mask is None else dx * mask)
+        return self._input_jvp(x, dx, dparams, y, lambda d: d.copy() if mask is None else d * mask)

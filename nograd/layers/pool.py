@@ -85,14 +85,12 @@ class MaxPool2d(_Pool2d):
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         y, (idx, _) = self.forward(x, params=params)
-        self._tangents(dparams)
-        if dx is None:
-            return y, np.zeros_like(y)
-        check_like(dx, x.shape, "dx")
         N, C = x.shape[:2]
-        flat = dx.reshape(N, C, -1)
-        dy = np.take_along_axis(flat, idx.reshape(N, C, -1).astype(np.intp), axis=2)
-        return y, dy.reshape(y.shape)
+
+        def gather(d):
+            flat = np.take_along_axis(d.reshape(N, C, -1), idx.reshape(N, C, -1).astype(np.intp), axis=2)
+            return flat.reshape(y.shape)
+        return self._input_jvp(x, dx, dparams, y, gather)
 
 
 class AvgPool2d(_Pool2d):
@@ -127,11 +125,7 @@ class AvgPool2d(_Pool2d):
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         y, (_, shape) = self.forward(x, params=params)
-        self._tangents(dparams)
-        if dx is None:
-            return y, np.zeros_like(y)
-        check_like(dx, x.shape, "dx")
-        return y, self._apply(dx, shape)
+        return self._input_jvp(x, dx, dparams, y, lambda d: self._apply(d, shape))
 
 
 class GlobalAvgPool2d(Module):
@@ -153,11 +147,7 @@ class GlobalAvgPool2d(Module):
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         y, _ = self.forward(x, params=params)
-        self._tangents(dparams)
-        if dx is None:
-            return y, np.zeros_like(y)
-        check_like(dx, x.shape, "dx")
-        return y, dx.mean(axis=(2, 3))
+        return self._input_jvp(x, dx, dparams, y, lambda d: d.mean(axis=(2, 3)))
 
 
 class Upsample2d(Module):
@@ -193,8 +183,4 @@ class Upsample2d(Module):
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         y, _ = self.forward(x, params=params)
-        self._tangents(dparams)
-        if dx is None:
-            return y, np.zeros_like(y)
-        check_like(dx, x.shape, "dx")
-        return y, self._up(dx)
+        return self._input_jvp(x, dx, dparams, y, self._up)

@@ -356,10 +356,9 @@ class PosetPool2d(Module):
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         y, (arg, _) = self.forward(x, params=params)
-        self._tangents(dparams)
-        if dx is None:
-            return y, np.zeros_like(y)
-        check_like(dx, x.shape, "dx")
-        out = np.empty(y.shape, dtype=y.dtype)
-        return y, _kernels().posetpool_jvp(np.ascontiguousarray(dx, dtype=y.dtype), arg,
-                                           *self._geometry(), out)
+
+        def gather(d):
+            out = np.empty(y.shape, dtype=y.dtype)
+            return _kernels().posetpool_jvp(np.ascontiguousarray(d, dtype=y.dtype), arg,
+                                            *self._geometry(), out)
+        return self._input_jvp(x, dx, dparams, y, gather)

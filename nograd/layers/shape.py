@@ -42,11 +42,7 @@ class Flatten(Module):
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         y, _ = self.forward(x, params=params)
-        self._tangents(dparams)
-        if dx is None:
-            return y, np.zeros_like(y)
-        check_like(dx, x.shape, "dx")
-        return y, dx.reshape(y.shape)
+        return self._input_jvp(x, dx, dparams, y, lambda d: d.reshape(y.shape))
 
 
 class Reshape(Module):
@@ -79,8 +75,4 @@ class Reshape(Module):
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         y, _ = self.forward(x, params=params)
-        self._tangents(dparams)
-        if dx is None:
-            return y, np.zeros_like(y)
-        check_like(dx, x.shape, "dx")
-        return y, dx.reshape(y.shape)
+        return self._input_jvp(x, dx, dparams, y, lambda d: d.reshape(y.shape))
