@@ -294,7 +294,8 @@ def cmd_compare(args, out=None):
         print(f"{PROG} compare: skipping rule {name}: {why}", file=sys.stderr)
     if not names:
         raise UserError(f"no registered rule can train model {args.model!r}")
-    header = (f"{'rule':<20} {'test acc':>8} {'seconds':>8} {'peak MB':>8}  {'optimizer':<9} "
+    w = max([20] + [len(n) for n in names])
+    header = (f"{'rule':<{w}} {'test acc':>8} {'seconds':>8} {'peak MB':>8}  {'optimizer':<9} "
               f"{'lr':>8} {'epochs':>6} {'batch':>5}")
     if not args.json:
         print(f"{args.model} on {ds.name} ({len(ds.X_train)} train / {len(ds.X_test)} test, "
@@ -313,10 +314,10 @@ def cmd_compare(args, out=None):
         if args.json:
             print(json.dumps(summary), file=out, flush=True)
         elif "error" in summary:
-            print(f"{name:<20} {'diverged':>8}", file=out, flush=True)
+            print(f"{name:<{w}} {'diverged':>8}", file=out, flush=True)
         else:
             mem = "-" if summary["peak_mb"] is None else f"{summary['peak_mb']:.1f}"
-            print(f"{name:<20} {summary['test_accuracy']:>8.4f} {summary['train_seconds']:>8.2f} "
+            print(f"{name:<{w}} {summary['test_accuracy']:>8.4f} {summary['train_seconds']:>8.2f} "
                   f"{mem:>8}  {summary['optimizer']:<9} {summary['lr']:>8g} {summary['epochs']:>6d} "
                   f"{summary['batch_size']:>5d}", file=out, flush=True)
     return results
