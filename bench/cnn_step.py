@@ -26,6 +26,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
 import nograd  # noqa: E402
+from _common import timed  # noqa: E402
 from nograd.core.losses import softmax_cross_entropy  # noqa: E402
 
 
@@ -87,15 +88,6 @@ def make_torch(seed):
         loss_fn(net(tx), ty).backward()
         opt.step()
     return step, f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-
-
-def timed(step, x, y, n):
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        step(x, y)
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def per_layer(net, x, y, n):

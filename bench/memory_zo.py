@@ -23,7 +23,6 @@ The last line with ``--json`` is one JSON object of the figures.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import statistics
@@ -31,26 +30,13 @@ import sys
 import time
 import tracemalloc
 
-import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import nograd  # noqa: E402
+from _common import MB, peak_mb, wide_mlp  # noqa: E402
 from nograd.rules import Backprop, MeZO  # noqa: E402
 
-MB = 2 ** 20
-
-
-def build(width, depth, classes, batch, seed):
-    rng = np.random.default_rng(seed)
-    layers = []
-    for _ in range(depth):
-        layers += [nograd.Linear(width, width, rng=rng), nograd.ReLU()]
-    layers.append(nograd.Linear(width, classes, rng=rng))
-    model = nograd.Sequential(*layers)
-    x = rng.standard_normal((batch, width), dtype=np.float32)
-    y = rng.integers(0, classes, batch)
-    return model, x, y
 
 
 def operations(model, x, y, seed):
@@ -78,17 +64,6 @@ def operations(model, x, y, seed):
             "backprop": backprop_step}, info
 
 
-def peak_mb(fn):
-    """Peak traced memory during ``fn()`` above the traced memory just before it, in MiB."""
-    gc.collect()
-    tracemalloc.reset_peak()
-    before = tracemalloc.get_traced_memory()[0]
-    fn()
-    peak = tracemalloc.get_traced_memory()[1]
-    gc.collect()
-    return (peak - before) / MB
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--width", type=int, default=4096)
@@ -102,7 +77,7 @@ def main(argv=None):
     if min(args.width, args.depth, args.batch, args.classes, args.repeats) < 1:
         p.error("--width, --depth, --batch, --classes and --repeats must be positive")
 
-    model, x, y = build(args.width, args.depth, args.classes, args.batch, args.seed)
+    model, x, y = wide_mlp(args.width, args.depth, args.classes, args.batch, args.seed)
     ops, extra = operations(model, x, y, args.seed)
     for fn in ops.values():                    # warm-up: lazy imports, kernels, BLAS buffers
         fn()

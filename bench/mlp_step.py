@@ -16,13 +16,13 @@ import json
 import os
 import statistics
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import nograd  # noqa: E402
+from _common import timed  # noqa: E402
 
 SIZES = (784, 1024, 1024, 10)
 
@@ -89,15 +89,6 @@ def make_torch(seed):
     return step, f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def time_steps(step, x, y, n):
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        step(x, y)
-        times.append(time.perf_counter() - t)
-    return times
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=60, help="timed steps per contender per round")
@@ -116,11 +107,11 @@ def main(argv=None):
     if torch_step is not None:
         contenders["torch"] = torch_step
     for step in contenders.values():
-        time_steps(step, x, y, args.warmup)
+        timed(step, x, y, args.warmup)
     times = {k: [] for k in contenders}
     for _ in range(args.repeats):
         for k, step in contenders.items():
-            times[k] += time_steps(step, x, y, args.steps)
+            times[k] += timed(step, x, y, args.steps)
     ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     torch_ms = ms.get("torch")
     res = {

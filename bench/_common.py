@@ -1,0 +1,52 @@
+"""Helpers shared by the benchmark scripts (not part of the package).
+
+- :func:`wide_mlp` builds the deep, wide ReLU MLP and a batch that the memory benchmarks use;
+- :func:`peak_mb` measures the peak traced memory of one call (tracemalloc: NumPy reports its
+  array allocations to it; BLAS's own work buffers are not traced);
+- :func:`timed` times repeated calls of a training step.
+"""
+from __future__ import annotations
+
+import gc
+import time
+import tracemalloc
+
+import numpy as np
+
+MB = 1024 * 1024
+
+
+def wide_mlp(width, depth, classes, batch, seed):
+    """``depth`` × (Linear(width, width), ReLU), then Linear(width, classes); a float32 batch."""
+    import nograd
+
+    rng = np.random.default_rng(seed)
+    layers = []
+    for _ in range(depth):
+        layers += [nograd.Linear(width, width, rng=rng), nograd.ReLU()]
+    layers.append(nograd.Linear(width, classes, rng=rng))
+    x = rng.standard_normal((batch, width), dtype=np.float32)
+    y = rng.integers(0, classes, batch)
+    return nograd.Sequential(*layers), x, y
+
+
+def peak_mb(fn):
+    """Peak traced memory during ``fn()`` above the traced memory just before it, in MiB
+    (tracemalloc must be started by the caller)."""
+    gc.collect()
+    tracemalloc.reset_peak()
+    before = tracemalloc.get_traced_memory()[0]
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    gc.collect()
+    return (peak - before) / MB
+
+
+def timed(step, x, y, n):
+    """Wall-clock seconds of each of ``n`` calls ``step(x, y)``."""
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        step(x, y)
+        out.append(time.perf_counter() - t)
+    return out
