@@ -227,6 +227,14 @@ class Sequential(Module):
     def __iter__(self):
         return iter(self._children.values())
 
+    def __call__(self, x, *, train=False, rng=None, params=None):
+        """Inference through the chain, dropping each layer's cache as soon as it is done, so the
+        peak memory is one layer's input and output, not every activation of the network."""
+        self._check_keys(params)
+        for name, layer in self._children.items():
+            x = layer(x, train=train, rng=rng, params=self._split(params, name))
+        return x
+
     def forward(self, x, *, train=False, rng=None, params=None):
         self._check_keys(params)
         caches = []

@@ -119,3 +119,23 @@ def test_base_module_names_missing_maps():
         pass
     with pytest.raises(NotImplementedError, match="Half"):
         Half().forward(np.zeros(1))
+
+
+def test_sequential_call_equals_forward_and_keeps_no_caches():
+    import tracemalloc
+    net = Sequential(*[m for _ in range(6) for m in (Linear(256, 256, rng=0), ReLU())])
+    x = np.random.default_rng(0).normal(size=(512, 256)).astype(np.float32)
+    np.testing.assert_array_equal(net(x), net.forward(x)[0])
+    peaks = []
+    tracemalloc.start()
+    try:
+        for run in (lambda: net.forward(x), lambda: net(x)):
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
+            run()
+            peaks.append(tracemalloc.get_traced_memory()[1] - base)
+    finally:
+        tracemalloc.stop()
+    with_caches, without = peaks
+    one_activation = 512 * 256 * 4
+    assert without <= 3 * one_activation < with_caches
