@@ -13,7 +13,8 @@ FLOAT_DTYPES = (np.float32, np.float64)
 
 
 def as_rng(rng, name: str = "rng") -> np.random.Generator:
-    """Return a ``np.random.Generator`` from a Generator, an integer seed or ``None``.
+    """Return a ``np.random.Generator`` from a Generator, an integer seed, a sequence of
+    non-negative integer seeds (``(seed, fold)``) or ``None``.
 
     ``None`` gives a fresh, unseeded generator (not reproducible); pass a seed for
     reproducible results. Legacy ``np.random.RandomState`` is refused: nograd keeps no
@@ -23,8 +24,11 @@ def as_rng(rng, name: str = "rng") -> np.random.Generator:
         return rng
     if rng is None or isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         return np.random.default_rng(rng)
-    raise TypeError(f"{name} must be a numpy.random.Generator, an int seed or None, "
-                    f"got {type(rng).__name__}")
+    if (isinstance(rng, (tuple, list)) and rng
+            and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in rng)):
+        return np.random.default_rng(list(rng))      # e.g. (seed, fold): one stream per pair
+    raise TypeError(f"{name} must be a numpy.random.Generator, an int seed (or a sequence of "
+                    f"non-negative ints) or None, got {type(rng).__name__}")
 
 
 def all_finite(a: np.ndarray) -> bool:

@@ -139,3 +139,15 @@ def test_sequential_call_equals_forward_and_keeps_no_caches():
     with_caches, without = peaks
     one_activation = 512 * 256 * 4
     assert without <= 3 * one_activation < with_caches
+
+
+def test_as_rng_accepts_seeds_sequences_and_generators():
+    from nograd.core.checks import as_rng
+    g = np.random.default_rng(3)
+    assert as_rng(g) is g
+    assert as_rng(5).integers(1000) == np.random.default_rng(5).integers(1000)
+    assert as_rng((5, 2)).integers(1000) == np.random.default_rng([5, 2]).integers(1000)
+    assert as_rng((5, 2)).integers(1000) != as_rng((5, 3)).integers(1000)
+    for bad in (True, 1.5, "seed", (), (1, -2), np.random.RandomState(0)):
+        with pytest.raises(TypeError, match="rng"):
+            as_rng(bad)
