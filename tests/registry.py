@@ -16,10 +16,9 @@ import numpy as np
 from nograd.core import Residual, Sequential
 from nograd.layers import (GELU, Activation, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d,
                            ConvTranspose2d, Dropout, Embedding, Flatten, GlobalAvgPool2d, GroupNorm,
-                           Identity, LayerNorm, LeakyReLU, Linear, MaxPool2d, ReLU, Reshape, Sigmoid,
-                           Softplus, Softsign, Tanh, Upsample2d)
+                           Identity, InverseConv2d, LayerNorm, LeakyReLU, Linear, MaxPool2d, ReLU,
+                           Reshape, Sigmoid, Softplus, Softsign, Tanh, Upsample2d)
 from nograd.layers.poset import Poset, PosetPool2d
-from nograd.models.hypernet import HyperNetwork, KernelGenerator
 
 
 @dataclass
@@ -190,32 +189,13 @@ ENTRIES = [
     Entry("posetpool2d-6pt-overlap", PosetPool2d,
           lambda dt, r: PosetPool2d(Poset(6, [(0, 1), (1, 2), (3, 4), (0, 4)]), (1, 2), kernel_size=(2, 3)),
           poset_generic((2, 5, 7)), bad_shape=NDIM3),
-    # hypernetworks (nograd.models.hypernet): the generator alone, then generated conv kernels and
-    # a chunked MLP hypernetwork; smooth targets (tanh) so no input sits on a kink
-    Entry("kernel-generator", KernelGenerator,
-          lambda dt, r: _biased_all(KernelGenerator(3, 2, 3, (2, 3), hidden=4, rng=r, dtype=dt), r),
-          normal((3,)), bad_shape=LAST),
-    Entry("hypernet-conv", HyperNetwork,
-          lambda dt, r: _biased_all(HyperNetwork(
-              Sequential(Conv2d(2, 4, 3, padding=1, rng=r, dtype=dt), Tanh(),
-                         Conv2d(4, 4, 3, rng=r, dtype=dt)), block=(2, 2), z_dim=3, hidden=2,
-              rng=r, dtype=dt), r),
-          normal((2, 5, 4)), bad_shape=CHANNELS),
-    Entry("hypernet-mlp-chunked", HyperNetwork,
-          lambda dt, r: _biased_all(HyperNetwork(
-              Sequential(Linear(3, 4, rng=r, dtype=dt), Tanh(), Linear(4, 2, rng=r, dtype=dt)),
-              kind="mlp", names=["0.weight", "2.weight"], num_conditions=2, emb_dim=3,
-              hidden=(5,), chunk_size=7, chunk_dim=2, rng=r, dtype=dt), r),
-          normal((3,)), bad_shape=LAST),
+    Entry("inverse-conv2d", InverseConv2d,
+          lambda dt, r: _invconv(InverseConv2d(3, 3, rng=r, dtype=dt), r), normal((3, 5, 6)),
+          bad_shape=CHANNELS),
+    Entry("inverse-conv2d-learned-diag-bottom-right", InverseConv2d,
+          lambda dt, r: _invconv(InverseConv2d(2, 2, corner="bottom-right", learn_diag=True, rng=r,
+                                               dtype=dt), r), normal((2, 4, 5)), bad_shape=CHANNELS),
 ]
-
-
-def _biased_all(module, rng):
-    """Move every array of a generator-based module off its init (zero biases included)."""
-    for store in (module._own, *(m._own for _, m in module.modules())):
-        for k, v in store.items():
-            store[k] = (v + rng.normal(0, 0.3, v.shape)).astype(v.dtype)
-    return module
 
 
 def _perturbed(module, rng):
@@ -233,6 +213,14 @@ def _biased(module, rng):
     if "bias" in module._own:
         b = module._own["bias"]
         module._own["bias"] = rng.normal(size=b.shape).astype(b.dtype)
+    return module
+
+
+def _invconv(module, rng):
+    """An inverse convolution with a non-trivial diagonal of both signs (when it is learned)."""
+    if "diag" in module._own:
+        d = module._own["diag"]
+        module._own["diag"] = (rng.uniform(0.6, 1.4, d.shape) * rng.choice([-1, 1], d.shape)).astype(d.dtype)
     return module
 
 

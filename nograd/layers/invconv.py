@@ -1,0 +1,193 @@
+r"""Inverse of a causal convolution: ``z = K⁻¹ x``, with its backward and jvp by triangular solves.
+
+Nagar & Varma, "Parallel Backpropagation for Inverse of a Convolution with Application to
+Normalizing Flows" (AISTATS 2025, arXiv:2410.14634). ``K`` is a ``k×k`` convolution with top-left
+padding whose last tap ``(k-1, k-1)`` — the pixel itself — is lower triangular over channels with a
+non-zero diagonal. In the pixel-major, channel-minor ordering its matrix is lower triangular, so
+
+.. math::
+    z = K^{-1} x \ \text{(forward substitution)}, \qquad
+    \bar x = K^{-\top} \bar z \ \text{(backward substitution)}, \qquad
+    \bar W = -\,\bar x \star z, \qquad
+    \dot z = K^{-1}\big(\dot x - \dot K z\big),
+
+where :math:`\bar x \star z` is an ordinary convolution's weight gradient (cotangent
+:math:`\bar x`, input :math:`z`): from :math:`K z = x`, :math:`\dot K z + K \dot z = \dot x`.
+No dense matrix appears: both solves run over the anti-diagonals ``h + w = d`` (the paper's
+parallel schedule, see :mod:`nograd.kernels.invconv`), in ``O(n k² C²)`` work for ``n`` pixels.
+``inverse(z) = K z`` is the ordinary causal convolution — the sampling direction of a flow.
+
+``corner`` picks where the causal dependency starts (``"top-left"`` … ``"bottom-right"``): the
+input is flipped, the top-left layer applied, the output flipped back — the same as flipping the
+kernel. ``learn_diag=True`` adds a parameter ``diag (C,)`` (the last tap's channel diagonal); then
+``log|det ∂z/∂x| = -H·W·Σ_c log|diag_c|`` per sample (:meth:`logdet`), and 0 otherwise.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.checks import as_rng, check_array, check_dtype, check_like, check_positive
+from ..core.module import Module
+
+CORNERS = {"top-left": (), "top-right": (3,), "bottom-left": (2,), "bottom-right": (2, 3)}
+
+
+def _kernels(reference=False):
+    if reference:
+        from ..kernels import invconv_ref as k   # plain NumPy, for tests
+    else:
+        from ..kernels import invconv as k       # lazy: Numba loads on first use
+    return k
+
+
+def _conv_kernels():
+    from ..kernels import conv
+    return conv
+
+
+class InverseConv2d(Module):
+    r"""The inverse of an invertible causal ``k×k`` convolution over ``C`` channels (NCHW).
+
+    Shapes: ``x (N, C, H, W) -> z (N, C, H, W)``; ``weight (C, C, k, k)``; ``diag (C,)`` when
+    ``learn_diag``. Entries of the last tap on or above the channel diagonal are not used (the
+    diagonal is 1, or ``diag``), so :math:`K` is invertible whenever ``diag`` has no zero.
+
+    Parameters: ``channels``, ``kernel_size`` (int ≥ 1), ``corner`` (one of :data:`CORNERS`),
+    ``learn_diag``, ``rng`` (seed or Generator; weights are normal with std ``1/(C·k²)``, which
+    keeps the solve well conditioned), ``dtype``, ``reference`` (use the NumPy reference kernels).
+    """
+
+    def __init__(self, channels, kernel_size=3, *, corner="top-left", learn_diag=False, rng=None,
+                 dtype=np.float32, reference=False):
+        super().__init__()
+        check_positive(channels, "channels", integer=True)
+        check_positive(kernel_size, "kernel_size", integer=True)
+        if corner not in CORNERS:
+            raise ValueError(f"corner must be one of {list(CORNERS)}, got {corner!r}")
+        self.channels, self.kernel_size, self.corner = int(channels), int(kernel_size), corner
+        self.learn_diag, self.reference = bool(learn_diag), bool(reference)
+        C, k = self.channels, self.kernel_size
+        dt = check_dtype(dtype)
+        w = as_rng(rng).normal(0.0, 1.0 / (C * k * k), (C, C, k, k)) * self._mask()
+        self._own["weight"] = w.astype(dt)
+        if self.learn_diag:
+            self._own["diag"] = np.ones(C, dtype=dt)
+
+    def extra_repr(self):
+        return (f"{self.channels}, kernel_size={self.kernel_size}, corner={self.corner!r}, "
+                f"learn_diag={self.learn_diag}")
+
+    # ----------------------------------------------------------------- pieces
+    def _mask(self):
+        """1 where ``weight`` is used; 0 on and above the channel diagonal of the last tap."""
+        C, k = self.channels, self.kernel_size
+        m = np.ones((C, C, k, k))
+        m[:, :, k - 1, k - 1] = np.tril(np.ones((C, C)), -1)
+        return m
+
+    def _effective(self, p, dtype):
+        """``(W_eff, diag)``: the masked kernel with the diagonal written into its last tap."""
+        r = self.kernel_size - 1
+        diag = p["diag"].astype(dtype) if self.learn_diag else np.ones(self.channels, dtype)
+        if not np.all(np.isfinite(diag)) or np.any(diag == 0):
+            raise ValueError(f"diag must be finite and non-zero for K to be invertible, got {diag}")
+        W = (p["weight"] * self._mask()).astype(dtype)
+        idx = np.arange(self.channels)
+        W[idx, idx, r, r] = diag
+        return np.ascontiguousarray(W), diag
+
+    def _check_input(self, x, name="x"):
+        check_array(x, name, ndim=4)
+        if x.shape[1] != self.channels:
+            raise ValueError(f"{name} must have {self.channels} channels in axis 1 (NCHW), "
+                             f"got shape {x.shape}")
+
+    def _flip(self, a):
+        axes = CORNERS[self.corner]
+        return np.ascontiguousarray(np.flip(a, axes) if axes else a)
+
+    def _solve(self, x, W, diag):
+        return _kernels(self.reference).solve(x, W, diag, np.empty_like(x))
+
+    def _cols(self, z):
+        """im2col of ``z`` padded by ``k-1`` at the top and left: ``(N, C·k·k, H·W)``."""
+        N, C, H, Wd = z.shape
+        r = self.kernel_size - 1
+        zp = np.zeros((N, C, H + r, Wd + r), dtype=z.dtype)
+        zp[:, :, r:, r:] = z
+        k = self.kernel_size
+        cols = np.empty((N, C * k * k, H * Wd), dtype=z.dtype)
+        return _conv_kernels().im2col(zp, k, k, 1, 1, 0, 0, 1, 1, H, Wd, cols)
+
+    def _conv(self, z, W):
+        """The causal convolution ``K z`` (in the flipped frame) with effective kernel ``W``."""
+        return np.matmul(W.reshape(self.channels, -1), self._cols(z)).reshape(z.shape)
+
+    # ----------------------------------------------------------------- the three maps
+    def forward(self, x, *, train=False, rng=None, params=None):
+        """``z = K⁻¹ x`` by forward substitution over anti-diagonals."""
+        self._check_input(x)
+        p = self._use(params)
+        W, diag = self._effective(p, x.dtype)
+        z = self._solve(self._flip(x), W, diag)
+        return self._flip(z), (z, W, diag)
+
+    def backward(self, cache, dy, *, params=None, need_dx=True):
+        """``dx = K⁻ᵀ dy`` (reverse wavefront); ``dW_eff = -dx ⋆ z``, masked; ``ddiag`` its diagonal."""
+        z, W, diag = cache
+        check_like(dy, z.shape)
+        g = _kernels(self.reference).solve_t(self._flip(dy.astype(z.dtype, copy=False)), W, diag,
+                                             np.empty_like(z))
+        C, k = self.channels, self.kernel_size
+        N, _, H, Wd = z.shape
+        dWe = -np.matmul(g.reshape(N, C, H * Wd), self._cols(z).transpose(0, 2, 1)).sum(axis=0)
+        dWe = dWe.reshape(C, C, k, k)
+        p = self._use(params)
+        dt = p["weight"].dtype
+        grads = {"weight": (dWe * self._mask()).astype(dt)}
+        if self.learn_diag:
+            idx = np.arange(C)
+            grads["diag"] = dWe[idx, idx, k - 1, k - 1].astype(dt)
+        return (self._flip(g) if need_dx else None), grads
+
+    def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
+        """``dz = K⁻¹(dx - dK z)``, with ``dK`` the causal convolution by the tangent kernel."""
+        z, (zf, W, diag) = self.forward(x, params=params)
+        dparams = self._tangents(dparams) or {}
+        rhs = np.zeros_like(zf)
+        if dx is not None:
+            check_like(dx, x.shape, "dx")
+            rhs += self._flip(dx.astype(x.dtype, copy=False))
+        if dparams:
+            r = self.kernel_size - 1
+            dW = np.zeros_like(W)
+            if "weight" in dparams:
+                dW += (dparams["weight"] * self._mask()).astype(x.dtype)
+            if "diag" in dparams:
+                idx = np.arange(self.channels)
+                dW[idx, idx, r, r] = dparams["diag"].astype(x.dtype)
+            rhs -= self._conv(zf, dW)
+        return z, self._flip(self._solve(rhs, W, diag))
+
+    # ----------------------------------------------------------------- flow helpers
+    def inverse(self, z, *, params=None):
+        """``x = K z``: the ordinary causal convolution (a flow's sampling direction)."""
+        self._check_input(z, "z")
+        W, _ = self._effective(self._use(params), z.dtype)
+        return self._flip(self._conv(self._flip(z), W))
+
+    def logdet(self, x, *, params=None):
+        """``log|det ∂z/∂x|`` per sample, shape ``(N,)``: ``-H·W·Σ log|diag|`` (0 for a unit diagonal)."""
+        self._check_input(x)
+        _, diag = self._effective(self._use(params), x.dtype)
+        N, _, H, Wd = x.shape
+        return np.full(N, -H * Wd * np.log(np.abs(diag)).sum(), dtype=x.dtype)
+
+    def logdet_grad(self, x, *, params=None):
+        """Gradient of ``Σ_n logdet`` with respect to the parameters (``diag`` only)."""
+        p = self._use(params)
+        N, _, H, Wd = x.shape
+        grads = {"weight": np.zeros_like(p["weight"])}
+        if self.learn_diag:
+            grads["diag"] = (-N * H * Wd / p["diag"]).astype(p["diag"].dtype)
+        return grads
