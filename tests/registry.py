@@ -19,6 +19,8 @@ from nograd.layers import (GELU, Activation, AvgPool2d, BatchNorm1d, BatchNorm2d
                            Identity, InverseConv2d, LayerNorm, LeakyReLU, Linear, MaxPool2d, ReLU,
                            Reshape, Sigmoid, Softplus, Softsign, Tanh, Upsample2d)
 from nograd.layers.poset import Poset, PosetPool2d
+from nograd.layers.recurrent import GRU, LSTM, RNN
+from nograd.models.hypernet import HyperNetwork, KernelGenerator
 
 
 @dataclass
@@ -195,7 +197,36 @@ ENTRIES = [
     Entry("inverse-conv2d-learned-diag-bottom-right", InverseConv2d,
           lambda dt, r: _invconv(InverseConv2d(2, 2, corner="bottom-right", learn_diag=True, rng=r,
                                                dtype=dt), r), normal((2, 4, 5)), bad_shape=CHANNELS),
+    # hypernetworks (nograd.models.hypernet): the generator alone, then generated conv kernels and
+    # a chunked MLP hypernetwork; smooth targets (tanh) so no input sits on a kink
+    Entry("kernel-generator", KernelGenerator,
+          lambda dt, r: _biased_all(KernelGenerator(3, 2, 3, (2, 3), hidden=4, rng=r, dtype=dt), r),
+          normal((3,)), bad_shape=LAST),
+    Entry("hypernet-conv", HyperNetwork,
+          lambda dt, r: _biased_all(HyperNetwork(
+              Sequential(Conv2d(2, 4, 3, padding=1, rng=r, dtype=dt), Tanh(),
+                         Conv2d(4, 4, 3, rng=r, dtype=dt)), block=(2, 2), z_dim=3, hidden=2,
+              rng=r, dtype=dt), r),
+          normal((2, 5, 4)), bad_shape=CHANNELS),
+    Entry("hypernet-mlp-chunked", HyperNetwork,
+          lambda dt, r: _biased_all(HyperNetwork(
+              Sequential(Linear(3, 4, rng=r, dtype=dt), Tanh(), Linear(4, 2, rng=r, dtype=dt)),
+              kind="mlp", names=["0.weight", "2.weight"], num_conditions=2, emb_dim=3,
+              hidden=(5,), chunk_size=7, chunk_dim=2, rng=r, dtype=dt), r),
+          normal((3,)), bad_shape=LAST),
+    # recurrent layers (nograd.layers.recurrent) on short sequences (batch, time, features)
+    Entry("rnn", RNN, lambda dt, r: RNN(3, 4, rng=r, dtype=dt), normal((4, 3)), bad_shape=LAST),
+    Entry("lstm", LSTM, lambda dt, r: LSTM(2, 3, rng=r, dtype=dt), normal((4, 2)), bad_shape=LAST),
+    Entry("gru", GRU, lambda dt, r: GRU(3, 2, rng=r, dtype=dt), normal((5, 3)), bad_shape=LAST),
 ]
+
+
+def _biased_all(module, rng):
+    """Move every array of a generator-based module off its init (zero biases included)."""
+    for store in (module._own, *(m._own for _, m in module.modules())):
+        for k, v in store.items():
+            store[k] = (v + rng.normal(0, 0.3, v.shape)).astype(v.dtype)
+    return module
 
 
 def _perturbed(module, rng):
