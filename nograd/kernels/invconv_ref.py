@@ -1,6 +1,6 @@
 r"""Plain NumPy references for :mod:`nograd.kernels.invconv` (same signatures, same results).
 
-Raster order instead of anti-diagonals (both respect the dependencies); one pixel and one channel
+Same layout as the kernels (``(H, W, C, N)``, transposed to NCHW inside). Raster order instead of anti-diagonals (both respect the dependencies); one pixel and one channel
 at a time, vectorised over the batch and the ``k×k×C`` window of already-solved values. The
 window is read from a zero-padded copy of the output, so pixels outside the image contribute 0.
 """
@@ -18,6 +18,7 @@ def _window_kernel(W, c):
 
 
 def solve(u, W, diag, z):
+    u = u.transpose(3, 2, 0, 1)                        # (H, W, C, N) -> (N, C, H, W)
     N, C, H, Wd = u.shape
     r = W.shape[2] - 1
     zp = np.zeros((N, C, H + r, Wd + r), dtype=u.dtype)
@@ -27,11 +28,12 @@ def solve(u, W, diag, z):
                 win = zp[:, :, h:h + r + 1, w:w + r + 1]
                 s = np.einsum("noij,oij->n", win, _window_kernel(W, c))
                 zp[:, c, h + r, w + r] = (u[:, c, h, w] - s) / diag[c]
-    z[...] = zp[:, :, r:, r:]
+    z[...] = zp[:, :, r:, r:].transpose(2, 3, 1, 0)
     return z
 
 
 def solve_t(v, W, diag, g):
+    v = v.transpose(3, 2, 0, 1)
     N, C, H, Wd = v.shape
     r = W.shape[2] - 1
     Wt = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)   # (o, c, i', j'): tap i' reads pixel h + i'
@@ -44,8 +46,20 @@ def solve_t(v, W, diag, g):
                 Wo[: o + 1, 0, 0] = 0                   # own pixel: only channels c > o
                 s = np.einsum("ncij,cij->n", win, Wo)
                 gp[:, o, h, w] = (v[:, o, h, w] - s) / diag[o]
-    g[...] = gp[:, :, :H, :Wd]
+    g[...] = gp[:, :, :H, :Wd].transpose(2, 3, 1, 0)
     return g
+
+
+def kernel_grad(g, z, k, out):
+    g, z = g.transpose(3, 2, 0, 1), z.transpose(3, 2, 0, 1)   # to NCHW
+    N, C, H, Wd = z.shape
+    r = k - 1
+    zp = np.zeros((N, C, H + r, Wd + r), dtype=z.dtype)
+    zp[:, :, r:, r:] = z
+    for i in range(k):
+        for j in range(k):
+            out[:, :, i, j] = np.einsum("nchw,nohw->co", g, zp[:, :, i:i + H, j:j + Wd])
+    return out
 
 
 def dense(W, diag, H, Wd):

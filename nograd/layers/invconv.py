@@ -106,8 +106,17 @@ class InverseConv2d(Module):
         axes = CORNERS[self.corner]
         return np.ascontiguousarray(np.flip(a, axes) if axes else a)
 
-    def _solve(self, x, W, diag):
-        return _kernels(self.reference).solve(x, W, diag, np.empty_like(x))
+    def _to_kernel(self, a):
+        """NCHW in this layer's frame → ``(H, W, C, N)`` in the top-left frame (one copy): the
+        kernels' layout, whose innermost loop runs over the batch."""
+        axes = CORNERS[self.corner]
+        return np.ascontiguousarray((np.flip(a, axes) if axes else a).transpose(2, 3, 1, 0))
+
+    def _from_kernel(self, t):
+        """The inverse of :meth:`_to_kernel`."""
+        axes = CORNERS[self.corner]
+        a = t.transpose(3, 2, 0, 1)
+        return np.ascontiguousarray(np.flip(a, axes) if axes else a)
 
     def _cols(self, z):
         """im2col of ``z`` padded by ``k-1`` at the top and left: ``(N, C·k·k, H·W)``."""
@@ -129,31 +138,33 @@ class InverseConv2d(Module):
         self._check_input(x)
         p = self._use(params)
         W, diag = self._effective(p, x.dtype)
-        z = self._solve(self._flip(x), W, diag)
-        return self._flip(z), (z, W, diag)
+        xt = self._to_kernel(x)
+        zt = _kernels(self.reference).solve(xt, W, diag, np.empty_like(xt))
+        return self._from_kernel(zt), (zt, W, diag)
 
     def backward(self, cache, dy, *, params=None, need_dx=True):
         """``dx = K⁻ᵀ dy`` (reverse wavefront); ``dW_eff = -dx ⋆ z``, masked; ``ddiag`` its diagonal."""
-        z, W, diag = cache
-        check_like(dy, z.shape)
-        g = _kernels(self.reference).solve_t(self._flip(dy.astype(z.dtype, copy=False)), W, diag,
-                                             np.empty_like(z))
-        C, k = self.channels, self.kernel_size
-        N, _, H, Wd = z.shape
-        dWe = -np.matmul(g.reshape(N, C, H * Wd), self._cols(z).transpose(0, 2, 1)).sum(axis=0)
-        dWe = dWe.reshape(C, C, k, k)
+        zt, W, diag = cache
+        H, Wd, C, N = zt.shape
+        check_like(dy, (N, C, H, Wd))
+        kern = _kernels(self.reference)
+        vt = self._to_kernel(dy.astype(zt.dtype, copy=False))
+        gt = kern.solve_t(vt, W, diag, np.empty_like(vt))
+        k = self.kernel_size
+        dWe = -kern.kernel_grad(gt, zt, k, np.empty((C, C, k, k), zt.dtype))
         p = self._use(params)
         dt = p["weight"].dtype
         grads = {"weight": (dWe * self._mask()).astype(dt)}
         if self.learn_diag:
             idx = np.arange(C)
             grads["diag"] = dWe[idx, idx, k - 1, k - 1].astype(dt)
-        return (self._flip(g) if need_dx else None), grads
+        return (self._from_kernel(gt) if need_dx else None), grads
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         """``dz = K⁻¹(dx - dK z)``, with ``dK`` the causal convolution by the tangent kernel."""
-        z, (zf, W, diag) = self.forward(x, params=params)
+        z, (zt, W, diag) = self.forward(x, params=params)
         dparams = self._tangents(dparams) or {}
+        zf = np.ascontiguousarray(zt.transpose(3, 2, 0, 1))      # NCHW, top-left frame
         rhs = np.zeros_like(zf)
         if dx is not None:
             check_like(dx, x.shape, "dx")
@@ -167,7 +178,9 @@ class InverseConv2d(Module):
                 idx = np.arange(self.channels)
                 dW[idx, idx, r, r] = dparams["diag"].astype(x.dtype)
             rhs -= self._conv(zf, dW)
-        return z, self._flip(self._solve(rhs, W, diag))
+        rt = np.ascontiguousarray(rhs.transpose(2, 3, 1, 0))
+        dzt = _kernels(self.reference).solve(rt, W, diag, np.empty_like(rt))
+        return z, self._from_kernel(dzt)
 
     # ----------------------------------------------------------------- flow helpers
     def inverse(self, z, *, params=None):

@@ -1,0 +1,133 @@
+"""InverseConv2d forward solve and full backward against the dense route and an ordinary Conv2d.
+
+    python bench/invconv.py [--sizes 16,32,64,128] [--channels 4] [--kernel 3] [--batch 8]
+                            [--repeats 5] [--dense-max 32] [--json]
+
+For each image size H = W, on a float32 batch N×C×H×W (C = 4, k = 3, N = 8 by default):
+
+- ``solve``: ``InverseConv2d.forward`` (``z = K⁻¹x`` by forward substitution over anti-diagonals);
+- ``backward``: ``InverseConv2d.backward`` (input gradient by the transposed solve, kernel
+  gradient from the solved output);
+- ``dense``: the route a training step would take without the structured solve — build the
+  ``n×n`` matrix (``n = C·H·W``) of the current kernel, ``scipy.linalg.solve_triangular`` for the
+  batch, and the transposed solve for the backward (float64 matrix, as LAPACK users do; only up
+  to ``--dense-max``, the matrix is ``8n²`` bytes);
+- ``conv``: ``Conv2d(C, C, k, padding=k//2)`` forward + backward of the same shape.
+
+Figures are medians of interleaved repeats. ``speedup_vs_dense_32`` is dense over
+(solve + backward) at 32×32, ``backward_over_forward`` the largest backward/solve ratio,
+``slope`` the log-log slope of (solve + backward) time against pixels (1 = linear), and
+``solve_over_conv`` the largest solve/conv ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+from nograd.kernels import invconv_ref  # noqa: E402
+from nograd.layers import Conv2d, InverseConv2d  # noqa: E402
+
+
+def _seconds(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def dense_step(layer, x, dy):
+    """Build the dense matrix, solve for the batch, solve the transposed system for the backward."""
+    from scipy.linalg import solve_triangular
+
+    N, C, H, W = x.shape
+    We, diag = layer._effective(layer.params, np.float64)
+    M = invconv_ref.dense(We, diag, H, W)
+    u = x.transpose(0, 2, 3, 1).reshape(N, -1).T.astype(np.float64)
+    solve_triangular(M, u, lower=True, check_finite=False)
+    v = dy.transpose(0, 2, 3, 1).reshape(N, -1).T.astype(np.float64)
+    solve_triangular(M, v, lower=True, trans="T", check_finite=False)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="16,32,64,128")
+    ap.add_argument("--channels", type=int, default=4)
+    ap.add_argument("--kernel", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--dense-max", type=int, default=32, help="largest H = W for the dense route")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if min(sizes) < 1 or args.repeats < 1 or args.channels < 1 or args.kernel < 1 or args.batch < 1:
+        ap.error("sizes, --channels, --kernel, --batch and --repeats must be positive")
+    rng = np.random.default_rng(args.seed)
+    C, k, N = args.channels, args.kernel, args.batch
+    inv = InverseConv2d(C, k, rng=rng)
+    conv = Conv2d(C, C, k, padding=k // 2, rng=rng)
+    rows = {}
+    for S in sizes:
+        x = rng.standard_normal((N, C, S, S)).astype(np.float32)
+        dy = rng.standard_normal(x.shape).astype(np.float32)
+        z, cache = inv.forward(x)                          # compile, touch the memory
+        inv.backward(cache, dy)
+        conv.backward(conv.forward(x)[1], dy)
+        parts = {"solve": [], "backward": [], "conv": []}
+        use_dense = S <= args.dense_max
+        if use_dense:
+            parts["dense"] = []
+        for _ in range(args.repeats):
+            box = {}
+            parts["solve"].append(_seconds(lambda: box.update(c=inv.forward(x)[1])))
+            parts["backward"].append(_seconds(lambda: inv.backward(box["c"], dy)))
+            parts["conv"].append(_seconds(lambda: conv.backward(conv.forward(x)[1], dy)))
+            if use_dense:
+                parts["dense"].append(_seconds(lambda: dense_step(inv, x, dy)))
+        rows[S] = {key: statistics.median(v) for key, v in parts.items()}
+
+    pix = np.array([S * S for S in sizes], float)
+    tot = np.array([rows[S]["solve"] + rows[S]["backward"] for S in sizes])
+    slope = float(np.polyfit(np.log(pix), np.log(tot), 1)[0]) if len(sizes) > 1 else float("nan")
+    bwd_fwd = max(rows[S]["backward"] / rows[S]["solve"] for S in sizes)
+    solve_conv = max(rows[S]["solve"] / rows[S]["conv"] for S in sizes)
+    speedup = None
+    if 32 in rows and "dense" in rows[32]:
+        speedup = rows[32]["dense"] / (rows[32]["solve"] + rows[32]["backward"])
+
+    print(f"InverseConv2d C={C}, k={k}, batch {N}, float32; median of {args.repeats} repeats (ms)")
+    print(f"{'H=W':>5}{'solve':>10}{'backward':>10}{'bwd/fwd':>9}{'conv f+b':>10}{'solve/conv':>11}"
+          f"{'dense':>11}{'dense/ours':>11}")
+    for S in sizes:
+        r = rows[S]
+        d = r.get("dense")
+        dtxt = f"{1e3 * d:>11.1f}{d / (r['solve'] + r['backward']):>11.0f}" if d else f"{'-':>11}{'-':>11}"
+        print(f"{S:>5}{1e3 * r['solve']:>10.2f}{1e3 * r['backward']:>10.2f}"
+              f"{r['backward'] / r['solve']:>9.2f}{1e3 * r['conv']:>10.2f}"
+              f"{r['solve'] / r['conv']:>11.2f}{dtxt}")
+    print(f"\nslope of time vs pixels {slope:.2f} (target <= 1.2); backward/forward <= {bwd_fwd:.2f} "
+          f"(target <= 3); solve/conv <= {solve_conv:.2f} (target <= 5)"
+          + (f"; {speedup:.0f}x faster than dense at 32x32 (target >= 100)" if speedup else ""))
+    if args.json:
+        print(json.dumps({
+            "channels": C, "kernel": k, "batch": N, "dtype": "float32", "repeats": args.repeats,
+            "sizes": sizes,
+            "solve_ms": {str(S): round(1e3 * rows[S]["solve"], 3) for S in sizes},
+            "backward_ms": {str(S): round(1e3 * rows[S]["backward"], 3) for S in sizes},
+            "conv_ms": {str(S): round(1e3 * rows[S]["conv"], 3) for S in sizes},
+            "dense_ms": {str(S): round(1e3 * rows[S]["dense"], 2) for S in sizes if "dense" in rows[S]},
+            "speedup_vs_dense_32": None if speedup is None else round(speedup, 1),
+            "backward_over_forward": round(bwd_fwd, 3), "slope": round(slope, 3),
+            "solve_over_conv": round(solve_conv, 3)}))
+
+
+if __name__ == "__main__":
+    main()
