@@ -8,6 +8,7 @@ from .invconv import InverseConv2d
 from .linear import Linear
 from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
 from .pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d, Upsample2d
+from .recurrent import GRU, LSTM, RNN
 from .poset import Poset, PosetPool2d, four_point_posets, get_poset
 from .shape import Flatten, Reshape
 
@@ -15,4 +16,5 @@ __all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid",
            "Softplus", "Activation", "Dropout", "LayerNorm", "BatchNorm1d", "Flatten", "Embedding",
            "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Upsample2d",
            "BatchNorm2d", "GroupNorm", "Reshape", "PosetPool2d", "Poset", "four_point_posets", "get_poset",
-           "InverseConv2d", "ACTIVATIONS", "get_activation"]
+           "InverseConv2d", "RNN", "LSTM", "GRU", "ACTIVATIONS",
+           "get_activation"]

@@ -1,0 +1,305 @@
+r"""Recurrent layers RNN, LSTM and GRU over ``(batch, time, features)``, with backward through time
+and forward mode written out step by step.
+
+Shapes: ``x (B, T, F) -> y (B, T, H)``, the hidden state at every step. Weights follow PyTorch:
+``weight_ih (G·H, F)``, ``weight_hh (G·H, H)``, ``bias_ih``, ``bias_hh (G·H,)`` with ``G`` = 1
+(RNN), 4 (LSTM, gates i, f, g, o) or 3 (GRU, gates r, z, n). The input projection of all steps is
+one GEMM, :math:`X_p = x W_{ih}^\top + b_{ih}`; so are its cotangents after the loop,
+:math:`\bar W_{ih} = \bar X_p^\top x`, :math:`\bar x = \bar X_p W_{ih}`.
+
+Initial state in, final state out: ``forward(x, state=s0)`` starts from ``s0`` (zeros by default;
+an array ``(B, H)`` for RNN/GRU, a pair ``(h, c)`` for LSTM) and ``final_state(cache)`` is the state
+after the last step, so a long sequence can be fed in pieces (truncated BPTT). ``backward_state``
+also takes the cotangent of the final state and returns that of the initial state; ``jvp_state``
+takes and returns state tangents. ``backward`` and ``jvp`` are these with the state parts dropped,
+so the layers satisfy the plain module contract (DESIGN.md §2).
+
+Backward through time (Werbos 1990) runs the steps in reverse, adding each step's output cotangent
+``dy_t`` to the carried cotangent of ``h_t``; forward mode runs them forward, carrying tangents.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.checks import as_rng, check_array, check_dtype, check_like, check_positive
+from ..core.module import Module
+
+
+def _sigmoid(a):
+    return 0.5 * (np.tanh(0.5 * a) + 1.0)
+
+
+class _Recurrent(Module):
+    """Shared parts: parameters, checks, the input projection, state handling and the time loops.
+
+    A subclass sets ``gates`` and ``state_parts`` and defines one step three ways:
+    ``_cell(xp, S, p) -> (S', cache)``, ``_cell_back(cache, dS', p, g) -> (dxp, dS)`` (adding its
+    ``weight_hh``/``bias_hh`` gradients to ``g``) and ``_cell_jvp(xp, dxp, S, dS, p, dp) -> (S', dS')``.
+    ``S`` is a tuple of ``(B, H)`` arrays whose first entry is the output ``h``.
+    """
+
+    gates = 1
+    state_parts = 1
+
+    def __init__(self, input_size, hidden_size, *, rng=None, dtype=np.float32):
+        super().__init__()
+        check_positive(input_size, "input_size", integer=True)
+        check_positive(hidden_size, "hidden_size", integer=True)
+        dt = check_dtype(dtype)
+        rng = as_rng(rng)
+        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        G, H, k = self.gates, self.hidden_size, 1.0 / np.sqrt(hidden_size)
+        # PyTorch's initialisation: every array U(-1/√H, 1/√H)
+        self._own["weight_ih"] = rng.uniform(-k, k, (G * H, self.input_size)).astype(dt)
+        self._own["weight_hh"] = rng.uniform(-k, k, (G * H, H)).astype(dt)
+        self._own["bias_ih"] = rng.uniform(-k, k, G * H).astype(dt)
+        self._own["bias_hh"] = rng.uniform(-k, k, G * H).astype(dt)
+
+    def extra_repr(self):
+        return f"{self.input_size}, {self.hidden_size}"
+
+    # ----------------------------------------------------------------- checks and state
+    def _check(self, x):
+        check_array(x, "x", ndim=3)
+        if x.shape[2] != self.input_size:
+            raise ValueError(f"x must be (batch, time, {self.input_size}), got shape {x.shape}")
+
+    def _cast(self, p, dtype):
+        return {k: (v if v.dtype == dtype else v.astype(dtype)) for k, v in p.items()}
+
+    def _as_tuple(self, state, name):
+        if state is None:
+            return None
+        parts = (state,) if self.state_parts == 1 else state
+        if not isinstance(parts, tuple) or len(parts) != self.state_parts:
+            raise TypeError(f"{name} must be a pair (h, c) of arrays for {type(self).__name__}, "
+                            f"got {type(state).__name__}")
+        return parts
+
+    def _state(self, state, B, dtype, name="state"):
+        """The initial state as a tuple (zeros when None), checked against ``(B, H)``."""
+        parts = self._as_tuple(state, name)
+        if parts is None:
+            return tuple(np.zeros((B, self.hidden_size), dtype) for _ in range(self.state_parts))
+        out = []
+        for s in parts:
+            check_array(s, name, ndim=2)
+            if s.shape != (B, self.hidden_size):
+                raise ValueError(f"{name} must have shape {(B, self.hidden_size)}, got {s.shape}")
+            out.append(s.astype(dtype, copy=False))
+        return tuple(out)
+
+    def _public(self, S):
+        return S[0] if self.state_parts == 1 else tuple(S)
+
+    def final_state(self, cache):
+        """The state after the last step of the ``forward`` call that made ``cache``."""
+        return self._public(cache[3])
+
+    # ----------------------------------------------------------------- forward and backward
+    def forward(self, x, *, train=False, rng=None, params=None, state=None):
+        self._check(x)
+        p = self._cast(self._use(params), x.dtype)
+        B, T, _ = x.shape
+        S0 = self._state(state, B, x.dtype)
+        xp = x @ p["weight_ih"].T + p["bias_ih"]
+        y = np.empty((B, T, self.hidden_size), x.dtype)
+        S, steps = S0, []
+        for t in range(T):
+            S, c = self._cell(xp[:, t], S, p)
+            steps.append(c)
+            y[:, t] = S[0]
+        return y, (x, S0, steps, S)
+
+    def backward(self, cache, dy, *, params=None, need_dx=True):
+        dx, grads, _ = self.backward_state(cache, dy, params=params, need_dx=need_dx)
+        return dx, grads
+
+    def backward_state(self, cache, dy, *, params=None, need_dx=True, dstate=None):
+        """Backward through time: ``(dx, grads, dstate0)``. ``dstate`` is the cotangent of the final
+        state (None: zero); ``dstate0`` is the cotangent of the initial state."""
+        x, S0, steps, ST = cache
+        B, T, _ = x.shape
+        check_like(dy, (B, T, self.hidden_size))
+        p = self._use(params)
+        q = self._cast(p, dy.dtype)
+        dS = self._state(dstate, B, dy.dtype, "dstate")
+        g = {"weight_hh": np.zeros(p["weight_hh"].shape, dy.dtype),
+             "bias_hh": np.zeros(p["bias_hh"].shape, dy.dtype)}
+        dxp = np.empty((B, T, self.gates * self.hidden_size), dy.dtype)
+        for t in range(T - 1, -1, -1):
+            dS = (dS[0] + dy[:, t],) + tuple(dS[1:])
+            dxp[:, t], dS = self._cell_back(steps[t], dS, q, g)
+        dxp2 = dxp.reshape(B * T, -1)
+        grads = {"weight_ih": dxp2.T @ x.reshape(B * T, -1), "weight_hh": g["weight_hh"],
+                 "bias_ih": dxp2.sum(axis=0), "bias_hh": g["bias_hh"]}
+        grads = {k: grads[k].astype(p[k].dtype, copy=False) for k in self._own}
+        dx = dxp @ q["weight_ih"] if need_dx else None
+        return dx, grads, self._public(dS)
+
+    def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None, state=None):
+        y, dy, _, _ = self.jvp_state(x, dx, dparams, params=params, state=state)
+        return y, dy
+
+    def jvp_state(self, x, dx, dparams=None, *, params=None, state=None, dstate=None):
+        """Forward mode through time: ``(y, dy, final_state, final_state_tangent)``."""
+        self._check(x)
+        p = self._cast(self._use(params), x.dtype)
+        dp = self._cast(self._tangents(dparams) or {}, x.dtype)
+        B, T, _ = x.shape
+        S = self._state(state, B, x.dtype)
+        dS = self._state(dstate, B, x.dtype, "dstate")
+        xp = x @ p["weight_ih"].T + p["bias_ih"]
+        dxp = np.zeros_like(xp)
+        if dx is not None:
+            check_like(dx, x.shape, "dx")
+            dxp += dx @ p["weight_ih"].T
+        if "weight_ih" in dp:
+            dxp += x @ dp["weight_ih"].T
+        if "bias_ih" in dp:
+            dxp += dp["bias_ih"]
+        y = np.empty((B, T, self.hidden_size), x.dtype)
+        dy = np.empty_like(y)
+        for t in range(T):
+            S, dS = self._cell_jvp(xp[:, t], dxp[:, t], S, dS, p, dp)
+            y[:, t], dy[:, t] = S[0], dS[0]
+        return y, dy, self._public(S), self._public(dS)
+
+    def _hh(self, h, dh, p, dp):
+        """``h W_hhᵀ + b_hh`` and its tangent."""
+        a = h @ p["weight_hh"].T + p["bias_hh"]
+        da = dh @ p["weight_hh"].T
+        if "weight_hh" in dp:
+            da += h @ dp["weight_hh"].T
+        if "bias_hh" in dp:
+            da = da + dp["bias_hh"]
+        return a, da
+
+    def _hh_back(self, da, h, p, g):
+        """Accumulate the ``weight_hh``/``bias_hh`` gradients of ``h W_hhᵀ + b_hh``; return ``dh``."""
+        g["weight_hh"] += da.T @ h
+        g["bias_hh"] += da.sum(axis=0)
+        return da @ p["weight_hh"]
+
+
+class RNN(_Recurrent):
+    r"""Elman recurrent layer, :math:`h_t = \tanh(x_t W_{ih}^\top + b_{ih} + h_{t-1} W_{hh}^\top + b_{hh})`.
+
+    Shapes: ``x (B, T, F) -> y (B, T, H)``; state ``h (B, H)``.
+
+    .. math::
+        \bar a_t = (\bar y_t + \bar h_t) \odot (1 - h_t^2),\quad \bar h_{t-1} = \bar a_t W_{hh},
+        \qquad \dot h_t = (1 - h_t^2) \odot \dot a_t.
+    """
+
+    gates, state_parts = 1, 1
+
+    def _cell(self, xp, S, p):
+        h_prev = S[0]
+        h = np.tanh(xp + (h_prev @ p["weight_hh"].T + p["bias_hh"]))
+        return (h,), (h_prev, h)
+
+    def _cell_back(self, cache, dS, p, g):
+        h_prev, h = cache
+        da = dS[0] * (1 - h * h)
+        return da, (self._hh_back(da, h_prev, p, g),)
+
+    def _cell_jvp(self, xp, dxp, S, dS, p, dp):
+        a, da = self._hh(S[0], dS[0], p, dp)
+        h = np.tanh(xp + a)
+        return (h,), ((1 - h * h) * (dxp + da),)
+
+
+class LSTM(_Recurrent):
+    r"""Long short-term memory (Hochreiter & Schmidhuber 1997; PyTorch's gate order i, f, g, o).
+
+    Shapes: ``x (B, T, F) -> y (B, T, H)``; state ``(h, c)``, each ``(B, H)``.
+
+    .. math::
+        a = X_{p,t} + h_{t-1} W_{hh}^\top + b_{hh},\; i, f, o = \sigma(a_{i,f,o}),\; g = \tanh(a_g),\;
+        c_t = f c_{t-1} + i g,\; h_t = o \tanh c_t;
+
+        \bar c \mathrel{+}= \bar h\, o (1 - \tanh^2 c_t),\; \bar c_{t-1} = \bar c f,\;
+        \bar a = (\bar c g\, i(1-i),\; \bar c c_{t-1} f(1-f),\; \bar c i (1-g^2),\; \bar h \tanh c_t\, o(1-o)).
+    """
+
+    gates, state_parts = 4, 2
+
+    def _gates(self, a):
+        H = self.hidden_size
+        return (_sigmoid(a[:, :H]), _sigmoid(a[:, H:2 * H]), np.tanh(a[:, 2 * H:3 * H]),
+                _sigmoid(a[:, 3 * H:]))
+
+    def _cell(self, xp, S, p):
+        h_prev, c_prev = S
+        i, f, g, o = self._gates(xp + (h_prev @ p["weight_hh"].T + p["bias_hh"]))
+        c = f * c_prev + i * g
+        tc = np.tanh(c)
+        return (o * tc, c), (h_prev, c_prev, i, f, g, o, tc)
+
+    def _cell_back(self, cache, dS, p, g_acc):
+        h_prev, c_prev, i, f, g, o, tc = cache
+        dh, dc = dS
+        dc = dc + dh * o * (1 - tc * tc)
+        da = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
+                             dh * tc * o * (1 - o)], axis=1)
+        return da, (self._hh_back(da, h_prev, p, g_acc), dc * f)
+
+    def _cell_jvp(self, xp, dxp, S, dS, p, dp):
+        (h_prev, c_prev), (dh_prev, dc_prev) = S, dS
+        a, da = self._hh(h_prev, dh_prev, p, dp)
+        a, da = a + xp, da + dxp
+        i, f, g, o = self._gates(a)
+        H = self.hidden_size
+        di = i * (1 - i) * da[:, :H]
+        df = f * (1 - f) * da[:, H:2 * H]
+        dg = (1 - g * g) * da[:, 2 * H:3 * H]
+        do = o * (1 - o) * da[:, 3 * H:]
+        c = f * c_prev + i * g
+        dc = df * c_prev + f * dc_prev + di * g + i * dg
+        tc = np.tanh(c)
+        return (o * tc, c), (do * tc + o * (1 - tc * tc) * dc, dc)
+
+
+class GRU(_Recurrent):
+    r"""Gated recurrent unit (Cho et al. 2014), as PyTorch defines it (gates r, z, n).
+
+    Shapes: ``x (B, T, F) -> y (B, T, H)``; state ``h (B, H)``.
+
+    .. math::
+        X_p = x_t W_{ih}^\top + b_{ih},\; H_p = h_{t-1} W_{hh}^\top + b_{hh},\;
+        r = \sigma(X_{p,r} + H_{p,r}),\; z = \sigma(X_{p,z} + H_{p,z}),\;
+        n = \tanh(X_{p,n} + r \odot H_{p,n}),\; h_t = (1 - z) n + z h_{t-1}.
+    """
+
+    gates, state_parts = 3, 1
+
+    def _cell(self, xp, S, p):
+        H, h_prev = self.hidden_size, S[0]
+        hp = h_prev @ p["weight_hh"].T + p["bias_hh"]
+        r = _sigmoid(xp[:, :H] + hp[:, :H])
+        z = _sigmoid(xp[:, H:2 * H] + hp[:, H:2 * H])
+        n = np.tanh(xp[:, 2 * H:] + r * hp[:, 2 * H:])
+        return ((1 - z) * n + z * h_prev,), (h_prev, hp, r, z, n)
+
+    def _cell_back(self, cache, dS, p, g):
+        h_prev, hp, r, z, n = cache
+        H, dh = self.hidden_size, dS[0]
+        dan = dh * (1 - z) * (1 - n * n)
+        dar = dan * hp[:, 2 * H:] * r * (1 - r)
+        daz = dh * (h_prev - n) * z * (1 - z)
+        dxp = np.concatenate([dar, daz, dan], axis=1)
+        dhp = np.concatenate([dar, daz, dan * r], axis=1)
+        return dxp, (dh * z + self._hh_back(dhp, h_prev, p, g),)
+
+    def _cell_jvp(self, xp, dxp, S, dS, p, dp):
+        H, h_prev, dh_prev = self.hidden_size, S[0], dS[0]
+        hp, dhp = self._hh(h_prev, dh_prev, p, dp)
+        r = _sigmoid(xp[:, :H] + hp[:, :H])
+        z = _sigmoid(xp[:, H:2 * H] + hp[:, H:2 * H])
+        n = np.tanh(xp[:, 2 * H:] + r * hp[:, 2 * H:])
+        dr = r * (1 - r) * (dxp[:, :H] + dhp[:, :H])
+        dz = z * (1 - z) * (dxp[:, H:2 * H] + dhp[:, H:2 * H])
+        dn = (1 - n * n) * (dxp[:, 2 * H:] + dr * hp[:, 2 * H:] + r * dhp[:, 2 * H:])
+        h = (1 - z) * n + z * h_prev
+        return (h,), (dz * (h_prev - n) + (1 - z) * dn + z * dh_prev,)
