@@ -217,6 +217,8 @@ ENTRIES = [
     # recurrent layers (nograd.layers.recurrent) on short sequences (batch, time, features)
     Entry("rnn", RNN, lambda dt, r: RNN(3, 4, rng=r, dtype=dt), normal((4, 3)), bad_shape=LAST),
     Entry("lstm", LSTM, lambda dt, r: LSTM(2, 3, rng=r, dtype=dt), normal((4, 2)), bad_shape=LAST),
+    Entry("lstm-layernorm", LSTM, lambda dt, r: _biased_all(LSTM(2, 3, layer_norm=True, rng=r, dtype=dt), r),
+          normal((4, 2)), bad_shape=LAST),
     Entry("gru", GRU, lambda dt, r: GRU(3, 2, rng=r, dtype=dt), normal((5, 3)), bad_shape=LAST),
 ]
 

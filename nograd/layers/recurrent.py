@@ -124,15 +124,13 @@ class _Recurrent(Module):
         p = self._use(params)
         q = self._cast(p, dy.dtype)
         dS = self._state(dstate, B, dy.dtype, "dstate")
-        g = {"weight_hh": np.zeros(p["weight_hh"].shape, dy.dtype),
-             "bias_hh": np.zeros(p["bias_hh"].shape, dy.dtype)}
+        g = {k: np.zeros(v.shape, dy.dtype) for k, v in p.items() if k not in ("weight_ih", "bias_ih")}
         dxp = np.empty((B, T, self.gates * self.hidden_size), dy.dtype)
         for t in range(T - 1, -1, -1):
             dS = (dS[0] + dy[:, t],) + tuple(dS[1:])
             dxp[:, t], dS = self._cell_back(steps[t], dS, q, g)
         dxp2 = dxp.reshape(B * T, -1)
-        grads = {"weight_ih": dxp2.T @ x.reshape(B * T, -1), "weight_hh": g["weight_hh"],
-                 "bias_ih": dxp2.sum(axis=0), "bias_hh": g["bias_hh"]}
+        grads = {"weight_ih": dxp2.T @ x.reshape(B * T, -1), "bias_ih": dxp2.sum(axis=0), **g}
         grads = {k: grads[k].astype(p[k].dtype, copy=False) for k in self._own}
         dx = dxp @ q["weight_ih"] if need_dx else None
         return dx, grads, self._public(dS)
@@ -215,6 +213,11 @@ class LSTM(_Recurrent):
 
     Shapes: ``x (B, T, F) -> y (B, T, H)``; state ``(h, c)``, each ``(B, H)``.
 
+    ``layer_norm=True`` normalises, as in Ba et al. (2016) §3.1 and Ha et al. (2016) §3.2, the input
+    and recurrent pre-activations (each over its ``4H`` entries) and the cell before the ``tanh``:
+    :math:`a = \mathrm{LN}_x(X_{p,t}) + \mathrm{LN}_h(h_{t-1} W_{hh}^\top + b_{hh})`,
+    :math:`h_t = o \tanh \mathrm{LN}_c(c_t)`, with gains ``ln_*_weight`` (init 1) and biases ``ln_*_bias`` (init 0).
+
     .. math::
         a = X_{p,t} + h_{t-1} W_{hh}^\top + b_{hh},\; i, f, o = \sigma(a_{i,f,o}),\; g = \tanh(a_g),\;
         c_t = f c_{t-1} + i g,\; h_t = o \tanh c_t;
@@ -225,6 +228,43 @@ class LSTM(_Recurrent):
 
     gates, state_parts = 4, 2
 
+    def __init__(self, input_size, hidden_size, *, layer_norm=False, eps=1e-5, rng=None,
+                 dtype=np.float32):
+        super().__init__(input_size, hidden_size, rng=rng, dtype=dtype)
+        self.layer_norm, self.eps = bool(layer_norm), float(eps)
+        if self.layer_norm:
+            dt, G = self._own["weight_ih"].dtype, 4 * self.hidden_size
+            for name, n in (("ln_x", G), ("ln_h", G), ("ln_c", self.hidden_size)):
+                self._own[name + "_weight"] = np.ones(n, dt)
+                self._own[name + "_bias"] = np.zeros(n, dt)
+
+    def extra_repr(self):
+        return super().extra_repr() + (", layer_norm=True" if self.layer_norm else "")
+
+    # layer normalisation over the last axis (Ba et al. 2016, §3.1 for recurrent networks)
+    def _ln(self, a, p, name):
+        mu = a.mean(axis=1, keepdims=True)
+        sd = np.sqrt(((a - mu) ** 2).mean(axis=1, keepdims=True) + self.eps)
+        n = (a - mu) / sd
+        return n * p[name + "_weight"] + p[name + "_bias"], (n, sd)
+
+    def _ln_back(self, dout, c, p, g, name):
+        n, sd = c
+        g[name + "_weight"] += (dout * n).sum(axis=0)
+        g[name + "_bias"] += dout.sum(axis=0)
+        dn = dout * p[name + "_weight"]
+        return (dn - dn.mean(axis=1, keepdims=True) - n * (dn * n).mean(axis=1, keepdims=True)) / sd
+
+    def _ln_jvp(self, a, da, p, dp, name):
+        out, (n, sd) = self._ln(a, p, name)
+        dn = (da - da.mean(axis=1, keepdims=True) - n * (da * n).mean(axis=1, keepdims=True)) / sd
+        dout = dn * p[name + "_weight"]
+        if name + "_weight" in dp:
+            dout = dout + n * dp[name + "_weight"]
+        if name + "_bias" in dp:
+            dout = dout + dp[name + "_bias"]
+        return out, dout
+
     def _gates(self, a):
         H = self.hidden_size
         return (_sigmoid(a[:, :H]), _sigmoid(a[:, H:2 * H]), np.tanh(a[:, 2 * H:3 * H]),
@@ -232,23 +272,39 @@ class LSTM(_Recurrent):
 
     def _cell(self, xp, S, p):
         h_prev, c_prev = S
-        i, f, g, o = self._gates(xp + (h_prev @ p["weight_hh"].T + p["bias_hh"]))
+        hp = h_prev @ p["weight_hh"].T + p["bias_hh"]
+        lc = None
+        if self.layer_norm:
+            (xp, lx), (hp, lh) = self._ln(xp, p, "ln_x"), self._ln(hp, p, "ln_h")
+        i, f, g, o = self._gates(xp + hp)
         c = f * c_prev + i * g
+        if self.layer_norm:
+            cn, lc = self._ln(c, p, "ln_c")
+            tc = np.tanh(cn)
+            return (o * tc, c), (h_prev, c_prev, i, f, g, o, tc, (lx, lh, lc))
         tc = np.tanh(c)
-        return (o * tc, c), (h_prev, c_prev, i, f, g, o, tc)
+        return (o * tc, c), (h_prev, c_prev, i, f, g, o, tc, None)
 
     def _cell_back(self, cache, dS, p, g_acc):
-        h_prev, c_prev, i, f, g, o, tc = cache
+        h_prev, c_prev, i, f, g, o, tc, lns = cache
         dh, dc = dS
-        dc = dc + dh * o * (1 - tc * tc)
+        dcn = dh * o * (1 - tc * tc)
+        dc = dc + (self._ln_back(dcn, lns[2], p, g_acc, "ln_c") if lns else dcn)
         da = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
                              dh * tc * o * (1 - o)], axis=1)
-        return da, (self._hh_back(da, h_prev, p, g_acc), dc * f)
+        dhp = da
+        if lns:
+            dhp = self._ln_back(da, lns[1], p, g_acc, "ln_h")
+            da = self._ln_back(da, lns[0], p, g_acc, "ln_x")
+        return da, (self._hh_back(dhp, h_prev, p, g_acc), dc * f)
 
     def _cell_jvp(self, xp, dxp, S, dS, p, dp):
         (h_prev, c_prev), (dh_prev, dc_prev) = S, dS
         a, da = self._hh(h_prev, dh_prev, p, dp)
-        a, da = a + xp, da + dxp
+        if self.layer_norm:
+            xp, dxp = self._ln_jvp(xp, dxp, p, dp, "ln_x")
+            a, da = self._ln_jvp(a, da, p, dp, "ln_h")
+        a, da = xp + a, dxp + da
         i, f, g, o = self._gates(a)
         H = self.hidden_size
         di = i * (1 - i) * da[:, :H]
@@ -257,8 +313,9 @@ class LSTM(_Recurrent):
         do = o * (1 - o) * da[:, 3 * H:]
         c = f * c_prev + i * g
         dc = df * c_prev + f * dc_prev + di * g + i * dg
-        tc = np.tanh(c)
-        return (o * tc, c), (do * tc + o * (1 - tc * tc) * dc, dc)
+        cn, dcn = self._ln_jvp(c, dc, p, dp, "ln_c") if self.layer_norm else (c, dc)
+        tc = np.tanh(cn)
+        return (o * tc, c), (do * tc + o * (1 - tc * tc) * dcn, dc)
 
 
 class GRU(_Recurrent):

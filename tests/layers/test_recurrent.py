@@ -7,6 +7,16 @@ import pytest
 from nograd.layers import GRU, LSTM, RNN
 
 CLASSES = [RNN, LSTM, GRU]
+MAKERS = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU,
+          "LSTM-layernorm": lambda *a, **k: _ln_lstm(LSTM(*a, layer_norm=True, **k))}
+
+
+def _ln_lstm(m):
+    rng = np.random.default_rng(9)
+    for k in m._own:
+        if k.startswith("ln_"):
+            m._own[k] = m._own[k] + rng.normal(0, 0.3, m._own[k].shape)
+    return m
 
 
 def _sig(a):
@@ -58,10 +68,12 @@ def test_one_step_matches_the_formulas():
             np.testing.assert_allclose(m.final_state(cache)[1], c, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
-def test_state_carried_across_calls_equals_one_call(cls):
+@pytest.mark.parametrize("kind", list(MAKERS))
+def test_state_carried_across_calls_equals_one_call(kind):
+    make = MAKERS[kind]
+    cls = LSTM if kind.startswith("LSTM") else make
     rng = np.random.default_rng(1)
-    m = cls(3, 4, rng=2, dtype=np.float64)
+    m = make(3, 4, rng=2, dtype=np.float64)
     x = rng.standard_normal((2, 7, 3))
     s0 = _state(cls, rng, 2, 4)
     y, cache = m.forward(x, state=s0)
@@ -94,10 +106,12 @@ def test_state_carried_across_calls_equals_one_call(cls):
     np.testing.assert_allclose(np.concatenate([t1, t2], axis=1), t, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
-def test_initial_and_final_state_derivatives(cls):
+@pytest.mark.parametrize("kind", list(MAKERS))
+def test_initial_and_final_state_derivatives(kind):
+    make = MAKERS[kind]
+    cls = LSTM if kind.startswith("LSTM") else make
     rng = np.random.default_rng(3)
-    m = cls(2, 3, rng=4, dtype=np.float64)
+    m = make(2, 3, rng=4, dtype=np.float64)
     x = rng.standard_normal((2, 4, 2))
     s0 = _state(cls, rng, 2, 3)
     v, vT = rng.standard_normal((2, 4, 3)), _state(cls, rng, 2, 3)
