@@ -102,7 +102,7 @@ def kernel_grad(g, z, k, out):
     the weight gradient of the causal convolution with input ``z`` and output cotangent ``g``."""
     H, Wd, C, N = g.shape
     r = k - 1
-    out[:] = 0
+    part = np.zeros((C, C, k, k, N), dtype=out.dtype)   # per-sample partial sums, reduced at the end
     for h in range(H):
         for w in range(Wd):
             for i in range(max(0, r - h), k):
@@ -111,8 +111,14 @@ def kernel_grad(g, z, k, out):
                     ww = w - r + j
                     for c in range(C):
                         for o in range(C):
-                            s = out.dtype.type(0)
                             for n in range(N):
-                                s += g[h, w, c, n] * z[hh, ww, o, n]
-                            out[c, o, i, j] += s
+                                part[c, o, i, j, n] += g[h, w, c, n] * z[hh, ww, o, n]
+    for c in range(C):
+        for o in range(C):
+            for i in range(k):
+                for j in range(k):
+                    s = out.dtype.type(0)
+                    for n in range(N):
+                        s += part[c, o, i, j, n]
+                    out[c, o, i, j] = s
     return out
