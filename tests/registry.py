@@ -20,7 +20,7 @@ from nograd.layers import (GELU, Activation, AvgPool2d, BatchNorm1d, BatchNorm2d
                            Reshape, Sigmoid, Softplus, Softsign, Tanh, Upsample2d)
 from nograd.layers.poset import Poset, PosetPool2d
 from nograd.layers.recurrent import GRU, LSTM, RNN
-from nograd.models.hypernet import HyperNetwork, KernelGenerator
+from nograd.models.hypernet import HyperLSTM, HyperNetwork, KernelGenerator
 
 
 @dataclass
@@ -220,6 +220,9 @@ ENTRIES = [
     Entry("lstm-layernorm", LSTM, lambda dt, r: _biased_all(LSTM(2, 3, layer_norm=True, rng=r, dtype=dt), r),
           normal((4, 2)), bad_shape=LAST),
     Entry("gru", GRU, lambda dt, r: GRU(3, 2, rng=r, dtype=dt), normal((5, 3)), bad_shape=LAST),
+    Entry("hyperlstm", HyperLSTM,
+          lambda dt, r: _biased_all(HyperLSTM(2, 3, hyper_size=4, embed_size=2, rng=r, dtype=dt), r),
+          normal((3, 2)), bad_shape=LAST),
 ]
 
 

@@ -72,20 +72,25 @@ class _Recurrent(Module):
             return None
         parts = (state,) if self.state_parts == 1 else state
         if not isinstance(parts, tuple) or len(parts) != self.state_parts:
-            raise TypeError(f"{name} must be a pair (h, c) of arrays for {type(self).__name__}, "
+            raise TypeError(f"{name} must be a tuple of {self.state_parts} arrays (a pair (h, c) for "
+                            f"an LSTM) for {type(self).__name__}, "
                             f"got {type(state).__name__}")
         return parts
+
+    def _state_sizes(self):
+        return (self.hidden_size,) * self.state_parts
 
     def _state(self, state, B, dtype, name="state"):
         """The initial state as a tuple (zeros when None), checked against ``(B, H)``."""
         parts = self._as_tuple(state, name)
+        sizes = self._state_sizes()
         if parts is None:
-            return tuple(np.zeros((B, self.hidden_size), dtype) for _ in range(self.state_parts))
+            return tuple(np.zeros((B, n), dtype) for n in sizes)
         out = []
-        for s in parts:
+        for s, n in zip(parts, sizes):
             check_array(s, name, ndim=2)
-            if s.shape != (B, self.hidden_size):
-                raise ValueError(f"{name} must have shape {(B, self.hidden_size)}, got {s.shape}")
+            if s.shape != (B, n):
+                raise ValueError(f"{name} must have shape {(B, n)}, got {s.shape}")
             out.append(s.astype(dtype, copy=False))
         return tuple(out)
 
@@ -125,7 +130,7 @@ class _Recurrent(Module):
         q = self._cast(p, dy.dtype)
         dS = self._state(dstate, B, dy.dtype, "dstate")
         g = {k: np.zeros(v.shape, dy.dtype) for k, v in p.items() if k not in ("weight_ih", "bias_ih")}
-        dxp = np.empty((B, T, self.gates * self.hidden_size), dy.dtype)
+        dxp = np.empty((B, T, p["weight_ih"].shape[0]), dy.dtype)
         for t in range(T - 1, -1, -1):
             dS = (dS[0] + dy[:, t],) + tuple(dS[1:])
             dxp[:, t], dS = self._cell_back(steps[t], dS, q, g)

@@ -8,11 +8,11 @@
 True
 """
 from .cnn import cnn
-from .hypernet import HyperNetwork, KernelGenerator
+from .hypernet import HyperLSTM, HyperNetwork, KernelGenerator
 from .mlp import mlp
 from .registry import available_models, get_model, model_description, register_model
 from .tabular import DiabetesNet, TabularMLP, logistic_regression
 
 __all__ = ["get_model", "available_models", "register_model", "model_description", "mlp", "cnn",
            "TabularMLP", "DiabetesNet", "logistic_regression", "HyperNetwork",
-           "KernelGenerator"]
+           "KernelGenerator", "HyperLSTM"]

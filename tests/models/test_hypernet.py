@@ -145,3 +145,58 @@ def test_hypernetwork_cnn_learns_the_digits():
             opt.step(rule.grads(hyper, Xtr[idx], ytr[idx], rng=rng)[0])
     acc = float(np.mean(hyper(Xte).argmax(1) == yte))
     assert acc > 0.9, acc
+
+
+# --------------------------------------------------------------------------- HyperLSTM (§3.2)
+def _hyperlstm(seed=0):
+    from nograd.models import HyperLSTM
+
+    m = HyperLSTM(3, 4, hyper_size=5, embed_size=2, rng=seed, dtype=np.float64)
+    rng = np.random.default_rng(seed + 100)
+    for k, v in m._own.items():                     # off the init, where many weights are 0
+        m._own[k] = v + rng.normal(0, 0.3, v.shape)
+    return m
+
+
+def test_hyperlstm_scalings_start_at_a_tenth():
+    from nograd.models import HyperLSTM
+
+    m = HyperLSTM(3, 4, hyper_size=5, embed_size=2, rng=0, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((2, 3, 3))
+    _, cache = m.forward(x)
+    for step in cache[2]:
+        d = step[11]                                # (B, 3, 4H): d_h, d_x, b(z_b)
+        np.testing.assert_allclose(d[:, 0], 0.1, rtol=1e-12)
+        np.testing.assert_allclose(d[:, 1], 0.1, rtol=1e-12)
+        np.testing.assert_array_equal(d[:, 2], 0.0)
+
+
+def test_hyperlstm_state_carried_across_calls_equals_one_call():
+    m = _hyperlstm()
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 6, 3))
+    s0 = (rng.standard_normal((2, 4)), rng.standard_normal((2, 4)), rng.standard_normal((2, 5)),
+          rng.standard_normal((2, 5)))
+    y, cache = m.forward(x, state=s0)
+    y1, c1 = m.forward(x[:, :2], state=s0)
+    y2, c2 = m.forward(x[:, 2:], state=m.final_state(c1))
+    np.testing.assert_allclose(np.concatenate([y1, y2], axis=1), y, rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dx, g, ds0 = m.backward_state(cache, dy)
+    dx2, g2, dmid = m.backward_state(c2, dy[:, 2:])
+    dx1, g1, ds0p = m.backward_state(c1, dy[:, :2], dstate=dmid)
+    np.testing.assert_allclose(np.concatenate([dx1, dx2], axis=1), dx, rtol=1e-10, atol=1e-12)
+    for k in g:
+        np.testing.assert_allclose(g1[k] + g2[k], g[k], rtol=1e-10, atol=1e-12)
+    # the initial-state cotangent against finite differences
+    u0 = tuple(rng.standard_normal(s.shape) for s in s0)
+
+    def phi(t):
+        return float(np.sum(dy * m(x, state=tuple(s + t * d for s, d in zip(s0, u0)))))
+
+    numeric = (phi(1e-5) - phi(-1e-5)) / 2e-5
+    np.testing.assert_allclose(sum(float(np.sum(a * b)) for a, b in zip(ds0, u0)), numeric, rtol=1e-7)
+    for a, b in zip(ds0p, ds0):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    _, t, _, _ = m.jvp_state(x, None, None, state=s0, dstate=u0)
+    np.testing.assert_allclose(float(np.sum(dy * t)), numeric, rtol=1e-7)
