@@ -445,6 +445,11 @@ def _gln_jvp(a, da, w, b, dw, db, groups, eps):
     return out, dout
 
 
+def _project(z, W):
+    """``d[b,k,g] = W[k,g] z[b,k,g]``: ``z (B, 3, 4, N_z)``, ``W (3, 4, H, N_z)`` -> ``(B, 3, 4, H)``."""
+    return np.matmul(z.transpose(1, 2, 0, 3), W.transpose(0, 1, 3, 2)).transpose(2, 0, 1, 3)
+
+
 class HyperLSTM(_Recurrent):
     r"""The HyperLSTM of Ha, Dai & Le (2016) §3.2: a small LSTM generates, at every step, the row
     scalings and the bias of the main LSTM's weights.
@@ -530,7 +535,7 @@ class HyperLSTM(_Recurrent):
         hh = ho * tch
         # embeddings and the scalings d_h, d_x and the bias b(z_b) (eqs. 11-12)
         z = (hh @ p["z_weight"].T + p["z_bias"] * self._z_mask(hh.dtype)).reshape(B, 3, 4, Nz)
-        d = np.einsum("bkgn,kghn->bkgh", z, p["d_weight"]).reshape(B, 3, 4 * H)
+        d = _project(z, p["d_weight"]).reshape(B, 3, 4 * H)
         u = h_prev @ p["weight_hh"].T
         v = xp[:, :4 * H]
         pre = d[:, 0] * u + d[:, 1] * v + d[:, 2] + p["bias_hh"]
@@ -565,8 +570,8 @@ class HyperLSTM(_Recurrent):
         gacc["weight_hh"] += du.T @ h_prev
         dh_prev = du @ p["weight_hh"]
         dd = np.stack([dpre * u, dpre * v, dpre], axis=1).reshape(B, 3, 4, H)
-        gacc["d_weight"] += np.einsum("bkgh,bkgn->kghn", dd, z)
-        dz = np.einsum("bkgh,kghn->bkgn", dd, p["d_weight"]).reshape(B, -1)
+        gacc["d_weight"] += np.matmul(dd.transpose(1, 2, 3, 0), z.transpose(1, 2, 0, 3))
+        dz = np.matmul(dd.transpose(1, 2, 0, 3), p["d_weight"]).transpose(2, 0, 1, 3).reshape(B, -1)
         gacc["z_weight"] += dz.T @ hh
         gacc["z_bias"] += dz.sum(axis=0) * self._z_mask(dz.dtype)
         dhh = dhh + dz @ p["z_weight"]
@@ -608,10 +613,10 @@ class HyperLSTM(_Recurrent):
         if "z_bias" in dp:
             dz = dz + dp["z_bias"] * mask
         dz = dz.reshape(B, 3, 4, Nz)
-        d = np.einsum("bkgn,kghn->bkgh", z, p["d_weight"]).reshape(B, 3, 4 * H)
-        dd = np.einsum("bkgn,kghn->bkgh", dz, p["d_weight"])
+        d = _project(z, p["d_weight"]).reshape(B, 3, 4 * H)
+        dd = _project(dz, p["d_weight"])
         if "d_weight" in dp:
-            dd = dd + np.einsum("bkgn,kghn->bkgh", z, dp["d_weight"])
+            dd = dd + _project(z, dp["d_weight"])
         dd = dd.reshape(B, 3, 4 * H)
         u = h_prev @ p["weight_hh"].T
         du = dh_prev @ p["weight_hh"].T

@@ -200,3 +200,35 @@ def test_hyperlstm_state_carried_across_calls_equals_one_call():
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     _, t, _, _ = m.jvp_state(x, None, None, state=s0, dstate=u0)
     np.testing.assert_allclose(float(np.sum(dy * t)), numeric, rtol=1e-7)
+
+
+def test_hyperlstm_learns_a_periodic_sequence_with_truncated_bptt():
+    # next-symbol prediction on "0120301203…" (period 5, so symbol 0 needs the previous one);
+    # windows of 5 with the state carried across windows, as in examples/hyperlstm_charlm.py
+    from nograd.core.losses import softmax_cross_entropy
+    from nograd.core.optim import Adam
+    from nograd.models import HyperLSTM
+
+    seq = np.tile([0, 1, 2, 0, 3], 40)
+    x_all = np.eye(4)[seq][None].astype(np.float32)            # (1, 200, 4) one-hot
+    rnn = HyperLSTM(4, 12, hyper_size=6, embed_size=3, rng=0)
+    head = Linear(12, 4, rng=1)
+    params = {**{"rnn." + k: v for k, v in rnn.params.items()},
+              **{"head." + k: v for k, v in head.params.items()}}
+    opt = Adam(params, lr=0.02, clip_norm=1.0)
+    losses = []
+    for epoch in range(8):
+        state, total = None, 0.0
+        for t in range(0, 195, 5):
+            h, cr = rnn.forward(x_all[:, t:t + 5], state=state)
+            z, ch = head.forward(h)
+            loss, dz = softmax_cross_entropy(z.reshape(-1, 4), seq[t + 1:t + 6])
+            dh, gh = head.backward(ch, dz.reshape(z.shape))
+            _, gr, _ = rnn.backward_state(cr, dh)
+            state = rnn.final_state(cr)
+            opt.step({**{"rnn." + k: v for k, v in gr.items()}, **{"head." + k: v for k, v in gh.items()}})
+            total += loss
+        losses.append(total / 39)
+    # a model without memory cannot beat (2/5)·ln 2 ≈ 0.28 (which symbol follows a 0 depends on the
+    # one before it); measured: 0.25 in the first epoch, 3e-4 after eight
+    assert losses[-1] < 0.01 < losses[0], losses
