@@ -8,6 +8,17 @@ from ..core.checks import as_rng, check_array, check_dtype, check_last_dim, chec
 from ..core.module import Module
 
 
+def affine_tangent(x, dx, W, dW=None, db=None):
+    r"""The tangent of ``x Wᵀ + b``: :math:`\dot x W^\top + x \dot W^\top + \dot b` (``None`` terms are
+    zero; at least ``x`` fixes the shape). Used by every jvp with an affine map inside."""
+    out = (dx @ W.T) if dx is not None else np.zeros(x.shape[:-1] + (W.shape[0],), dtype=x.dtype)
+    if dW is not None:
+        out += x @ dW.T.astype(x.dtype, copy=False)
+    if db is not None:
+        out += db.astype(x.dtype, copy=False)
+    return out
+
+
 class Linear(Module):
     r"""Fully connected layer.
 
@@ -86,13 +97,5 @@ class Linear(Module):
             W = W.astype(x.dtype)
         if dx is not None:
             check_like(dx, x.shape, "dx")
-            dy = dx @ W.T
-        else:
-            dy = np.zeros_like(y)
-        dparams = self._tangents(dparams)
-        if dparams:
-            if "weight" in dparams:
-                dy += x @ dparams["weight"].T.astype(x.dtype, copy=False)
-            if "bias" in dparams:
-                dy += dparams["bias"].astype(x.dtype, copy=False)
-        return y, dy
+        dparams = self._tangents(dparams) or {}
+        return y, affine_tangent(x, dx, W, dparams.get("weight"), dparams.get("bias"))

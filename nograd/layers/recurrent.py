@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core.checks import as_rng, check_array, check_dtype, check_like, check_positive
 from ..core.module import Module
+from .linear import affine_tangent
 
 
 def _sigmoid(a):
@@ -153,14 +154,9 @@ class _Recurrent(Module):
         S = self._state(state, B, x.dtype)
         dS = self._state(dstate, B, x.dtype, "dstate")
         xp = x @ p["weight_ih"].T + p["bias_ih"]
-        dxp = np.zeros_like(xp)
         if dx is not None:
             check_like(dx, x.shape, "dx")
-            dxp += dx @ p["weight_ih"].T
-        if "weight_ih" in dp:
-            dxp += x @ dp["weight_ih"].T
-        if "bias_ih" in dp:
-            dxp += dp["bias_ih"]
+        dxp = affine_tangent(x, dx, p["weight_ih"], dp.get("weight_ih"), dp.get("bias_ih"))
         y = np.empty((B, T, self.hidden_size), x.dtype)
         dy = np.empty_like(y)
         for t in range(T):

@@ -40,6 +40,7 @@ import numpy as np
 from ..core.checks import as_rng, check_array, check_dtype, check_like, check_positive
 from ..core.module import Module, Sequential
 from ..layers import Linear, get_activation
+from ..layers.linear import affine_tangent
 from ..layers.recurrent import _Recurrent, _sigmoid as _sig
 
 
@@ -141,14 +142,9 @@ class KernelGenerator(Module):
         M, d = x.shape[0], self.hidden
         a = (x @ p["w_in"].T + p["b_in"]).reshape(M, self.in_block, d)
         y = self._kernel(a @ p["w_out"].T + p["b_out"])
-        da = np.zeros((M, self.in_block * d), x.dtype)
         if dx is not None:
             check_like(dx, x.shape, "dx")
-            da += dx @ p["w_in"].T
-        if "w_in" in dp:
-            da += x @ dp["w_in"].T
-        if "b_in" in dp:
-            da += dp["b_in"]
+        da = affine_tangent(x, dx, p["w_in"], dp.get("w_in"), dp.get("b_in"))
         dk = da.reshape(M, self.in_block, d) @ p["w_out"].T
         if "w_out" in dp:
             dk += a @ dp["w_out"].T
@@ -550,7 +546,7 @@ class HyperLSTM(_Recurrent):
         return (h, c, hh, ch), cache
 
     def _cell_back(self, cache, dS, p, gacc):
-        H, Hh, Nz = self.hidden_size, self.hyper_size, self.embed_size
+        H = self.hidden_size
         (h_prev, c_prev, hh_prev, ch_prev, hi, hf, hg, ho, tch, hh, z, d, u, v,
          lg, i, f, g, o, lc, tc) = cache
         B = h_prev.shape[0]
