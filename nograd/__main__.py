@@ -76,6 +76,8 @@ def _load_data(args):
 def _hyper(rule_cls, args):
     """The rule's defaults, overridden by the options the user gave."""
     hp = rule_cls.hyperparameters()
+    if args.optimizer is not None and args.optimizer != hp["optimizer"]:
+        hp.pop("optimizer_options", None)     # options of the rule's optimizer do not carry over
     for key in ("optimizer", "lr", "epochs", "batch_size"):
         value = getattr(args, key)
         if value is not None:
@@ -116,7 +118,8 @@ def _run(rule_name, ds, args, *, quiet, log_epochs):
             model = get_model(args.model, ds.input_shape, ds.num_classes,
                               rng=np.random.default_rng(args.seed))
             rule.check_model(model)
-            optimizer = get_optimizer(hp["optimizer"], model.params, lr=hp["lr"])
+            optimizer = get_optimizer(hp["optimizer"], model.params, lr=hp["lr"],
+                                      **hp.get("optimizer_options", {}))
         except (ValueError, TypeError) as e:
             raise UserError(f"rule {rule_name}, model {args.model}: {e}") from None
         callbacks = []
@@ -165,7 +168,8 @@ def _warm_up(rule_name, ds, args, hp):
         model = get_model(args.model, ds.input_shape, ds.num_classes, rng=np.random.default_rng(0))
         rule = get_rule(rule_name)
         rule.check_model(model)
-        opt = get_optimizer(hp["optimizer"], model.params, lr=hp["lr"])
+        opt = get_optimizer(hp["optimizer"], model.params, lr=hp["lr"],
+                            **hp.get("optimizer_options", {}))
     except (ValueError, TypeError) as e:
         raise UserError(f"rule {rule_name}, model {args.model}: {e}") from None
     n = min(hp["batch_size"], len(ds.X_train))

@@ -222,3 +222,37 @@ def test_real_process_entry_point(tmp_path):
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.count("\n") == 1
     assert "missing.csv" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_rule_defaults_can_carry_optimizer_options(capsys):
+    """A rule's defaults may name optimizer options (SGD momentum); they reach the optimizer unless
+    the user picks another optimizer."""
+    from nograd.__main__ import main
+    from nograd.core.optim import SGD
+    from nograd.rules import Backprop
+    from nograd.rules.base import _REGISTRY, register
+
+    seen = []
+
+    class MomentumProbe(Backprop):
+        defaults = {"optimizer": "sgd", "lr": 0.05, "epochs": 1, "batch_size": 256,
+                    "optimizer_options": {"momentum": 0.9}}
+        applies_update = True
+
+        def step(self, model, x, y, *, optimizer, rng=None):
+            seen.append((type(optimizer), optimizer.groups[0].get("momentum")))
+            grads, info = self.grads(model, x, y, rng=rng)
+            optimizer.step(grads)
+            return info
+
+    register("test-momentum-probe")(MomentumProbe)
+    try:
+        assert main(["compare", "--rules", "test-momentum-probe", "--no-memory", "--json"]) == 0
+        assert seen and all(s == (SGD, 0.9) for s in seen)
+        seen.clear()
+        assert main(["compare", "--rules", "test-momentum-probe", "--optimizer", "adam", "--no-memory",
+                     "--json"]) == 0
+        assert seen and all(s[0] is not SGD for s in seen)
+    finally:
+        _REGISTRY.pop("test-momentum-probe", None)
+    capsys.readouterr()

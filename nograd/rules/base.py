@@ -37,7 +37,9 @@ class Rule:
     def hyperparameters(cls) -> dict:
         """The rule's default training hyper-parameters: :data:`BASE_DEFAULTS` (optimizer, lr,
         epochs, batch_size) overridden by the class's own ``defaults``. ``compare`` and ``train``
-        on the command line use these unless the user gives other values."""
+        on the command line use these unless the user gives other values. ``defaults`` may also
+        hold ``"optimizer_options"`` (e.g. ``{"momentum": 0.9}`` for SGD), passed to the optimizer
+        when the user keeps the rule's optimizer."""
         return {**BASE_DEFAULTS, **cls.defaults}
 
     def check_model(self, model) -> None:
