@@ -50,3 +50,26 @@ def timed(step, x, y, n):
         step(x, y)
         out.append(time.perf_counter() - t)
     return out
+
+
+def measure(ops, repeats):
+    """Warm each operation up once, then its traced peak memory (MiB) and median seconds:
+    ``({name: mb}, {name: s})`` for ``ops`` = name → zero-argument function."""
+    import statistics
+
+    for fn in ops.values():                  # lazy imports, kernels, BLAS buffers
+        fn()
+    tracemalloc.start()
+    try:
+        mem = {name: peak_mb(fn) for name, fn in ops.items()}
+    finally:
+        tracemalloc.stop()
+    secs = {}
+    for name, fn in ops.items():
+        runs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            runs.append(time.perf_counter() - t0)
+        secs[name] = statistics.median(runs)
+    return mem, secs

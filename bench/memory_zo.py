@@ -25,16 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
-import tracemalloc
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import nograd  # noqa: E402
-from _common import MB, peak_mb, wide_mlp  # noqa: E402
+from _common import MB, measure, wide_mlp  # noqa: E402
 from nograd.rules import Backprop, MeZO  # noqa: E402
 
 
@@ -79,21 +76,7 @@ def main(argv=None):
 
     model, x, y = wide_mlp(args.width, args.depth, args.classes, args.batch, args.seed)
     ops, extra = operations(model, x, y, args.seed)
-    for fn in ops.values():                    # warm-up: lazy imports, kernels, BLAS buffers
-        fn()
-    tracemalloc.start()
-    try:
-        mem = {name: peak_mb(fn) for name, fn in ops.items()}
-    finally:
-        tracemalloc.stop()
-    secs = {}
-    for name, fn in ops.items():
-        runs = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            fn()
-            runs.append(time.perf_counter() - t0)
-        secs[name] = statistics.median(runs)
+    mem, secs = measure(ops, args.repeats)
 
     params_mb = model.num_params * 4 / MB
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
