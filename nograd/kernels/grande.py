@@ -19,7 +19,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["route", "combine", "leaf_cotangent", "backward_route"]
+__all__ = ["backward_route", "combine", "leaf_cotangent", "route"]
 
 
 @nb.njit(cache=True, nogil=True)

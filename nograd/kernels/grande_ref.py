@@ -28,8 +28,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["route", "combine", "leaf_cotangent", "backward_route", "tree_paths", "dense_forward",
-           "dense_backward", "dense_jvp"]
+__all__ = [
+    "backward_route",
+    "combine",
+    "dense_backward",
+    "dense_forward",
+    "dense_jvp",
+    "leaf_cotangent",
+    "route",
+    "tree_paths",
+]
 
 
 # ----------------------------------------------------------------------------- hard routing
@@ -154,7 +162,7 @@ def dense_forward(x, o, T, sub, W, V, hard):
     :math:`s = (\operatorname{softsign}(u) + 1)/2` (rounded when ``hard``), leaf membership
     :math:`p_l = \prod_k f_{lk}` with :math:`f = s` on a left turn and :math:`1 - s` on a right one.
     """
-    E, N, S = o.shape
+    _E, N, _S = o.shape
     depth = int(np.log2(N + 1))
     nodes, right = tree_paths(depth)
     xs = x.T[sub]                                                # (E, S, B)
@@ -185,7 +193,7 @@ def dense_backward(cache, dw, dr, need_dx=True):
     """Reverse mode of :func:`dense_forward` given ``dw (E, B)`` and ``dr (E, B, C)``; returns
     ``dx, do, dT, dW, dV``."""
     x, o, T, sub, W, V, xs, u, ds_du, f, p, nodes, right = cache
-    E, N, S = o.shape
+    E, _N, _S = o.shape
     dW = np.einsum("eb,elb->el", dw, p)
     dV = np.einsum("ebc,elb->elc", dr, p)
     dp = W[:, :, None] * dw[:, None, :] + np.einsum("elc,ebc->elb", V, dr)
@@ -211,7 +219,7 @@ def dense_backward(cache, dw, dr, need_dx=True):
 def dense_jvp(cache, dx, do, dT, dW, dV):
     """Forward mode of :func:`dense_forward` (the same straight-through linearisation when hard):
     tangents of ``x, o, T, W, V`` (``None`` = 0) to tangents ``(dw, dr)``."""
-    x, o, T, sub, W, V, xs, u, ds_du, f, p, nodes, right = cache
+    _x, o, T, sub, W, V, xs, u, ds_du, f, p, nodes, right = cache
     du = np.zeros(u.shape, dtype=u.dtype)
     if dT is not None:
         du += np.einsum("ens,ens->en", o, dT)[:, :, None]

@@ -28,7 +28,7 @@ import numpy as np
 from ..core.checks import check_array, check_like
 from ..core.module import Module
 
-__all__ = ["entmax15", "entmax15_vjp", "Entmax15"]
+__all__ = ["Entmax15", "entmax15", "entmax15_vjp"]
 
 
 def _axis(z: np.ndarray, axis: int) -> int:
