@@ -8,6 +8,9 @@
 - re-balancing (training data only): :func:`random_undersample`, :func:`random_oversample`,
   :func:`smote`, :func:`rebalance`; :func:`stratified_kfold` and :func:`cross_validate` (binary,
   imputation/standardisation/re-balancing fitted on the training folds), :class:`MedianImputer`
+- preprocessing of tabular features (fit on training rows): :class:`TabularPreprocessor` chaining
+  :class:`SimpleImputer`, :class:`CategoryEncoder` (ordinal, one-hot, leave-one-out) and
+  :class:`QuantileNormal`
 - by name, as the command line uses them: :func:`load_dataset`, :func:`available_datasets`
 
 Loaders only read files; bad input raises ``ValueError``/``TypeError`` naming the argument or path.
@@ -18,6 +21,7 @@ from .cv import MedianImputer, cross_validate, stratified_kfold, zeros_as_missin
 from .datasets import Dataset, available_datasets, load_dataset
 from .embedded import load_digits
 from .idx import load_idx, load_mnist
+from .preprocess import CategoryEncoder, QuantileNormal, SimpleImputer, TabularPreprocessor
 from .split import (Standardiser, batches, num_batches, one_hot, standardise, stratified_indices,
                     stratified_split)
 from .synthetic import blobs, spirals, teacher, two_moons
@@ -28,4 +32,5 @@ __all__ = ["load_digits", "load_idx", "load_mnist", "load_cifar10", "load_csv", 
            "batches", "num_batches", "one_hot", "Standardiser", "standardise", "Dataset",
            "load_dataset", "available_datasets", "random_undersample", "random_oversample", "smote",
            "rebalance", "BALANCE_METHODS", "stratified_kfold", "cross_validate", "MedianImputer",
-           "zeros_as_missing"]
+           "zeros_as_missing", "TabularPreprocessor", "SimpleImputer", "CategoryEncoder",
+           "QuantileNormal"]

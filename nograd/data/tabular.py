@@ -134,7 +134,11 @@ def load_csv(path, target=-1, *, header="auto", delimiter=None, categorical="one
         category numbers 0, 1, … in sorted order).
     missing : cells that are empty or one of ``? NA N/A NaN null`` are missing. ``"error"`` (default)
         raises ``ValueError`` stating how many there are and in which columns; ``"drop"`` drops every
-        row that has one.
+        row that has one; ``"nan"`` keeps missing feature cells as NaN in ``X`` (for an imputer
+        downstream, e.g. :class:`nograd.data.TabularPreprocessor`): in a categorical column, NaN as
+        its code (``"codes"``) or NaN in each of its one-hot columns (``"onehot"``), its categories
+        taken from the present cells. A row whose target cell is missing is dropped in every mode
+        but ``"error"`` (counted in ``dropped_rows``).
     dtype : float dtype of ``X``.
     return_info : also return a dict with ``feature_names``, ``target_name``, ``classes``,
         ``categorical`` (column → categories), ``header`` (bool) and ``dropped_rows``.
@@ -147,8 +151,8 @@ def load_csv(path, target=-1, *, header="auto", delimiter=None, categorical="one
         raise ValueError(f"header must be 'auto', True or False, got {header!r}")
     if categorical not in ("onehot", "codes"):
         raise ValueError(f"categorical must be 'onehot' or 'codes', got {categorical!r}")
-    if missing not in ("error", "drop"):
-        raise ValueError(f"missing must be 'error' or 'drop', got {missing!r}")
+    if missing not in ("error", "drop", "nan"):
+        raise ValueError(f"missing must be 'error', 'drop' or 'nan', got {missing!r}")
     rows, lines = _read_rows(path, delimiter)
     has_header = _has_header(rows) if header == "auto" else bool(header)
     if has_header:
@@ -172,9 +176,10 @@ def load_csv(path, target=-1, *, header="auto", delimiter=None, categorical="one
             raise ValueError(f"{path!r} has {int(per_col.sum())} missing values in "
                              f"{int(holes.any(axis=1).sum())} rows (first on line {first}), in "
                              f"columns {where}; pass missing='drop' to drop those rows")
-        keep = ~holes.any(axis=1)
+        keep = ~(holes[:, t] if missing == "nan" else holes.any(axis=1))
         dropped = int((~keep).sum())
         rows = [r for r, k in zip(rows, keep) if k]
+        holes = holes[keep]
         if not rows:
             raise ValueError(f"{path!r}: every row has a missing value; nothing is left after "
                              f"dropping them")
@@ -197,21 +202,25 @@ def load_csv(path, target=-1, *, header="auto", delimiter=None, categorical="one
     for j, col in enumerate(columns):
         if j == t:
             continue
-        if all(_is_number(c) for c in col):
-            v = np.array([float(c) for c in col])
-            if not np.all(np.isfinite(v)):
+        hole = holes[:, j]                        # only missing="nan" leaves any
+        if all(_is_number(c) for c, h in zip(col, hole) if not h):
+            v = np.array([np.nan if h else float(c) for c, h in zip(col, hole)])
+            if np.isinf(v).any():
                 raise ValueError(f"{path!r}: column {names[j]!r} holds an infinite value")
             feats.append(v)
             feature_names.append(names[j])
             continue
-        levels, codes = np.unique(np.array(col, dtype=str), return_inverse=True)
+        present = np.array(col, dtype=str)[~hole]
+        levels, found = np.unique(present, return_inverse=True)
+        codes = np.full(len(col), np.nan)
+        codes[~hole] = found
         cats[names[j]] = [str(c) for c in levels]
         if categorical == "codes":
-            feats.append(codes.astype(np.float64))
+            feats.append(codes)
             feature_names.append(names[j])
         else:
             for k, level in enumerate(levels):
-                feats.append((codes == k).astype(np.float64))
+                feats.append(np.where(hole, np.nan, (codes == k).astype(np.float64)))
                 feature_names.append(f"{names[j]}={level}")
     X = np.stack(feats, axis=1).astype(dt)
     y = y.astype(np.int64).reshape(-1)
