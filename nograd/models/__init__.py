@@ -8,6 +8,8 @@
 True
 """
 from .cnn import cnn
+from .flow import InverseFlow, dequantize
+from .flow_steps import ActNorm, AffineCoupling, Bijector, FlowStep
 from .hypernet import HyperLSTM, HyperNetwork, KernelGenerator
 from .mlp import mlp
 from .registry import available_models, get_model, model_description, register_model
@@ -15,4 +17,5 @@ from .tabular import DiabetesNet, TabularMLP, logistic_regression
 
 __all__ = ["get_model", "available_models", "register_model", "model_description", "mlp", "cnn",
            "TabularMLP", "DiabetesNet", "logistic_regression", "HyperNetwork",
-           "KernelGenerator", "HyperLSTM"]
+           "KernelGenerator", "HyperLSTM", "InverseFlow", "dequantize", "Bijector", "ActNorm",
+           "AffineCoupling", "FlowStep"]
