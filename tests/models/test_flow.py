@@ -236,3 +236,21 @@ def test_errors():
     x[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="x"):
         f(x)
+
+
+def test_example_runs_and_ends_with_one_json_line(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", MPLBACKEND="Agg")
+    png = tmp_path / "s.png"
+    out = subprocess.run([sys.executable, os.path.join(root, "examples", "inverse_flow.py"),
+                          "--epochs", "2", "--steps", "1", "--hidden", "8", "--png", str(png),
+                          "--json"], env=env, capture_output=True, text=True, timeout=300,
+                         check=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["test_bits_per_dim"] < res["uniform_bits_per_dim"]
+    assert res["sample_us_per_image"] > 0 and res["density_us_per_image"] > 0
+    assert (res["png"] is None) or png.stat().st_size > 1000
