@@ -74,9 +74,7 @@ def sparsity(h) -> np.ndarray:
     """Hoyer sparsity of each row of ``h`` ``(N, J)``, shape ``(N,)``; a silent row (all zeros)
     has no sparsity and gets NaN — the summaries here leave such rows out, as Tosato et al. do."""
     h = _check_h(h)
-    s = np.asarray(hoyer_sparsity(h, axis=1), dtype=np.float64)
-    s[~np.any(h != 0, axis=1)] = np.nan
-    return s
+    return np.asarray(hoyer_sparsity(h, axis=1, zero=np.nan), dtype=np.float64)
 
 
 def sparsity_by_class(h, y, num_classes=None) -> np.ndarray:

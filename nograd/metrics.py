@@ -180,7 +180,7 @@ def roc_auc(y_true, scores, positive: int = 1) -> float:
 
 
 # --------------------------------------------------------------------------- sparsity
-def hoyer_sparsity(x, axis: int = -1):
+def hoyer_sparsity(x, axis: int = -1, *, zero: float = 1.0):
     r"""Hoyer's sparsity of each vector along ``axis`` (Hoyer 2004, "Non-negative matrix
     factorization with sparseness constraints", JMLR 5, eq. 1):
 
@@ -188,8 +188,9 @@ def hoyer_sparsity(x, axis: int = -1):
         s(x) = \frac{\sqrt n - \|x\|_1 / \|x\|_2}{\sqrt n - 1} \in [0, 1],
 
     1 for a vector with a single non-zero entry, 0 for a vector whose entries all have the same
-    magnitude. An all-zero vector has no ratio; it is given sparsity 1 (no active entry at all).
-    Returns a float for a 1-D ``x``, else an array without ``axis`` (one value per sample).
+    magnitude. An all-zero vector has no ratio; it is given ``zero``: 1 by default (no active
+    entry at all), or ``np.nan`` to mark it as undefined and leave it out of later means, as
+    :func:`nograd.analysis.sparsity` does (Tosato et al.). Returns a float for a 1-D ``x``, else an array without ``axis`` (one value per sample).
     """
     if not isinstance(x, np.ndarray):
         raise TypeError(f"x must be a numpy.ndarray, got {type(x).__name__}")
@@ -206,6 +207,7 @@ def hoyer_sparsity(x, axis: int = -1):
     ratio = np.divide(l1, l2, out=np.ones_like(l1), where=l2 > 0)
     s = (math.sqrt(n) - ratio) / (math.sqrt(n) - 1)
     s = np.clip(s, 0.0, 1.0)          # rounding can step a hair outside [0, 1]
+    s = np.where(l2 > 0, s, float(zero))
     return float(s) if s.ndim == 0 else s
 
 

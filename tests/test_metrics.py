@@ -70,6 +70,9 @@ def test_hoyer_sparsity():
     assert hoyer_sparsity(x) == pytest.approx((2 - 7 / 5) / (2 - 1))
     per_sample = hoyer_sparsity(np.stack([np.eye(n)[0], np.ones(n), np.zeros(n)]))
     np.testing.assert_allclose(per_sample, [1.0, 0.0, 1.0], atol=1e-12)
+    undefined = hoyer_sparsity(np.stack([np.eye(n)[0], np.zeros(n)]), zero=np.nan)
+    assert undefined[0] == pytest.approx(1.0) and np.isnan(undefined[1])
+    assert np.isnan(hoyer_sparsity(np.zeros(3), zero=np.nan))
     cols = hoyer_sparsity(np.stack([np.eye(n)[0], np.eye(n)[0]]), axis=0)
     assert cols.shape == (n,)
     with pytest.raises(ValueError, match="at least 2"):
