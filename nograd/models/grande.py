@@ -41,7 +41,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import as_rng, check_array, check_dtype, check_last_dim, check_like, check_positive
+from ..core.checks import (
+    as_rng,
+    check_array,
+    check_dtype,
+    check_last_dim,
+    check_like,
+    check_positive,
+)
 from ..core.module import Module
 from ..layers.entmax import entmax15, entmax15_vjp, softmax, softmax_vjp
 
@@ -53,7 +60,7 @@ def subset_size(n_features: int, fraction: float) -> int:
     implementation's rule for the paper's ``selected_variables`` = 0.8)."""
     if fraction >= 1.0:
         return n_features
-    k = min(max(int(round(fraction * n_features)), 10), 50)
+    k = min(max(round(fraction * n_features), 10), 50)
     return max(1, min(k, n_features))
 
 
@@ -124,7 +131,7 @@ class GrandeNet(Module):
         check_last_dim(x, self.n_features)
         rng = as_rng(rng)
         T = self._own["split_values"]
-        E, N, S = T.shape
+        E, N, _S = T.shape
         rows = rng.integers(0, x.shape[0], size=(E, N))
         T[...] = x[rows[:, :, None], self.subsets[:, None, :]].astype(T.dtype)
 
@@ -138,7 +145,7 @@ class GrandeNet(Module):
     def _hard_choice(self, a, T):
         """Straight-through one-hot: index ``j (E, N)``, node features and thresholds."""
         j = np.argmax(a, axis=-1)
-        E, N = j.shape
+        E, _N = j.shape
         feat = self.subsets[np.arange(E)[:, None], j]
         thr = np.take_along_axis(T, j[:, :, None], axis=-1)[:, :, 0]
         return j, feat, thr
