@@ -1,0 +1,233 @@
+"""GRANDE against scikit-learn's tree ensembles: 5-fold stratified macro-F1 and fit time on tables.
+
+    python bench/grande_tabular.py [--data-dir DIR] [--datasets phoneme,ilpd,...] [--folds 5]
+                                   [--seed 0] [--models grande,hgb,rf] [--quick] [--json]
+
+Datasets (binary, from the GRANDE paper's benchmark, Marton et al. ICLR 2024): the OpenML tables
+``phoneme``, ``qsar-biodeg``, ``climate-model-simulation-crashes`` and ``ilpd`` (class column
+``Class``; ilpd's ``V2`` is categorical), read from ``DIR/openml/<name>/<name>.csv``, and
+``breast_cancer`` from ``DIR/sklearn_toy/breast_cancer.csv`` (scikit-learn's file: a first line
+``n_samples,n_features,names…``, no header, the class in the last column). ``DIR`` defaults to
+``../shared/data`` beside the repository. A dataset whose file is absent is skipped with a note;
+with no data at all the script says so and ends with a JSON line noting it (exit status 0).
+
+Models, all on the same folds (``nograd.data.stratified_kfold`` with ``--seed``) and the same
+``random_state``:
+
+- ``grande``: ``nograd.models.grande.GrandeClassifier`` with its defaults (``--quick``: 10 epochs;
+  ``--epochs``/``--n-estimators`` override), categorical columns given as ``categorical_features``;
+  it does its own preprocessing (imputation, encoding, quantile transform) inside each fit;
+- ``hgb``: ``HistGradientBoostingClassifier()`` with default parameters, the categorical columns
+  as ordinal codes flagged in ``categorical_features``;
+- ``rf``: ``RandomForestClassifier()`` with default parameters, categorical columns as ordinal codes.
+
+Missing cells reach every model as NaN (HGB and, from scikit-learn 1.4, RF handle NaN). A fold's
+"fit s" is the wall-clock time of ``fit`` on the training folds only (prediction not included).
+The JSON line holds ``f1`` and ``f1_std`` (dataset → model → mean/std over folds), ``fit_seconds``
+(dataset → model → mean per fold), ``mean_f1`` (model → mean over datasets) and
+``max_fit_seconds_per_fold`` (GRANDE's slowest fold over all datasets).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+from nograd.data import load_csv, stratified_kfold  # noqa: E402
+from nograd.metrics import macro_f1  # noqa: E402
+
+OPENML = ("phoneme", "qsar-biodeg", "climate-model-simulation-crashes", "ilpd")
+TOY = ("breast_cancer",)
+MODELS = ("grande", "hgb", "rf")
+QUICK_EPOCHS = 10
+
+
+def default_data_dir():
+    return os.path.normpath(os.path.join(ROOT, "..", "shared", "data"))
+
+
+def dataset_path(data_dir, name):
+    if name in TOY:
+        return os.path.join(data_dir, "sklearn_toy", f"{name}.csv")
+    return os.path.join(data_dir, "openml", name, f"{name}.csv")
+
+
+def load_toy(path):
+    """scikit-learn's bundled CSV: ``n,p,class names…`` on the first line, then ``p`` features and
+    the integer class per row."""
+    with open(path) as f:
+        first = f.readline().strip().split(",")
+    n, p = int(first[0]), int(first[1])
+    a = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
+    if a.shape != (n, p + 1):
+        raise ValueError(f"{path}: expected {n} rows of {p} features + class, got {a.shape}")
+    y = a[:, -1].astype(np.int64)
+    _, y = np.unique(y, return_inverse=True)
+    return a[:, :-1], y.astype(np.int64), []
+
+
+def load(data_dir, name):
+    """``X`` float64 (categorical columns as codes, missing as NaN), ``y`` 0..K-1, categorical
+    column indices."""
+    path = dataset_path(data_dir, name)
+    if name in TOY:
+        return load_toy(path)
+    X, y, info = load_csv(path, target="Class", categorical="codes", missing="nan",
+                          dtype=np.float64, return_info=True)
+    names = info["feature_names"]
+    return X, y, sorted(names.index(c) for c in info["categorical"])
+
+
+def make_model(name, seed, cat, n_features, args):
+    if name == "grande":
+        from nograd.models.grande import GrandeClassifier
+
+        options = {}
+        if args.quick:
+            options["epochs"] = QUICK_EPOCHS
+        if args.epochs is not None:
+            options["epochs"] = args.epochs
+        if args.n_estimators is not None:
+            options["n_estimators"] = args.n_estimators
+        return GrandeClassifier(random_state=seed, categorical_features=cat or None, **options)
+    if name == "hgb":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        mask = np.zeros(n_features, dtype=bool)
+        mask[cat] = True
+        return HistGradientBoostingClassifier(random_state=seed,
+                                              categorical_features=mask if cat else None)
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(random_state=seed)
+
+
+def available_models(wanted):
+    """The requested models that can run here, and (name, why) for the others."""
+    kept, dropped = [], []
+    for name in wanted:
+        try:
+            if name == "grande":
+                from nograd.models.grande import GrandeClassifier  # noqa: F401
+            else:
+                import sklearn.ensemble  # noqa: F401
+        except ImportError as e:
+            dropped.append((name, str(e)))
+            continue
+        kept.append(name)
+    return kept, dropped
+
+
+def run_dataset(name, X, y, cat, models, args):
+    """Per model: the per-fold macro-F1 and fit seconds on the same stratified folds."""
+    folds = stratified_kfold(y, args.folds, rng=args.seed)
+    k = int(y.max()) + 1
+    out = {}
+    for m in models:
+        f1s, secs = [], []
+        for tr, te in folds:
+            model = make_model(m, args.seed, cat, X.shape[1], args)
+            t0 = time.perf_counter()
+            model.fit(X[tr], y[tr])
+            secs.append(time.perf_counter() - t0)
+            f1s.append(macro_f1(y[te], np.asarray(model.predict(X[te])).astype(np.int64), k))
+        out[m] = {"f1": f1s, "seconds": secs}
+        print(f"  {m:<8} {np.mean(f1s):.4f} ± {np.std(f1s, ddof=1):.4f}  {np.mean(secs):10.2f}   "
+              f"{' '.join(f'{v:.3f}' for v in f1s)}", flush=True)
+    return out
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=None,
+                    help="folder holding openml/<name>/<name>.csv and sklearn_toy/ "
+                         "(default ../shared/data beside the repository)")
+    ap.add_argument("--datasets", default=",".join(OPENML + TOY),
+                    help="comma-separated names (default: all five)")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated: grande,hgb,rf")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"smoke run: GRANDE trains {QUICK_EPOCHS} epochs")
+    ap.add_argument("--epochs", type=int, default=None, help="GRANDE epochs (default: its own)")
+    ap.add_argument("--n-estimators", type=int, default=None,
+                    help="GRANDE trees (default: its own)")
+    ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    args = ap.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    bad = [m for m in args.models if m not in MODELS]
+    if bad or not args.models:
+        ap.error(f"--models: unknown {bad}; choose from {', '.join(MODELS)}")
+    args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    bad = [d for d in args.datasets if d not in OPENML + TOY]
+    if bad or not args.datasets:
+        ap.error(f"--datasets: unknown {bad}; choose from {', '.join(OPENML + TOY)}")
+    if args.folds < 2:
+        ap.error(f"--folds {args.folds}: need at least 2")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    data_dir = args.data_dir or default_data_dir()
+    record = {"bench": "grande_tabular", "folds": args.folds, "seed": args.seed,
+              "quick": args.quick, "data_dir": data_dir}
+    present = [d for d in args.datasets if os.path.isfile(dataset_path(data_dir, d))]
+    for d in args.datasets:
+        if d not in present:
+            print(f"note: {d}: {dataset_path(data_dir, d)} not found; skipped", file=sys.stderr)
+    if not present:
+        print(f"no dataset found under {data_dir}; nothing to benchmark (see --data-dir)")
+        if args.json:
+            print(json.dumps({**record, "skipped": f"no dataset found under {data_dir}"}))
+        return 0
+    models, dropped = available_models(args.models)
+    for m, why in dropped:
+        print(f"note: model {m} skipped: {why}", file=sys.stderr)
+    if not models:
+        print("none of the requested models can run here")
+        if args.json:
+            print(json.dumps({**record, "skipped": "no model available",
+                              "dropped": dict(dropped)}))
+        return 0
+    results = {}
+    for d in present:
+        X, y, cat = load(data_dir, d)
+        counts = "/".join(str(c) for c in np.bincount(y))
+        print(f"\n{d}: {X.shape[0]} rows, {X.shape[1]} features ({len(cat)} categorical), "
+              f"{int(np.isnan(X).sum())} missing cells, classes {counts}; "
+              f"{args.folds}-fold stratified CV, seed {args.seed}")
+        print(f"  {'model':<8} {'macro-F1 ± std':<17} {'fit s/fold':>10}   per fold", flush=True)
+        results[d] = run_dataset(d, X, y, cat, models, args)
+    f1 = {d: {m: round(float(np.mean(r[m]["f1"])), 4) for m in models} for d, r in results.items()}
+    f1_std = {d: {m: round(float(np.std(r[m]["f1"], ddof=1)), 4) for m in models}
+              for d, r in results.items()}
+    fit = {d: {m: round(float(np.mean(r[m]["seconds"])), 3) for m in models}
+           for d, r in results.items()}
+    mean_f1 = {m: round(float(np.mean([f1[d][m] for d in f1])), 4) for m in models}
+    slowest = (round(max(max(r["grande"]["seconds"]) for r in results.values()), 3)
+               if "grande" in models else None)
+    w = max(len(d) for d in f1)
+    print(f"\nmacro-F1, mean over {args.folds} folds (fit seconds per fold)")
+    print(f"{'dataset':<{w}} " + " ".join(f"{m:>16}" for m in models))
+    for d in f1:
+        print(f"{d:<{w}} " + " ".join(f"{f1[d][m]:>7.4f} ({fit[d][m]:>6.2f})" for m in models))
+    print(f"{'mean':<{w}} " + " ".join(f"{mean_f1[m]:>7.4f}{'':9}" for m in models))
+    if args.json:
+        print(json.dumps({**record, "datasets": list(f1), "models": models, "f1": f1,
+                          "f1_std": f1_std, "fit_seconds": fit, "mean_f1": mean_f1,
+                          "max_fit_seconds_per_fold": slowest,
+                          "fold_f1": {d: {m: [round(v, 4) for v in r[m]["f1"]] for m in models}
+                                      for d, r in results.items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
