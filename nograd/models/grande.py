@@ -1,265 +1,522 @@
-r"""GRANDE: an ensemble of hard, axis-aligned decision trees learned end to end by gradient descent.
+r"""GRANDE estimators with the scikit-learn interface: :class:`GrandeClassifier`, :class:`GrandeRegressor`.
 
 Marton, Lüdtke, Bartelt & Stuckenschmidt, "GRANDE: Gradient-Based Decision Tree Ensembles for
-Tabular Data", ICLR 2024. :class:`GrandeNet` is the network (a :class:`~nograd.core.Module` with
-forward, backward and jvp by hand); the scikit-learn style estimators that train it are
-:class:`~nograd.models.grande_train.GrandeClassifier` and
-:class:`~nograd.models.grande_train.GrandeRegressor`.
+Tabular Data", ICLR 2024. The network is :class:`~nograd.models.grande_net.GrandeNet`; training follows
+§4 of the paper and its reference implementation: features through a quantile transform to a
+normal distribution (with imputation and category encoding first, :mod:`nograd.data.preprocess`),
+Adam with a separate learning rate for each of the four parameter groups (split values, feature
+logits, leaf values, estimator weights), cross-entropy (optionally focal, optionally with
+'balanced' class weights) or MSE on a standardised target, and early stopping on a validation split
+with the best weights restored.
 
-The network, per estimator ``e`` (a complete tree of depth ``d``, ``N = 2^d - 1`` internal nodes,
-``L = 2^d`` leaves, over a random subset ``sub_e`` of ``S`` features):
-
-1. Feature choice (§3.1, eq. 3–4): per node, logits :math:`\iota_{en} \in \mathbb R^S` through
-   1.5-entmax (or softmax) give :math:`a_{en}`; the straight-through one-hot
-   :math:`o = \operatorname{onehot}(\arg\max a)` is used forward, :math:`\partial o/\partial a = I`
-   backward.
-2. Split (§3.1, eq. 5): :math:`t = \langle o, \tau_{en}\rangle`, :math:`x_n = \langle o,
-   x_{sub_e}\rangle`, :math:`u = t - x_n`, :math:`s = \lfloor(\operatorname{softsign}(u)+1)/2\rceil`
-   forward (1 = go left) and the softsign surrogate's derivative :math:`1/(2(1+|u|)^2)` backward.
-3. Leaf membership (§3.2, eq. 6): :math:`p_{l} = \prod_k f_{lk}`, :math:`f = s` on a left turn,
-   :math:`1-s` on a right one — one-hot over leaves in the forward pass.
-4. Instance-wise estimator weights (§3.3, eq. 7–8): :math:`w_{be} = \sum_l W_{el}\,p_{bel}`,
-   :math:`\omega_b = \operatorname{softmax}_e(w_{b\cdot})`, optionally with dropout on
-   :math:`\omega` in training, and the output :math:`y_{bc} = \sum_e \omega_{be}\sum_l p_{bel}
-   V_{elc}` (logits for classification).
-
-With ``straight_through=False`` every rounding is replaced by its surrogate (soft one-hot = the
-entmax, soft split = the softsign): a smooth model whose gradients can be checked against finite
-differences; the straight-through model's backward is that model's backward evaluated at the hard
-forward values. The hard routing runs in Numba kernels (:mod:`nograd.kernels.grande`, loaded on
-first use); the dense NumPy form (:mod:`nograd.kernels.grande_ref`) serves the soft model, the jvp
-and ``backend="numpy"``.
+The estimators follow scikit-learn's conventions without importing it: ``__init__`` stores its
+arguments only; ``fit`` returns self; fitted attributes end in ``_``; ``get_params`` /
+``set_params``; ``score`` is accuracy or R². ``__sklearn_tags__`` imports scikit-learn lazily, so
+``sklearn.utils.estimator_checks.check_estimator`` can test them when it is installed.
 
 >>> import numpy as np
->>> net = GrandeNet(3, 2, n_estimators=4, depth=2, rng=0)
->>> sorted(net.params)
-['estimator_weights', 'feature_logits', 'leaf_values', 'split_values']
->>> net(np.zeros((5, 3), np.float32)).shape
-(5, 2)
+>>> rng = np.random.default_rng(0)
+>>> X = rng.normal(size=(200, 3)); y = (X[:, 0] > 0.3).astype(int)
+>>> clf = GrandeClassifier(n_estimators=16, epochs=20, random_state=0).fit(X, y)
+>>> clf.score(X, y) > 0.9
+True
 """
 from __future__ import annotations
 
+import inspect
+import math
+import sys
+import warnings
+
 import numpy as np
 
-from ..core.checks import (
-    as_rng,
-    check_array,
-    check_dtype,
-    check_last_dim,
-    check_like,
-    check_positive,
-)
-from ..core.module import Module
-from ..layers.entmax import entmax15, entmax15_vjp, softmax, softmax_vjp
+from ..core.losses import focal_loss, mse, softmax_cross_entropy
+from ..core.optim import Adam, CosineLR
+from .grande_net import GrandeNet
 
-__all__ = ["GrandeNet", "subset_size"]
+__all__ = ["GrandeClassifier", "GrandeRegressor", "NotFittedError"]
 
 
-def subset_size(n_features: int, fraction: float) -> int:
-    """Features per estimator: ``round(fraction·F)`` clipped to [10, 50] and to F (the reference
-    implementation's rule for the paper's ``selected_variables`` = 0.8)."""
-    if fraction >= 1.0:
-        return n_features
-    k = min(max(round(fraction * n_features), 10), 50)
-    return max(1, min(k, n_features))
+class NotFittedError(ValueError, AttributeError):
+    """An estimator was used before ``fit`` (scikit-learn's class is raised when it is loaded)."""
 
 
-class GrandeNet(Module):
-    r"""The GRANDE tree ensemble as a module (see the module docstring for the maths).
+def _not_fitted(est):
+    cls = NotFittedError
+    if "sklearn" in sys.modules:                  # only if already imported: never import it here
+        cls = sys.modules["sklearn"].exceptions.NotFittedError if hasattr(
+            sys.modules["sklearn"], "exceptions") else cls
+    return cls(f"This {type(est).__name__} instance is not fitted yet; call fit(X, y) first")
 
-    Shapes: ``x (B, F) -> y (B, C)``; params ``split_values (E, N, S)``, ``feature_logits
-    (E, N, S)``, ``leaf_values (E, L, C)``, ``estimator_weights (E, L)``; the feature subsets
-    ``subsets (E, S)`` are fixed integers (not trained).
 
+def _column_warning():
+    cat = UserWarning
+    if "sklearn.exceptions" in sys.modules:
+        cat = sys.modules["sklearn.exceptions"].DataConversionWarning
+    warnings.warn("A column-vector y was passed when a 1d array was expected; it is ravelled",
+                  cat, stacklevel=3)
+
+
+def _check_X(X, name="X", *, allow_nan=True, n_features=None, owner=""):
+    """A 2-D float64 array from ``X``; clear errors for sparse, complex, 1-D, empty, inf, NaN."""
+    if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"{name} is a sparse matrix; sparse input is not supported, "
+                        f"pass a dense array (X.toarray())")
+    X = np.asarray(X)
+    if X.dtype.kind == "c":
+        raise ValueError(f"Complex data not supported: {name} has dtype {X.dtype}")
+    if X.dtype.kind not in "biuf":
+        X = X.astype(np.float64)                  # object arrays of numbers; TypeError otherwise
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}. "
+                         f"Reshape your data with X.reshape(-1, 1) for a single feature or "
+                         f"X.reshape(1, -1) for a single sample")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} has 0 samples (shape={X.shape}); at least 1 is required")
+    if X.shape[1] == 0:
+        raise ValueError(f"{name} has 0 feature(s) (shape={X.shape}) while a minimum of 1 is "
+                         f"required.")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(f"{name} has {X.shape[1]} features, but {owner} is expecting "
+                         f"{n_features} features as input")
+    X = X.astype(np.float64, copy=False)
+    if np.isinf(X).any():
+        raise ValueError(f"{name} contains infinity")
+    if not allow_nan and np.isnan(X).any():
+        cols = np.flatnonzero(np.isnan(X).any(axis=0)).tolist()
+        raise ValueError(f"{name} contains NaN (missing values) in columns {cols} and impute=False; "
+                         f"set impute=True or fill them")
+    return X
+
+
+def _check_y(y, n):
+    if y is None:
+        raise ValueError("This estimator requires y to be passed, but the target y is None")
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        _column_warning()
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"y should be a 1d array (one target per sample), got shape {y.shape}")
+    if y.shape[0] != n:
+        raise ValueError(f"X and y have mismatched lengths: X has {n} samples, y has {y.shape[0]}")
+    if y.dtype.kind == "c":
+        raise ValueError("Complex data not supported: y is complex")
+    return y
+
+
+def _seed(random_state):
+    """An int seed from None / int / Generator / RandomState (for reproducible sub-streams)."""
+    if random_state is None:
+        return int(np.random.default_rng().integers(2**31))
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        return int(random_state)
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**31))
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**31))
+    raise TypeError(f"random_state must be None, an int or a numpy Generator, got {random_state!r}")
+
+
+class _GrandeBase:
+    """Shared fitting machinery; subclasses define the target handling and the loss."""
+
+    _kind = ""
+
+    # ------------------------------------------------------------------ scikit-learn protocol
+    @classmethod
+    def _param_names(cls):
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self, deep=True):
+        """The constructor arguments as a dict (``deep`` is accepted for compatibility)."""
+        return {k: getattr(self, k) for k in self._param_names()}
+
+    def set_params(self, **params):
+        """Set constructor arguments by name; unknown names raise ``ValueError``. Returns self."""
+        valid = self._param_names()
+        for k, v in params.items():
+            if k not in valid:
+                raise ValueError(f"Invalid parameter {k!r} for {type(self).__name__}; valid "
+                                 f"parameters: {', '.join(valid)}")
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import (
+            ClassifierTags,
+            InputTags,
+            RegressorTags,
+            Tags,
+            TargetTags,
+        )
+
+        tags = Tags(estimator_type=self._kind, target_tags=TargetTags(required=True),
+                    input_tags=InputTags(allow_nan=bool(self.impute)))
+        if self._kind == "classifier":
+            tags.classifier_tags = ClassifierTags()
+        else:
+            tags.regressor_tags = RegressorTags()
+        return tags
+
+    def _check_fitted(self):
+        if not hasattr(self, "net_"):
+            raise _not_fitted(self)
+
+    # ------------------------------------------------------------------ validation of settings
+    def _check_settings(self):
+        for name in ("n_estimators", "depth", "epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        es = self.early_stopping
+        if not (es is None or isinstance(es, (bool, int, np.integer)) and es >= 0):
+            raise ValueError(f"early_stopping must be a bool or a patience in epochs (int >= 0), "
+                             f"got {es!r}")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+        for name in ("learning_rate_split", "learning_rate_feature", "learning_rate_leaf",
+                     "learning_rate_weight"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        if self.threshold_init not in ("data", "normal"):
+            raise ValueError(f"threshold_init must be 'data' or 'normal', got {self.threshold_init!r}")
+
+    def _patience(self):
+        es = self.early_stopping
+        if es is True:
+            return 20
+        return int(es or 0)
+
+    # ------------------------------------------------------------------ fitting
+    def _prepare(self, X, y, eval_set):
+        """Validate, split off a validation set, fit the preprocessor; returns arrays and info."""
+        self._check_settings()
+        X = _check_X(X, "X", allow_nan=bool(self.impute))
+        y = _check_y(y, X.shape[0])
+        if X.shape[0] < 2:
+            raise ValueError("X has 1 sample (n_samples = 1); GRANDE needs at least 2")
+        t = self._targets(y, fit=True)
+        seed = _seed(self.random_state)
+        rng = np.random.default_rng(seed)
+        patience = self._patience()
+        if eval_set is not None:
+            if not isinstance(eval_set, (tuple, list)) or len(eval_set) != 2:
+                raise ValueError("eval_set must be a pair (X_val, y_val)")
+            Xv = _check_X(eval_set[0], "eval_set[0]", allow_nan=bool(self.impute),
+                          n_features=X.shape[1], owner=type(self).__name__)
+            tv = self._targets(_check_y(eval_set[1], Xv.shape[0]), fit=False)
+            Xt, tt = X, t
+        elif patience and X.shape[0] >= 20:
+            tr, va = self._split(t, rng)
+            Xt, tt, Xv, tv = X[tr], t[tr], X[va], t[va]
+        else:
+            Xt, tt, Xv, tv = X, t, None, None
+        from ..data.preprocess import (
+            TabularPreprocessor,  # lazy: written beside this module
+        )
+
+        pre = TabularPreprocessor(categorical=self.categorical_features, encoding=self.encoding,
+                                  impute=bool(self.impute), quantile=bool(self.quantile_transform),
+                                  random_state=seed)
+        Zt = pre.fit_transform(Xt, tt if self.encoding == "loo" else None).astype(np.float32)
+        Zv = None if Xv is None else pre.transform(Xv).astype(np.float32)
+        self.n_features_in_ = X.shape[1]
+        self.preprocessor_ = pre
+        return Zt, tt, Zv, tv, rng, patience
+
+    def _fit(self, X, y, eval_set):
+        Zt, tt, Zv, tv, rng, patience = self._prepare(X, y, eval_set)
+        net = GrandeNet(Zt.shape[1], self._n_outputs(), n_estimators=int(self.n_estimators),
+                        depth=int(self.depth), feature_fraction=float(self.feature_fraction),
+                        selection=self.selection, dropout=float(self.dropout), rng=rng)
+        if self.threshold_init == "data":
+            net.init_thresholds(Zt, rng)
+        P = net.params
+        lrs = {"split_values": self.learning_rate_split, "feature_logits": self.learning_rate_feature,
+               "leaf_values": self.learning_rate_leaf, "estimator_weights": self.learning_rate_weight}
+        opt = Adam([{"params": {k: P[k]}, "lr": float(lr)} for k, lr in lrs.items()])
+        n = Zt.shape[0]
+        bs = min(int(self.batch_size), n)
+        steps = math.ceil(n / bs)
+        sched = CosineLR(opt, t_max=steps * int(self.epochs)) if self.cosine_schedule else None
+        best, best_loss, since = None, np.inf, 0
+        history = {"loss": [], "val_loss": []}
+        for epoch in range(int(self.epochs)):
+            order = rng.permutation(n)
+            total = 0.0
+            for i in range(steps):
+                idx = order[i * bs:(i + 1) * bs]
+                out, cache = net.forward(Zt[idx], train=True, rng=rng)
+                value, dout = self._loss(out, tt[idx])
+                _, grads = net.backward(cache, dout, need_dx=False)
+                opt.step(grads)
+                if sched is not None:
+                    sched.step()
+                total += value * len(idx)
+            history["loss"].append(total / n)
+            if Zv is None:
+                continue
+            val = self._loss(self._raw(net, Zv), tv)[0]
+            history["val_loss"].append(val)
+            if val < best_loss - 1e-4:
+                best_loss, since = val, 0
+                best = {k: v.copy() for k, v in P.items()}
+                self.best_epoch_ = epoch + 1
+            else:
+                since += 1
+                if patience and since >= patience:
+                    break
+        if best is not None:
+            for k, v in best.items():
+                P[k][...] = v
+        else:
+            self.best_epoch_ = len(history["loss"])
+        self.n_epochs_ = len(history["loss"])
+        self.history_ = history
+        self.net_ = net
+        return self
+
+    @staticmethod
+    def _raw(net, Z, chunk=4096):
+        return np.concatenate([net(Z[i:i + chunk]) for i in range(0, Z.shape[0], chunk)])
+
+    def _decision(self, X):
+        self._check_fitted()
+        X = _check_X(X, "X", allow_nan=bool(self.impute), n_features=self.n_features_in_,
+                     owner=type(self).__name__)
+        Z = self.preprocessor_.transform(X).astype(np.float32)
+        return self._raw(self.net_, Z)
+
+
+_COMMON_DOC = """
     Parameters
     ----------
-    n_features, n_outputs : F and C.
-    n_estimators, depth : E trees of depth d.
-    feature_fraction : share of the features each tree sees (paper default 0.8, see
-        :func:`subset_size`).
-    selection : ``"entmax"`` (1.5-entmax, the paper's choice) or ``"softmax"``.
-    straight_through : hard trees with straight-through gradients (``True``), or the smooth
-        surrogate model (``False``).
-    dropout : probability of dropping an estimator's weight per sample in training (§3.3).
-    backend : ``"numba"`` (kernels for the hard routing) or ``"numpy"`` (dense reference).
-    init_std : standard deviation of the normal initialisation of every array (reference: 0.05).
+    n_estimators : number of trees E (default {E}).
+    depth : depth d of every tree: 2^d - 1 split nodes, 2^d leaves (default 5, the paper's).
+    epochs : maximum number of passes over the training data (default {epochs}).
+    batch_size : samples per Adam step (default {bs}).
+    early_stopping : True (patience 20 epochs), a patience in epochs, or False/0. The validation
+        loss is measured on ``eval_set`` when given, else on a stratified ``validation_fraction``
+        of the training data; the weights of the best epoch are restored.
+    validation_fraction : share held out for early stopping (default 0.2).
+    learning_rate_split, learning_rate_feature, learning_rate_leaf, learning_rate_weight : Adam
+        learning rates of the four parameter groups (split values, feature logits, leaf values,
+        estimator weights); the paper trains them as separate groups.
+    feature_fraction : share of the features each tree may split on (paper: 0.8).
+    selection : ``"entmax"`` (1.5-entmax, the paper's) or ``"softmax"`` for the feature choice.
+    dropout : dropout on the instance-wise estimator weights in training (§3.3).
+    cosine_schedule : cosine-anneal every learning rate to 0 over ``epochs``.
+    threshold_init : ``"data"`` (each candidate threshold a random training value) or
+        ``"normal"`` (N(0, 0.05²), as the reference implementation).
+    categorical_features : column indices holding category codes (passed to the preprocessor).
+    encoding : ``"ordinal"``, ``"onehot"`` or ``"loo"`` (leave-one-out target encoding).
+    impute : fill missing values (NaN); with False, NaN in X is an error.
+    quantile_transform : map every numeric column to a normal distribution by its quantiles.
+    random_state : int seed (or None) for every random choice.
+"""
+
+
+class GrandeClassifier(_GrandeBase):
+    """GRANDE for classification (Marton et al., ICLR 2024); logits per class, softmax probabilities.
+    {common}
+    loss : ``"cross-entropy"`` or ``"focal"`` (Lin et al. 2017, with ``focal_gamma``).
+    class_weight : ``"balanced"`` (n / (k · n_c), the reference's default) or None.
+
+    Attributes: ``classes_``, ``n_features_in_``, ``net_`` (the :class:`GrandeNet`),
+    ``preprocessor_``, ``history_`` (loss per epoch), ``n_epochs_``, ``best_epoch_``.
     """
 
-    def __init__(self, n_features: int, n_outputs: int, *, n_estimators: int = 64, depth: int = 5,
-                 feature_fraction: float = 0.8, selection: str = "entmax",
-                 straight_through: bool = True, dropout: float = 0.0, backend: str = "numba",
-                 init_std: float = 0.05, rng=None, dtype=np.float32):
-        super().__init__()
-        for v, n in ((n_features, "n_features"), (n_outputs, "n_outputs"),
-                     (n_estimators, "n_estimators"), (depth, "depth")):
-            check_positive(v, n, integer=True)
-        check_positive(feature_fraction, "feature_fraction")
-        if feature_fraction > 1:
-            raise ValueError(f"feature_fraction must be in (0, 1], got {feature_fraction!r}")
-        if selection not in ("entmax", "softmax"):
-            raise ValueError(f"selection must be 'entmax' or 'softmax', got {selection!r}")
-        if backend not in ("numba", "numpy"):
-            raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        dt = check_dtype(dtype)
-        rng = as_rng(rng)
-        self.n_features, self.n_outputs = int(n_features), int(n_outputs)
-        self.n_estimators, self.depth = int(n_estimators), int(depth)
-        self.selection, self.straight_through = selection, bool(straight_through)
-        self.dropout, self.backend = float(dropout), backend
-        E, N, L = self.n_estimators, 2 ** self.depth - 1, 2 ** self.depth
-        S = subset_size(self.n_features, float(feature_fraction))
-        self.subsets = np.stack([np.sort(rng.choice(self.n_features, S, replace=False))
-                                 for _ in range(E)]).astype(np.int64)
-        std = float(init_std)
-        self._own["split_values"] = (std * rng.standard_normal((E, N, S))).astype(dt)
-        self._own["feature_logits"] = (std * rng.standard_normal((E, N, S))).astype(dt)
-        self._own["leaf_values"] = (std * rng.standard_normal((E, L, self.n_outputs))).astype(dt)
-        self._own["estimator_weights"] = (std * rng.standard_normal((E, L))).astype(dt)
+    _kind = "classifier"
 
-    def extra_repr(self):
-        return (f"{self.n_features}, {self.n_outputs}, n_estimators={self.n_estimators}, "
-                f"depth={self.depth}, subset={self.subsets.shape[1]}, selection={self.selection!r}, "
-                f"straight_through={self.straight_through}")
+    def __init__(self, n_estimators=256, depth=5, epochs=60, batch_size=128, early_stopping=True,
+                 validation_fraction=0.2, learning_rate_split=0.01, learning_rate_feature=0.01,
+                 learning_rate_leaf=0.01, learning_rate_weight=0.005, feature_fraction=0.8,
+                 selection="entmax", dropout=0.0, cosine_schedule=False, threshold_init="data",
+                 loss="cross-entropy", focal_gamma=2.0, class_weight="balanced",
+                 categorical_features=None, encoding="ordinal", impute=True,
+                 quantile_transform=True, random_state=None):
+        self.n_estimators = n_estimators
+        self.depth = depth
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.learning_rate_split = learning_rate_split
+        self.learning_rate_feature = learning_rate_feature
+        self.learning_rate_leaf = learning_rate_leaf
+        self.learning_rate_weight = learning_rate_weight
+        self.feature_fraction = feature_fraction
+        self.selection = selection
+        self.dropout = dropout
+        self.cosine_schedule = cosine_schedule
+        self.threshold_init = threshold_init
+        self.loss = loss
+        self.focal_gamma = focal_gamma
+        self.class_weight = class_weight
+        self.categorical_features = categorical_features
+        self.encoding = encoding
+        self.impute = impute
+        self.quantile_transform = quantile_transform
+        self.random_state = random_state
 
-    def init_thresholds(self, x: np.ndarray, rng=None) -> None:
-        """Set every candidate threshold ``split_values[e, n, j]`` to feature ``sub_e[j]`` of a
-        random row of ``x`` (each node its own row), so that the initial trees split the data
-        where it lies rather than all at 0. Used by the estimators before training."""
-        check_array(x, "x", ndim=2)
-        check_last_dim(x, self.n_features)
-        rng = as_rng(rng)
-        T = self._own["split_values"]
-        E, N, _S = T.shape
-        rows = rng.integers(0, x.shape[0], size=(E, N))
-        T[...] = x[rows[:, :, None], self.subsets[:, None, :]].astype(T.dtype)
+    def _targets(self, y, fit):
+        if y.dtype.kind == "f":
+            if not np.isfinite(y).all():
+                raise ValueError("y contains NaN or infinity")
+            if (y != np.round(y)).any():
+                raise ValueError("Unknown label type: continuous; y must hold class labels")
+        elif y.dtype.kind == "O":
+            kinds = {type(v) for v in y}
+            if not kinds <= {int, str, bool, np.int64, np.str_} and not all(
+                    isinstance(v, (int, str, np.integer, np.str_)) for v in y):
+                raise ValueError(f"Unknown label type: y holds {sorted(k.__name__ for k in kinds)}")
+        if fit:
+            classes = np.unique(y)
+            if len(classes) < 2:
+                raise ValueError(f"Classifier can't train when only one class is present: y has "
+                                 f"1 class ({classes[0]!r}); at least 2 are needed")
+            self.classes_ = classes
+        idx = np.searchsorted(self.classes_, y)
+        idx = np.clip(idx, 0, len(self.classes_) - 1)
+        if (self.classes_[idx] != y).any():
+            raise ValueError("eval_set[1] has labels that do not occur in y")
+        return idx.astype(np.int64)
 
-    # ------------------------------------------------------------------ pieces
-    def _select(self, logits):
-        return entmax15(logits, -1) if self.selection == "entmax" else softmax(logits, -1)
+    def _split(self, t, rng):
+        from ..data.split import stratified_indices
 
-    def _select_vjp(self, a, d):
-        return entmax15_vjp(a, d, -1) if self.selection == "entmax" else softmax_vjp(a, d, -1)
+        counts = np.bincount(t)
+        if counts.min() < 2:
+            tr = rng.permutation(len(t))
+            k = max(1, round(self.validation_fraction * len(t)))
+            return tr[k:], tr[:k]
+        return stratified_indices(t, self.validation_fraction, rng=rng)
 
-    def _hard_choice(self, a, T):
-        """Straight-through one-hot: index ``j (E, N)``, node features and thresholds."""
-        j = np.argmax(a, axis=-1)
-        E, _N = j.shape
-        feat = self.subsets[np.arange(E)[:, None], j]
-        thr = np.take_along_axis(T, j[:, :, None], axis=-1)[:, :, 0]
-        return j, feat, thr
+    def _n_outputs(self):
+        return len(self.classes_)
 
-    def _mask(self, shape, dt, train, rng):
-        if not train or self.dropout == 0:
-            return None
-        if rng is None:
-            raise ValueError("GrandeNet needs rng= (a numpy Generator or seed) when train=True "
-                             "and dropout > 0")
-        keep = as_rng(rng).random(shape) >= self.dropout
-        return keep.astype(dt) * dt.type(1 / (1 - self.dropout))
+    def _prepare(self, X, y, eval_set):
+        out = super()._prepare(X, y, eval_set)
+        if self.loss not in ("cross-entropy", "focal"):
+            raise ValueError(f"loss must be 'cross-entropy' or 'focal', got {self.loss!r}")
+        if self.class_weight not in (None, "balanced"):
+            raise ValueError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
+        tt = out[1]
+        k = len(self.classes_)
+        counts = np.bincount(tt, minlength=k).astype(np.float64)
+        self._cw = None
+        if self.class_weight == "balanced":
+            self._cw = len(tt) / (k * np.maximum(counts, 1))
+        return out
 
-    def _arrays(self, x, params):
-        check_array(x, "x", ndim=2)
-        check_last_dim(x, self.n_features)
-        p = self._use(params)
-        dt = x.dtype
-        return [p[k].astype(dt, copy=False) for k in
-                ("split_values", "feature_logits", "leaf_values", "estimator_weights")]
+    def _loss(self, logits, t):
+        if self.loss == "focal":
+            return focal_loss(logits, t, gamma=float(self.focal_gamma), alpha=self._cw)
+        return softmax_cross_entropy(logits, t, class_weight=self._cw)
 
-    # ------------------------------------------------------------------ the three maps
-    def forward(self, x, *, train=False, rng=None, params=None):
-        T, FL, V, W = self._arrays(x, params)
-        a = self._select(FL)
-        kernel = self.straight_through and self.backend == "numba"
-        if self.straight_through:
-            j, feat, thr = self._hard_choice(a, T)
-        if kernel:
-            from ..kernels import grande as K
+    def fit(self, X, y, eval_set=None):
+        """Train on ``X (n, F)`` and labels ``y (n,)``; ``eval_set=(X_val, y_val)`` for early
+        stopping instead of a held-out split. Returns self."""
+        return self._fit(X, y, eval_set)
 
-            leaf, w = K.route(x, feat, thr, W)
-            dense = None
-        else:
-            from ..kernels import grande_ref as R
+    def predict_proba(self, X):
+        """Class probabilities ``(n, n_classes)``, columns in the order of ``classes_``."""
+        z = self._decision(X).astype(np.float64)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
 
-            o = a
-            if self.straight_through:
-                o = np.zeros_like(a)
-                np.put_along_axis(o, j[:, :, None], 1, axis=-1)
-            w, r, dense = R.dense_forward(x, o, T, self.subsets, W, V, self.straight_through)
-        om = softmax(w, axis=0)                                   # over the estimators
-        mask = self._mask(w.shape, x.dtype, train, rng)
-        om_used = om if mask is None else om * mask
-        if kernel:
-            y = K.combine(om_used, leaf, V)
-            route = (feat, thr, leaf, j)
-        else:
-            y = np.einsum("eb,ebc->bc", om_used, r)
-            route = r
-        return y.astype(x.dtype, copy=False), (x, a, om, mask, om_used, route, dense)
+    def predict(self, X):
+        """The most probable class of each row, from ``classes_``."""
+        return self.classes_[np.argmax(self._decision(X), axis=1)]
 
-    def backward(self, cache, dy, *, params=None, need_dx=True):
-        x, a, om, mask, om_used, route, dense = cache
-        check_like(dy, (x.shape[0], self.n_outputs))
-        p = self._use(params)
-        dt = x.dtype
-        T, V, W = (p[k].astype(dt, copy=False) for k in ("split_values", "leaf_values",
-                                                          "estimator_weights"))
-        dy = dy.astype(dt, copy=False)
-        if dense is None:
-            from ..kernels import grande as K
+    def score(self, X, y):
+        """Accuracy of :meth:`predict` on ``(X, y)``."""
+        y = np.asarray(y).reshape(-1)
+        return float(np.mean(self.predict(X) == y))
 
-            feat, thr, leaf, j = route
-            dom = K.leaf_cotangent(dy, leaf, V)
-        else:
-            dom = np.einsum("bc,ebc->eb", dy, route)
-        if mask is not None:
-            dom = dom * mask
-        dw = softmax_vjp(om, dom, axis=0)
-        if dense is None:
-            dthr, H, dW, dV, dx = K.backward_route(x, feat, thr, self.subsets, W, V, leaf, dw,
-                                                    om_used, dy, need_dx)
-            do = T * dthr[:, :, None] - H
-            dT = np.zeros_like(T)
-            np.put_along_axis(dT, j[:, :, None], dthr[:, :, None], axis=-1)
-        else:
-            from ..kernels import grande_ref as R
 
-            dr = om_used[:, :, None] * dy[None, :, :]
-            dx, do, dT, dW, dV = R.dense_backward(dense, dw, dr, need_dx)
-        dFL = self._select_vjp(a, do)                             # straight through the one-hot
-        grads = {"split_values": dT, "feature_logits": dFL, "leaf_values": dV,
-                 "estimator_weights": dW}
-        grads = {k: g.astype(p[k].dtype, copy=False) for k, g in grads.items()}
-        return (dx.astype(dt, copy=False) if need_dx else None), grads
+class GrandeRegressor(_GrandeBase):
+    """GRANDE for regression (Marton et al., ICLR 2024): MSE on the standardised target.
+    {common}
+    Attributes: ``n_features_in_``, ``net_``, ``preprocessor_``, ``history_``, ``n_epochs_``,
+    ``best_epoch_``, ``y_mean_``, ``y_std_``.
+    """
 
-    def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
-        """Forward mode through the dense form (the straight-through linearisation when hard):
-        ``dx`` is the input tangent, ``dparams`` the parameter tangents."""
-        from ..kernels import grande_ref as R
+    _kind = "regressor"
 
-        T, FL, V, W = self._arrays(x, params)
-        dparams = self._tangents(dparams) or {}
-        if dx is not None:
-            check_like(dx, x.shape, "dx")
-        dt = x.dtype
-        tan = {k: (None if dparams.get(k) is None else dparams[k].astype(dt, copy=False))
-               for k in ("split_values", "feature_logits", "leaf_values", "estimator_weights")}
-        a = self._select(FL)
-        o = a
-        if self.straight_through:
-            j = np.argmax(a, axis=-1)
-            o = np.zeros_like(a)
-            np.put_along_axis(o, j[:, :, None], 1, axis=-1)
-        w, r, dense = R.dense_forward(x, o, T, self.subsets, W, V, self.straight_through)
-        do = None if tan["feature_logits"] is None else self._select_vjp(a, tan["feature_logits"])
-        dw, dr = R.dense_jvp(dense, dx, do, tan["split_values"], tan["estimator_weights"],
-                             tan["leaf_values"])
-        om = softmax(w, axis=0)
-        dom = softmax_vjp(om, dw, axis=0)                         # softmax's Jacobian is symmetric
-        mask = self._mask(w.shape, dt, train, rng)
-        if mask is not None:
-            om, dom = om * mask, dom * mask
-        y = np.einsum("eb,ebc->bc", om, r)
-        ydot = np.einsum("eb,ebc->bc", dom, r) + np.einsum("eb,ebc->bc", om, dr)
-        return y.astype(dt, copy=False), ydot.astype(dt, copy=False)
+    def __init__(self, n_estimators=256, depth=5, epochs=60, batch_size=128, early_stopping=True,
+                 validation_fraction=0.2, learning_rate_split=0.01, learning_rate_feature=0.01,
+                 learning_rate_leaf=0.01, learning_rate_weight=0.005, feature_fraction=0.8,
+                 selection="entmax", dropout=0.0, cosine_schedule=False, threshold_init="data",
+                 categorical_features=None, encoding="ordinal", impute=True,
+                 quantile_transform=True, random_state=None):
+        self.n_estimators = n_estimators
+        self.depth = depth
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.learning_rate_split = learning_rate_split
+        self.learning_rate_feature = learning_rate_feature
+        self.learning_rate_leaf = learning_rate_leaf
+        self.learning_rate_weight = learning_rate_weight
+        self.feature_fraction = feature_fraction
+        self.selection = selection
+        self.dropout = dropout
+        self.cosine_schedule = cosine_schedule
+        self.threshold_init = threshold_init
+        self.categorical_features = categorical_features
+        self.encoding = encoding
+        self.impute = impute
+        self.quantile_transform = quantile_transform
+        self.random_state = random_state
+
+    def _targets(self, y, fit):
+        try:
+            y = y.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"y must hold numbers for regression, got dtype {y.dtype}") from None
+        if not np.isfinite(y).all():
+            raise ValueError("y contains NaN or infinity")
+        if fit:
+            self.y_mean_ = float(y.mean())
+            self.y_std_ = float(y.std()) or 1.0
+        return ((y - self.y_mean_) / self.y_std_).astype(np.float32)
+
+    def _split(self, t, rng):
+        order = rng.permutation(len(t))
+        k = max(1, round(self.validation_fraction * len(t)))
+        return order[k:], order[:k]
+
+    def _n_outputs(self):
+        return 1
+
+    def _loss(self, out, t):
+        return mse(out, t.reshape(-1, 1).astype(out.dtype))
+
+    def fit(self, X, y, eval_set=None):
+        """Train on ``X (n, F)`` and targets ``y (n,)``; ``eval_set=(X_val, y_val)`` for early
+        stopping instead of a held-out split. Returns self."""
+        return self._fit(X, y, eval_set)
+
+    def predict(self, X):
+        """Predicted targets ``(n,)``."""
+        return self._decision(X)[:, 0].astype(np.float64) * self.y_std_ + self.y_mean_
+
+    def score(self, X, y):
+        """Coefficient of determination R² of :meth:`predict` on ``(X, y)``."""
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        resid = float(np.sum((y - self.predict(X)) ** 2))
+        total = float(np.sum((y - y.mean()) ** 2))
+        return 1.0 - resid / total if total > 0 else (1.0 if resid == 0 else 0.0)
+
+
+for _cls in (GrandeClassifier, GrandeRegressor):
+    _cls.__doc__ = _cls.__doc__.replace("{common}", _COMMON_DOC.format(E=256, epochs=60, bs=128))
