@@ -119,9 +119,11 @@ class AvgPool2d(_Pool2d):
         check_like(dy, yshape)
         if not need_dx:
             return None, {}
-        dx = np.zeros(xshape, dtype=dy.dtype)
-        return _kernels().avgpool_backward(np.ascontiguousarray(dy), *self._geometry(),
-                                           self.count_include_pad, dx), {}
+        k = _kernels()
+        geo = self._geometry()
+        dx = (np.empty if k.is_2x2(*geo) else np.zeros)(xshape, dtype=dy.dtype)
+        return k.avgpool_backward(np.ascontiguousarray(dy), *geo,
+                                  self.count_include_pad, dx), {}
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         y, (_, shape) = self.forward(x, params=params)

@@ -1,6 +1,7 @@
 """Every Numba kernel agrees with its NumPy reference: exactly on integer-valued inputs, to
 rounding on floats — over hypothesis-drawn geometries."""
 import numpy as np
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -85,6 +86,25 @@ def test_pool_kernels_match_reference(g, dtype, include_pad):
     np.testing.assert_allclose(pool.avgpool_backward(dy, *geo_b, include_pad, np.zeros_like(x)),
                                pool_ref.avgpool_backward(dy, *geo_b, include_pad, np.zeros_like(x)),
                                **tol)
+    if pool.is_2x2(*geo_b):     # the fast path writes every input: no zeroed dx needed
+        np.testing.assert_allclose(pool.avgpool_backward(dy, *geo_b, include_pad,
+                                                         np.full_like(x, np.nan)),
+                                   pool_ref.avgpool_backward(dy, *geo_b, include_pad,
+                                                             np.zeros_like(x)), **tol)
+
+
+@pytest.mark.parametrize("H,W", [(4, 6), (5, 7), (2, 3)])
+def test_avgpool_2x2_fast_path(H, W):
+    rng = np.random.default_rng(H * W)
+    x = rng.standard_normal((2, 3, H, W))
+    geo = (2, 2, 2, 2, 0, 0, H // 2, W // 2)
+    out = (2, 3, H // 2, W // 2)
+    np.testing.assert_allclose(pool.avgpool_forward(x, *geo, True, np.empty(out)),
+                               pool_ref.avgpool_forward(x, *geo, True, np.empty(out)), rtol=1e-14)
+    dy = rng.standard_normal(out)
+    np.testing.assert_allclose(pool.avgpool_backward(dy, *geo[:6], True, np.full_like(x, np.nan)),
+                               pool_ref.avgpool_backward(dy, *geo[:6], True, np.zeros_like(x)),
+                               rtol=1e-14)
 
 
 @SETTINGS
