@@ -12,7 +12,7 @@ from .layers import (GELU, BatchNorm1d, Dropout, Embedding, Flatten, Identity, L
                      Linear, ReLU, Sigmoid, Softplus, Softsign, Tanh)
 from .rules import Backprop, Rule, available_rules, get_rule
 from . import metrics, models, train
-from .models import available_models, get_model, register_model
+from .models import GrandeClassifier, GrandeRegressor, available_models, get_model, register_model
 from .train import History, fit
 
 __version__ = "0.1.0"
@@ -22,7 +22,7 @@ __all__ = ["core", "data", "layers", "rules", "testing", "Module", "Sequential",
            "Linear", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid", "Softsign", "Softplus",
            "Identity", "Dropout", "LayerNorm", "BatchNorm1d", "Flatten", "Embedding", "Backprop",
            "Rule", "get_rule", "available_rules", "metrics", "models", "train", "fit", "History",
-           "get_model", "available_models", "register_model"]
+           "get_model", "available_models", "register_model", "GrandeClassifier", "GrandeRegressor"]
 
 
 def __getattr__(name):

@@ -20,6 +20,8 @@ from nograd.layers import (GELU, Activation, AvgPool2d, BatchNorm1d, BatchNorm2d
                            Reshape, Sigmoid, Softplus, Softsign, Tanh, Upsample2d)
 from nograd.layers.poset import Poset, PosetPool2d
 from nograd.layers.recurrent import GRU, LSTM, RNN
+from nograd.layers.entmax import Entmax15, entmax15
+from nograd.models.grande_net import GrandeNet
 from nograd.models.hypernet import HyperLSTM, HyperNetwork, KernelGenerator
 
 
@@ -108,6 +110,40 @@ def poset_generic(shape, margin=0.05):
             if clean:
                 return x.astype(dt)
         raise RuntimeError("could not draw an input away from the poset pooling kinks")
+    return draw
+
+
+def entmax_generic(shape, margin=0.02):
+    """Inputs for 1.5-entmax away from its support changes: every X_i = x_i/2 at least ``margin``
+    from the threshold tau."""
+    def draw(rng, n, dt, m):
+        for _ in range(1000):
+            x = 2 * rng.standard_normal((n,) + shape)
+            p = entmax15(x, m.axis)
+            X = np.moveaxis(x, m.axis, -1) / 2
+            P = np.moveaxis(p, m.axis, -1)
+            top = np.argmax(P, axis=-1)[..., None]
+            tau = np.take_along_axis(X, top, -1) - np.sqrt(np.take_along_axis(P, top, -1))
+            if np.abs(X - tau).min() > margin:
+                return x.astype(dt)
+        raise RuntimeError("could not draw an input away from the entmax support changes")
+    return draw
+
+
+def grande_generic(n_features, margin=0.01):
+    """Inputs for the smooth GRANDE surrogate with every split argument |t - x_n| >= ``margin``
+    (softsign's |u| is not twice differentiable at 0)."""
+    def draw(rng, n, dt, m):
+        for _ in range(1000):
+            x = rng.standard_normal((n, n_features))
+            params = {k: v.astype(np.float64) for k, v in m.params.items()}
+            T, FL = params["split_values"], params["feature_logits"]
+            a = m._select(FL)
+            t = np.einsum("ens,ens->en", a, T)
+            xn = np.einsum("ens,esb->enb", a, x.T[m.subsets])
+            if np.abs(t[:, :, None] - xn).min() > margin:
+                return x.astype(dt)
+        raise RuntimeError("could not draw an input away from the GRANDE split kinks")
     return draw
 
 
@@ -223,6 +259,17 @@ ENTRIES = [
     Entry("hyperlstm", HyperLSTM,
           lambda dt, r: _biased_all(HyperLSTM(2, 3, hyper_size=4, embed_size=2, rng=r, dtype=dt), r),
           normal((3, 2)), bad_shape=LAST),
+    Entry("entmax15", Entmax15, lambda dt, r: Entmax15(), entmax_generic((6,))),
+    Entry("entmax15-axis1", Entmax15, lambda dt, r: Entmax15(axis=1), entmax_generic((5, 2))),
+    # GRANDE (nograd.models.grande_net) with its straight-through parts replaced by their smooth
+    # surrogates (the hard model is piecewise constant in x, thresholds and feature logits)
+    Entry("grande-soft-entmax", GrandeNet,
+          lambda dt, r: GrandeNet(4, 3, n_estimators=3, depth=2, straight_through=False,
+                                  init_std=1.0, rng=r, dtype=dt), grande_generic(4), bad_shape=LAST),
+    Entry("grande-soft-softmax-dropout", GrandeNet,
+          lambda dt, r: GrandeNet(5, 2, n_estimators=4, depth=3, selection="softmax", dropout=0.3,
+                                  straight_through=False, init_std=1.0, rng=r, dtype=dt),
+          grande_generic(5), modes=(False, True), bad_shape=LAST),
 ]
 
 

@@ -4,6 +4,7 @@ from .activations import (ACTIVATIONS, GELU, Activation, Identity, LeakyReLU, Re
 from .conv import Conv2d, ConvTranspose2d
 from .dropout import Dropout
 from .embedding import Embedding
+from .entmax import Entmax15, entmax15
 from .invconv import InverseConv2d
 from .linear import Linear
 from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
@@ -16,5 +17,5 @@ __all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid",
            "Softplus", "Activation", "Dropout", "LayerNorm", "BatchNorm1d", "Flatten", "Embedding",
            "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Upsample2d",
            "BatchNorm2d", "GroupNorm", "Reshape", "PosetPool2d", "Poset", "four_point_posets", "get_poset",
-           "InverseConv2d", "RNN", "LSTM", "GRU", "ACTIVATIONS",
+           "InverseConv2d", "RNN", "LSTM", "GRU", "Entmax15", "entmax15", "ACTIVATIONS",
            "get_activation"]

@@ -10,6 +10,8 @@ True
 from .cnn import cnn
 from .flow import InverseFlow, dequantize
 from .flow_steps import ActNorm, AffineCoupling, Bijector, FlowStep
+from .grande import GrandeClassifier, GrandeRegressor
+from .grande_net import GrandeNet
 from .hypernet import HyperLSTM, HyperNetwork, KernelGenerator
 from .mlp import mlp
 from .registry import available_models, get_model, model_description, register_model
@@ -17,5 +19,6 @@ from .tabular import DiabetesNet, TabularMLP, logistic_regression
 
 __all__ = ["get_model", "available_models", "register_model", "model_description", "mlp", "cnn",
            "TabularMLP", "DiabetesNet", "logistic_regression", "HyperNetwork",
-           "KernelGenerator", "HyperLSTM", "InverseFlow", "dequantize", "Bijector", "ActNorm",
+           "KernelGenerator", "HyperLSTM", "GrandeNet", "GrandeClassifier", "GrandeRegressor",
+           "InverseFlow", "dequantize", "Bijector", "ActNorm",
            "AffineCoupling", "FlowStep"]
