@@ -43,9 +43,8 @@ class NotFittedError(ValueError, AttributeError):
 
 def _not_fitted(est):
     cls = NotFittedError
-    if "sklearn" in sys.modules:                  # only if already imported: never import it here
-        cls = sys.modules["sklearn"].exceptions.NotFittedError if hasattr(
-            sys.modules["sklearn"], "exceptions") else cls
+    if "sklearn.exceptions" in sys.modules:       # only if already imported: never import it here
+        cls = sys.modules["sklearn.exceptions"].NotFittedError
     return cls(f"This {type(est).__name__} instance is not fitted yet; call fit(X, y) first")
 
 
@@ -327,7 +326,8 @@ class GrandeClassifier(_GrandeBase):
     """GRANDE for classification (Marton et al., ICLR 2024); logits per class, softmax probabilities.
     {common}
     loss : ``"cross-entropy"`` or ``"focal"`` (Lin et al. 2017, with ``focal_gamma``).
-    class_weight : ``"balanced"`` (n / (k · n_c), the reference's default) or None.
+    class_weight : ``"balanced"`` (n / (k · n_c), the reference's default), a dict
+        label → weight, or None.
 
     Attributes: ``classes_``, ``n_features_in_``, ``net_`` (the :class:`GrandeNet`),
     ``preprocessor_``, ``history_`` (loss per epoch), ``n_epochs_``, ``best_epoch_``.
@@ -406,13 +406,17 @@ class GrandeClassifier(_GrandeBase):
         out = super()._prepare(X, y, eval_set)
         if self.loss not in ("cross-entropy", "focal"):
             raise ValueError(f"loss must be 'cross-entropy' or 'focal', got {self.loss!r}")
-        if self.class_weight not in (None, "balanced"):
-            raise ValueError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
+        cw = self.class_weight
+        if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
+            raise ValueError(f"class_weight must be None, 'balanced' or a dict label -> weight, "
+                             f"got {cw!r}")
         tt = out[1]
         k = len(self.classes_)
         counts = np.bincount(tt, minlength=k).astype(np.float64)
         self._cw = None
-        if self.class_weight == "balanced":
+        if isinstance(cw, dict):
+            self._cw = np.array([float(cw.get(c, 1.0)) for c in self.classes_.tolist()])
+        elif cw == "balanced":
             self._cw = len(tt) / (k * np.maximum(counts, 1))
         return out
 
@@ -434,7 +438,8 @@ class GrandeClassifier(_GrandeBase):
 
     def predict(self, X):
         """The most probable class of each row, from ``classes_``."""
-        return self.classes_[np.argmax(self._decision(X), axis=1)]
+        z = self._decision(X)
+        return self.classes_[np.argmax(z, axis=1)]
 
     def score(self, X, y):
         """Accuracy of :meth:`predict` on ``(X, y)``."""
