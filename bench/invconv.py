@@ -1,7 +1,7 @@
 """InverseConv2d forward solve and full backward against the dense route and an ordinary Conv2d.
 
     python bench/invconv.py [--sizes 16,32,64,128] [--channels 4] [--kernel 3] [--batch 8]
-                            [--repeats 5] [--dense-max 32] [--json]
+                            [--repeats 9] [--dense-max 32] [--json]
 
 For each image size H = W, on a float32 batch N×C×H×W (C = 4, k = 3, N = 8 by default):
 
@@ -33,21 +33,25 @@ import numpy as np
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
-from nograd.kernels import invconv_ref  # noqa: E402
-from nograd.layers import Conv2d, InverseConv2d  # noqa: E402
+from nograd.kernels import invconv_ref
+from nograd.layers import Conv2d, InverseConv2d
 
 
-def _seconds(fn):
+def _seconds(fn, *args):
     t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+    out = fn(*args)
+    return time.perf_counter() - t, out
+
+
+def _conv_step(conv, x, dy):
+    return conv.backward(conv.forward(x)[1], dy)
 
 
 def dense_step(layer, x, dy):
     """Build the dense matrix, solve for the batch, solve the transposed system for the backward."""
     from scipy.linalg import solve_triangular
 
-    N, C, H, W = x.shape
+    N, _, H, W = x.shape
     We, diag = layer._effective(layer.params, np.float64)
     M = invconv_ref.dense(We, diag, H, W)
     u = x.transpose(0, 2, 3, 1).reshape(N, -1).T.astype(np.float64)
@@ -62,7 +66,7 @@ def main(argv=None):
     ap.add_argument("--channels", type=int, default=4)
     ap.add_argument("--kernel", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--dense-max", type=int, default=32, help="largest H = W for the dense route")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
@@ -78,20 +82,22 @@ def main(argv=None):
     for S in sizes:
         x = rng.standard_normal((N, C, S, S)).astype(np.float32)
         dy = rng.standard_normal(x.shape).astype(np.float32)
-        z, cache = inv.forward(x)                          # compile, touch the memory
-        inv.backward(cache, dy)
-        conv.backward(conv.forward(x)[1], dy)
+        for _ in range(2):                                 # compile, touch the memory
+            _, cache = inv.forward(x)
+            inv.backward(cache, dy)
+            _conv_step(conv, x, dy)
         parts = {"solve": [], "backward": [], "conv": []}
         use_dense = S <= args.dense_max
         if use_dense:
             parts["dense"] = []
+            dense_step(inv, x, dy)
         for _ in range(args.repeats):
-            box = {}
-            parts["solve"].append(_seconds(lambda: box.update(c=inv.forward(x)[1])))
-            parts["backward"].append(_seconds(lambda: inv.backward(box["c"], dy)))
-            parts["conv"].append(_seconds(lambda: conv.backward(conv.forward(x)[1], dy)))
+            t, (_, cache) = _seconds(inv.forward, x)
+            parts["solve"].append(t)
+            parts["backward"].append(_seconds(inv.backward, cache, dy)[0])
+            parts["conv"].append(_seconds(_conv_step, conv, x, dy)[0])
             if use_dense:
-                parts["dense"].append(_seconds(lambda: dense_step(inv, x, dy)))
+                parts["dense"].append(_seconds(dense_step, inv, x, dy)[0])
         rows[S] = {key: statistics.median(v) for key, v in parts.items()}
 
     pix = np.array([S * S for S in sizes], float)

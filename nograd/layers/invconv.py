@@ -34,9 +34,9 @@ CORNERS = {"top-left": (), "top-right": (3,), "bottom-left": (2,), "bottom-right
 
 def _kernels(reference=False):
     if reference:
-        from ..kernels import invconv_ref as k   # plain NumPy, for tests
+        from ..kernels import invconv_ref as k  # plain NumPy, for tests
     else:
-        from ..kernels import invconv as k       # lazy: Numba loads on first use
+        from ..kernels import invconv as k  # lazy: Numba loads on first use
     return k
 
 
@@ -106,17 +106,20 @@ class InverseConv2d(Module):
         axes = CORNERS[self.corner]
         return np.ascontiguousarray(np.flip(a, axes) if axes else a)
 
-    def _to_kernel(self, a):
-        """NCHW in this layer's frame → ``(H, W, C, N)`` in the top-left frame (one copy): the
-        kernels' layout, whose innermost loop runs over the batch."""
+    def _flips(self):
+        """``(fh, fw)``: whether the kernels read and write the image flipped in H, in W."""
         axes = CORNERS[self.corner]
-        return np.ascontiguousarray((np.flip(a, axes) if axes else a).transpose(2, 3, 1, 0))
+        return 2 in axes, 3 in axes
 
-    def _from_kernel(self, t):
-        """The inverse of :meth:`_to_kernel`."""
-        axes = CORNERS[self.corner]
-        a = t.transpose(3, 2, 0, 1)
-        return np.ascontiguousarray(np.flip(a, axes) if axes else a)
+    def _solve(self, u, W, diag):
+        """``z = K⁻¹ u`` for NCHW ``u`` in this layer's frame: ``(z, Z)``, ``Z`` the solution in the
+        kernels' diagonal layout (for the kernel gradient). The kernels do the flip and the layout
+        change themselves, so there is no transposed copy here."""
+        kern = _kernels(self.reference)
+        N, C, H, Wd = u.shape
+        Z = kern.buffer(C, H, Wd, N, u.dtype)
+        z = kern.solve(np.ascontiguousarray(u), W, diag, *self._flips(), np.empty(u.shape, u.dtype), Z)
+        return z, Z
 
     def _cols(self, z):
         """im2col of ``z`` padded by ``k-1`` at the top and left: ``(N, C·k·k, H·W)``."""
@@ -138,37 +141,36 @@ class InverseConv2d(Module):
         self._check_input(x)
         p = self._use(params)
         W, diag = self._effective(p, x.dtype)
-        xt = self._to_kernel(x)
-        zt = _kernels(self.reference).solve(xt, W, diag, np.empty_like(xt))
-        return self._from_kernel(zt), (zt, W, diag)
+        z, Z = self._solve(x, W, diag)
+        return z, (Z, W, diag, x.shape)
 
     def backward(self, cache, dy, *, params=None, need_dx=True):
         """``dx = K⁻ᵀ dy`` (reverse wavefront); ``dW_eff = -dx ⋆ z``, masked; ``ddiag`` its diagonal."""
-        zt, W, diag = cache
-        H, Wd, C, N = zt.shape
-        check_like(dy, (N, C, H, Wd))
+        Z, W, diag, shape = cache
+        N, C, H, Wd = shape
+        check_like(dy, shape)
         kern = _kernels(self.reference)
-        vt = self._to_kernel(dy.astype(zt.dtype, copy=False))
-        gt = kern.solve_t(vt, W, diag, np.empty_like(vt))
+        v = np.ascontiguousarray(dy, dtype=W.dtype)
+        G = kern.buffer(C, H, Wd, N, W.dtype)
+        dx = kern.solve_t(v, W, diag, *self._flips(), np.empty(shape, W.dtype), G)
         k = self.kernel_size
-        dWe = -kern.kernel_grad(gt, zt, k, np.empty((C, C, k, k), zt.dtype))
+        dWe = -kern.kernel_grad(G, Z, H, Wd, N, k, np.empty((C, C, k, k), W.dtype))
         p = self._use(params)
         dt = p["weight"].dtype
         grads = {"weight": (dWe * self._mask()).astype(dt)}
         if self.learn_diag:
             idx = np.arange(C)
             grads["diag"] = dWe[idx, idx, k - 1, k - 1].astype(dt)
-        return (self._from_kernel(gt) if need_dx else None), grads
+        return (dx if need_dx else None), grads
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         """``dz = K⁻¹(dx - dK z)``, with ``dK`` the causal convolution by the tangent kernel."""
-        z, (zt, W, diag) = self.forward(x, params=params)
+        z, (_, W, diag, _) = self.forward(x, params=params)
         dparams = self._tangents(dparams) or {}
-        zf = np.ascontiguousarray(zt.transpose(3, 2, 0, 1))      # NCHW, top-left frame
-        rhs = np.zeros_like(zf)
+        rhs = np.zeros_like(z)
         if dx is not None:
             check_like(dx, x.shape, "dx")
-            rhs += self._flip(dx.astype(x.dtype, copy=False))
+            rhs += dx.astype(x.dtype, copy=False)
         if dparams:
             r = self.kernel_size - 1
             dW = np.zeros_like(W)
@@ -177,10 +179,8 @@ class InverseConv2d(Module):
             if "diag" in dparams:
                 idx = np.arange(self.channels)
                 dW[idx, idx, r, r] = dparams["diag"].astype(x.dtype)
-            rhs -= self._conv(zf, dW)
-        rt = np.ascontiguousarray(rhs.transpose(2, 3, 1, 0))
-        dzt = _kernels(self.reference).solve(rt, W, diag, np.empty_like(rt))
-        return z, self._from_kernel(dzt)
+            rhs -= self._flip(self._conv(self._flip(z), dW))
+        return z, self._solve(rhs, W, diag)[0]
 
     # ----------------------------------------------------------------- flow helpers
     def inverse(self, z, *, params=None):
