@@ -79,22 +79,30 @@ class InverseConv2d(Module):
 
     # ----------------------------------------------------------------- pieces
     def _mask(self):
-        """1 where ``weight`` is used; 0 on and above the channel diagonal of the last tap."""
-        C, k = self.channels, self.kernel_size
-        m = np.ones((C, C, k, k))
-        m[:, :, k - 1, k - 1] = np.tril(np.ones((C, C)), -1)
+        """1 where ``weight`` is used; 0 on and above the channel diagonal of the last tap (built
+        once: it depends only on ``channels`` and ``kernel_size``)."""
+        m = self.__dict__.get("_mask_cache")
+        if m is None:
+            C, k = self.channels, self.kernel_size
+            m = np.ones((C, C, k, k))
+            m[:, :, k - 1, k - 1] = np.tril(np.ones((C, C)), -1)
+            m.flags.writeable = False
+            self.__dict__["_mask_cache"] = m
         return m
 
     def _effective(self, p, dtype):
         """``(W_eff, diag)``: the masked kernel with the diagonal written into its last tap."""
         r = self.kernel_size - 1
-        diag = p["diag"].astype(dtype) if self.learn_diag else np.ones(self.channels, dtype)
-        if not np.all(np.isfinite(diag)) or np.any(diag == 0):
-            raise ValueError(f"diag must be finite and non-zero for K to be invertible, got {diag}")
-        W = (p["weight"] * self._mask()).astype(dtype)
-        idx = np.arange(self.channels)
-        W[idx, idx, r, r] = diag
-        return np.ascontiguousarray(W), diag
+        if self.learn_diag:
+            diag = p["diag"].astype(dtype)
+            if not (np.isfinite(diag).all() and diag.all()):
+                raise ValueError(f"diag must be finite and non-zero for K to be invertible, got {diag}")
+        else:
+            diag = np.ones(self.channels, dtype)
+        W = p["weight"].astype(dtype)                 # a fresh C-contiguous copy
+        W *= self._mask()
+        np.einsum("ii->i", W[:, :, r, r])[:] = diag   # the channel diagonal of the own tap
+        return W, diag
 
     def _check_input(self, x, name="x"):
         check_array(x, name, ndim=4)
