@@ -1,7 +1,7 @@
 """InverseConv2d forward solve and full backward against the dense route and an ordinary Conv2d.
 
     python bench/invconv.py [--sizes 16,32,64,128] [--channels 4] [--kernel 3] [--batch 8]
-                            [--repeats 9] [--dense-max 32] [--json]
+                            [--repeats 9] [--dense-max 32] [--cold] [--json]
 
 For each image size H = W, on a float32 batch N×C×H×W (C = 4, k = 3, N = 8 by default):
 
@@ -14,7 +14,11 @@ For each image size H = W, on a float32 batch N×C×H×W (C = 4, k = 3, N = 8 by
   to ``--dense-max``, the matrix is ``8n²`` bytes);
 - ``conv``: ``Conv2d(C, C, k, padding=k//2)`` forward + backward of the same shape.
 
-Figures are medians of interleaved repeats. ``speedup_vs_dense_32`` is dense over
+Figures are medians of interleaved repeats (the routes take turns, so that load from other jobs
+falls on all of them). Within a turn each timed call follows one untimed call of the same
+operation, so every route is timed with its own data in cache — without that, the dense route's
+``8n²``-byte matrix (134 MB at 32×32) evicts everything before the next route's call and the
+fast routes are timed cold; ``--cold`` times the first call instead. ``speedup_vs_dense_32`` is dense over
 (solve + backward) at 32×32, ``backward_over_forward`` the largest backward/solve ratio,
 ``slope`` the log-log slope of (solve + backward) time against pixels (1 = linear), and
 ``solve_over_conv`` the largest solve/conv ratio.
@@ -69,6 +73,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--dense-max", type=int, default=32, help="largest H = W for the dense route")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cold", action="store_true", help="no untimed call before each timed call")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -91,13 +96,21 @@ def main(argv=None):
         if use_dense:
             parts["dense"] = []
             dense_step(inv, x, dy)
+        warm = 0 if args.cold else 1
         for _ in range(args.repeats):
-            t, (_, cache) = _seconds(inv.forward, x)
+            for _ in range(warm + 1):
+                t, (_, cache) = _seconds(inv.forward, x)
             parts["solve"].append(t)
-            parts["backward"].append(_seconds(inv.backward, cache, dy)[0])
-            parts["conv"].append(_seconds(_conv_step, conv, x, dy)[0])
+            for _ in range(warm + 1):
+                t = _seconds(inv.backward, cache, dy)[0]
+            parts["backward"].append(t)
+            for _ in range(warm + 1):
+                t = _seconds(_conv_step, conv, x, dy)[0]
+            parts["conv"].append(t)
             if use_dense:
-                parts["dense"].append(_seconds(dense_step, inv, x, dy)[0])
+                for _ in range(warm + 1):
+                    t = _seconds(dense_step, inv, x, dy)[0]
+                parts["dense"].append(t)
         rows[S] = {key: statistics.median(v) for key, v in parts.items()}
 
     pix = np.array([S * S for S in sizes], float)
@@ -109,7 +122,7 @@ def main(argv=None):
     if 32 in rows and "dense" in rows[32]:
         speedup = rows[32]["dense"] / (rows[32]["solve"] + rows[32]["backward"])
 
-    print(f"InverseConv2d C={C}, k={k}, batch {N}, float32; median of {args.repeats} repeats (ms)")
+    print(f"InverseConv2d C={C}, k={k}, batch {N}, float32; median of {args.repeats} {'cold' if args.cold else 'warm'} repeats (ms)")
     print(f"{'H=W':>5}{'solve':>10}{'backward':>10}{'bwd/fwd':>9}{'conv f+b':>10}{'solve/conv':>11}"
           f"{'dense':>11}{'dense/ours':>11}")
     for S in sizes:
@@ -125,6 +138,7 @@ def main(argv=None):
     if args.json:
         print(json.dumps({
             "channels": C, "kernel": k, "batch": N, "dtype": "float32", "repeats": args.repeats,
+            "warm": not args.cold,
             "sizes": sizes,
             "solve_ms": {str(S): round(1e3 * rows[S]["solve"], 3) for S in sizes},
             "backward_ms": {str(S): round(1e3 * rows[S]["backward"], 3) for S in sizes},
