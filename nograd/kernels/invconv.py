@@ -114,137 +114,165 @@ def from_diag(Z, fh, fw, out):
     return out
 
 
-# The inner loops. Not inlined into the callers at the Numba level on purpose: compiled alone,
-# LLVM's run-time alias check compares just the ranges of one call, and the dot products keep their
-# own fast-math flags (re-association, so that LLVM may vectorise the reductions). Channels go in
-# blocks of four: one pass over a run does a 4×4 block of multiply-adds per element (four
-# destination and four source runs), so that the per-call costs (slices, alias checks, loop
-# remainders) are paid once per 16 channel pairs.
+# The inner loops. Each works on whole channel rows of a buffer with offsets, not on slices: a
+# slice is a new array whose reference count Numba updates atomically, and with the ~10 slices of
+# one 4×4 block that cost as much as a run of 128 elements of work. The `if … < 0: return` guards
+# tell LLVM that the indices are not negative (no wrap-around selects in the vectorised loop).
+# Channels go in blocks of four: one pass over a run does a 4×4 block of multiply-adds per element
+# (four destination and four source rows). They are not inlined into the callers at the Numba
+# level: compiled alone, LLVM's run-time alias checks compare just one call's ranges, and the
+# dot products keep their own fast-math flags (re-association, so that LLVM may vectorise the
+# reductions).
 @nb.njit(cache=True, nogil=True)
-def _axpy(dst, s0, a0):
-    for m in range(dst.shape[0]):
-        dst[m] -= a0 * s0[m]
-
-
-@nb.njit(cache=True, nogil=True)
-def _block4(d0, d1, d2, d3, s0, s1, s2, s3, A):
-    """``d_c -= Σ_o A[c, o] · s_o`` for a 4×4 block ``A``."""
-    a00, a01, a02, a03 = A[0, 0], A[0, 1], A[0, 2], A[0, 3]
-    a10, a11, a12, a13 = A[1, 0], A[1, 1], A[1, 2], A[1, 3]
-    a20, a21, a22, a23 = A[2, 0], A[2, 1], A[2, 2], A[2, 3]
-    a30, a31, a32, a33 = A[3, 0], A[3, 1], A[3, 2], A[3, 3]
-    for m in range(d0.shape[0]):
-        t0, t1, t2, t3 = s0[m], s1[m], s2[m], s3[m]
-        d0[m] -= a00 * t0 + a01 * t1 + a02 * t2 + a03 * t3
-        d1[m] -= a10 * t0 + a11 * t1 + a12 * t2 + a13 * t3
-        d2[m] -= a20 * t0 + a21 * t1 + a22 * t2 + a23 * t3
-        d3[m] -= a30 * t0 + a31 * t1 + a32 * t2 + a33 * t3
+def _axpy(Z, c, tp, o, sp, M, a):
+    """``Z[c, tp:tp+M] -= a · Z[o, sp:sp+M]``."""
+    if c < 0 or o < 0 or tp < 0 or sp < 0:
+        return
+    for q in range(M):
+        Z[c, tp + q] -= a * Z[o, sp + q]
 
 
 @nb.njit(cache=True, nogil=True)
-def _scale(dst, a):
-    for m in range(dst.shape[0]):
-        dst[m] *= a
+def _scale(Z, c, tp, M, a):
+    if c < 0 or tp < 0:
+        return
+    for q in range(M):
+        Z[c, tp + q] *= a
 
 
 @nb.njit(cache=True, nogil=True)
-def _own4_lower(d0, d1, d2, d3, A, e0, e1, e2, e3):
-    """The pixel's own tap for four channels, in order: ``d_c ← (d_c - Σ_{o<c} A[c, o] d_o) e_c``."""
-    a10 = A[1, 0]
-    a20, a21 = A[2, 0], A[2, 1]
-    a30, a31, a32 = A[3, 0], A[3, 1], A[3, 2]
-    for m in range(d0.shape[0]):
-        t0 = d0[m] * e0
-        t1 = (d1[m] - a10 * t0) * e1
-        t2 = (d2[m] - (a20 * t0 + a21 * t1)) * e2
-        t3 = (d3[m] - (a30 * t0 + a31 * t1 + a32 * t2)) * e3
-        d0[m], d1[m], d2[m], d3[m] = t0, t1, t2, t3
+def _block4(Z, c, tp, o, sp, M, A, i, j):
+    """``Z[c+u, tp:tp+M] -= Σ_v A[i, j, c+u, o+v] · Z[o+v, sp:sp+M]`` for ``u, v < 4``."""
+    if c < 0 or o < 0 or tp < 0 or sp < 0:
+        return
+    a00, a01, a02, a03 = A[i, j, c, o], A[i, j, c, o + 1], A[i, j, c, o + 2], A[i, j, c, o + 3]
+    a10, a11, a12, a13 = A[i, j, c + 1, o], A[i, j, c + 1, o + 1], A[i, j, c + 1, o + 2], A[i, j, c + 1, o + 3]
+    a20, a21, a22, a23 = A[i, j, c + 2, o], A[i, j, c + 2, o + 1], A[i, j, c + 2, o + 2], A[i, j, c + 2, o + 3]
+    a30, a31, a32, a33 = A[i, j, c + 3, o], A[i, j, c + 3, o + 1], A[i, j, c + 3, o + 2], A[i, j, c + 3, o + 3]
+    for q in range(M):
+        s = sp + q
+        t0, t1, t2, t3 = Z[o, s], Z[o + 1, s], Z[o + 2, s], Z[o + 3, s]
+        d = tp + q
+        Z[c, d] -= a00 * t0 + a01 * t1 + a02 * t2 + a03 * t3
+        Z[c + 1, d] -= a10 * t0 + a11 * t1 + a12 * t2 + a13 * t3
+        Z[c + 2, d] -= a20 * t0 + a21 * t1 + a22 * t2 + a23 * t3
+        Z[c + 3, d] -= a30 * t0 + a31 * t1 + a32 * t2 + a33 * t3
 
 
 @nb.njit(cache=True, nogil=True)
-def _own4_upper(d0, d1, d2, d3, A, e0, e1, e2, e3):
-    """The transposed own tap for four channels, in reverse order:
-    ``d_o ← (d_o - Σ_{c>o} A[o, c] d_c) e_o``."""
-    a23 = A[2, 3]
-    a12, a13 = A[1, 2], A[1, 3]
-    a01, a02, a03 = A[0, 1], A[0, 2], A[0, 3]
-    for m in range(d0.shape[0]):
-        t3 = d3[m] * e3
-        t2 = (d2[m] - a23 * t3) * e2
-        t1 = (d1[m] - (a12 * t2 + a13 * t3)) * e1
-        t0 = (d0[m] - (a01 * t1 + a02 * t2 + a03 * t3)) * e0
-        d0[m], d1[m], d2[m], d3[m] = t0, t1, t2, t3
+def _own4_lower(Z, c, tp, M, A, r, e0, e1, e2, e3):
+    """The pixel's own tap for channels ``c … c+3``, in order:
+    ``z_u ← (z_u - Σ_{v<u} A[r, r, c+u, c+v] z_v) e_u``."""
+    if c < 0 or tp < 0:
+        return
+    a10 = A[r, r, c + 1, c]
+    a20, a21 = A[r, r, c + 2, c], A[r, r, c + 2, c + 1]
+    a30, a31, a32 = A[r, r, c + 3, c], A[r, r, c + 3, c + 1], A[r, r, c + 3, c + 2]
+    for q in range(M):
+        d = tp + q
+        t0 = Z[c, d] * e0
+        t1 = (Z[c + 1, d] - a10 * t0) * e1
+        t2 = (Z[c + 2, d] - (a20 * t0 + a21 * t1)) * e2
+        t3 = (Z[c + 3, d] - (a30 * t0 + a31 * t1 + a32 * t2)) * e3
+        Z[c, d] = t0
+        Z[c + 1, d] = t1
+        Z[c + 2, d] = t2
+        Z[c + 3, d] = t3
+
+
+@nb.njit(cache=True, nogil=True)
+def _own4_upper(Z, o, tp, M, A, r, e0, e1, e2, e3):
+    """The transposed own tap for channels ``o … o+3``, in reverse order:
+    ``g_u ← (g_u - Σ_{v>u} A[r, r, o+u, o+v] g_v) e_u``."""
+    if o < 0 or tp < 0:
+        return
+    a23 = A[r, r, o + 2, o + 3]
+    a12, a13 = A[r, r, o + 1, o + 2], A[r, r, o + 1, o + 3]
+    a01, a02, a03 = A[r, r, o, o + 1], A[r, r, o, o + 2], A[r, r, o, o + 3]
+    for q in range(M):
+        d = tp + q
+        t3 = Z[o + 3, d] * e3
+        t2 = (Z[o + 2, d] - a23 * t3) * e2
+        t1 = (Z[o + 1, d] - (a12 * t2 + a13 * t3)) * e1
+        t0 = (Z[o, d] - (a01 * t1 + a02 * t2 + a03 * t3)) * e0
+        Z[o, d] = t0
+        Z[o + 1, d] = t1
+        Z[o + 2, d] = t2
+        Z[o + 3, d] = t3
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})
-def _dot(g, s0):
-    t0 = g.dtype.type(0)
-    for m in range(g.shape[0]):
-        t0 += g[m] * s0[m]
-    return t0
+def _dot(G, c, tp, Z, o, sp, M):
+    t = G.dtype.type(0)
+    if c < 0 or o < 0 or tp < 0 or sp < 0:
+        return t
+    for q in range(M):
+        t += G[c, tp + q] * Z[o, sp + q]
+    return t
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})
-def _dots4(g0, g1, g2, g3, s0, s1, s2, s3, acc):
-    """``acc[c, o] += g_c · s_o`` for a 4×4 block (``acc`` float64)."""
-    z = g0.dtype.type(0)
+def _dots4(G, c, tp, Z, o, sp, M, acc, i, j):
+    """``acc[i, j, c+u, o+v] += G[c+u, tp:tp+M] · Z[o+v, sp:sp+M]`` for ``u, v < 4``."""
+    if c < 0 or o < 0 or tp < 0 or sp < 0:
+        return
+    z = G.dtype.type(0)
     t00 = t01 = t02 = t03 = t10 = t11 = t12 = t13 = z
     t20 = t21 = t22 = t23 = t30 = t31 = t32 = t33 = z
-    for m in range(g0.shape[0]):
-        u0, u1, u2, u3 = s0[m], s1[m], s2[m], s3[m]
-        v = g0[m]
+    for q in range(M):
+        s = sp + q
+        u0, u1, u2, u3 = Z[o, s], Z[o + 1, s], Z[o + 2, s], Z[o + 3, s]
+        d = tp + q
+        v = G[c, d]
         t00 += v * u0
         t01 += v * u1
         t02 += v * u2
         t03 += v * u3
-        v = g1[m]
+        v = G[c + 1, d]
         t10 += v * u0
         t11 += v * u1
         t12 += v * u2
         t13 += v * u3
-        v = g2[m]
+        v = G[c + 2, d]
         t20 += v * u0
         t21 += v * u1
         t22 += v * u2
         t23 += v * u3
-        v = g3[m]
+        v = G[c + 3, d]
         t30 += v * u0
         t31 += v * u1
         t32 += v * u2
         t33 += v * u3
-    acc[0, 0] += t00
-    acc[0, 1] += t01
-    acc[0, 2] += t02
-    acc[0, 3] += t03
-    acc[1, 0] += t10
-    acc[1, 1] += t11
-    acc[1, 2] += t12
-    acc[1, 3] += t13
-    acc[2, 0] += t20
-    acc[2, 1] += t21
-    acc[2, 2] += t22
-    acc[2, 3] += t23
-    acc[3, 0] += t30
-    acc[3, 1] += t31
-    acc[3, 2] += t32
-    acc[3, 3] += t33
+    acc[i, j, c, o] += t00
+    acc[i, j, c, o + 1] += t01
+    acc[i, j, c, o + 2] += t02
+    acc[i, j, c, o + 3] += t03
+    acc[i, j, c + 1, o] += t10
+    acc[i, j, c + 1, o + 1] += t11
+    acc[i, j, c + 1, o + 2] += t12
+    acc[i, j, c + 1, o + 3] += t13
+    acc[i, j, c + 2, o] += t20
+    acc[i, j, c + 2, o + 1] += t21
+    acc[i, j, c + 2, o + 2] += t22
+    acc[i, j, c + 2, o + 3] += t23
+    acc[i, j, c + 3, o] += t30
+    acc[i, j, c + 3, o + 1] += t31
+    acc[i, j, c + 3, o + 2] += t32
+    acc[i, j, c + 3, o + 3] += t33
 
 
 @nb.njit(cache=True, nogil=True)
-def _update(Z, tp, sp, m, A):
-    """``Z[c, tp:tp+m] -= Σ_o A[c, o] · Z[o, sp:sp+m]`` for all channels: 4×4 blocks, then the
-    remaining channel pairs one AXPY each."""
+def _update(Z, tp, sp, M, A, i, j):
+    """``Z[c, tp:tp+M] -= Σ_o A[i, j, c, o] · Z[o, sp:sp+M]`` for all channels: 4×4 blocks, then
+    the remaining channel pairs one AXPY each."""
     C = Z.shape[0]
     C4 = C - C % 4
     for c in range(0, C4, 4):
-        d0, d1, d2, d3 = Z[c, tp:tp + m], Z[c + 1, tp:tp + m], Z[c + 2, tp:tp + m], Z[c + 3, tp:tp + m]
         for o in range(0, C4, 4):
-            _block4(d0, d1, d2, d3, Z[o, sp:sp + m], Z[o + 1, sp:sp + m], Z[o + 2, sp:sp + m],
-                    Z[o + 3, sp:sp + m], A[c:c + 4, o:o + 4])
+            _block4(Z, c, tp, o, sp, M, A, i, j)
     for c in range(C):
-        dst = Z[c, tp:tp + m]
         for o in range(C4 if c < C4 else 0, C):
-            _axpy(dst, Z[o, sp:sp + m], A[c, o])
+            _axpy(Z, c, tp, o, sp, M, A[i, j, c, o])
 
 
 @nb.njit(cache=True, nogil=True)
@@ -271,22 +299,18 @@ def solve_diag(Z, W, diag, H, Wd, N):
                 if h1 < h0:
                     continue
                 _update(Z, (S[d] + h0 - l0) * N, (S[ed] + h0 + dh - lo[ed]) * N, (h1 - h0 + 1) * N,
-                        Wf[i, j])
+                        Wf, i, j)
         # the pixel itself: lower triangular over channels, solved in order
         tp = S[d] * N
-        m = (l1 - l0 + 1) * N
-        A = Wf[r, r]
+        M = (l1 - l0 + 1) * N
         for c in range(0, C4, 4):
-            d0, d1, d2, d3 = Z[c, tp:tp + m], Z[c + 1, tp:tp + m], Z[c + 2, tp:tp + m], Z[c + 3, tp:tp + m]
             for o in range(0, c, 4):
-                _block4(d0, d1, d2, d3, Z[o, tp:tp + m], Z[o + 1, tp:tp + m], Z[o + 2, tp:tp + m],
-                        Z[o + 3, tp:tp + m], A[c:c + 4, o:o + 4])
-            _own4_lower(d0, d1, d2, d3, A[c:c + 4, c:c + 4], e[c], e[c + 1], e[c + 2], e[c + 3])
+                _block4(Z, c, tp, o, tp, M, Wf, r, r)
+            _own4_lower(Z, c, tp, M, Wf, r, e[c], e[c + 1], e[c + 2], e[c + 3])
         for c in range(C4, C):
-            dst = Z[c, tp:tp + m]
             for o in range(c):
-                _axpy(dst, Z[o, tp:tp + m], A[c, o])
-            _scale(dst, e[c])
+                _axpy(Z, c, tp, o, tp, M, Wf[r, r, c, o])
+            _scale(Z, c, tp, M, e[c])
     return Z
 
 
@@ -316,26 +340,21 @@ def solve_t_diag(G, W, diag, H, Wd, N):
                 if h1 < h0:
                     continue
                 _update(G, (S[d] + h0 - l0) * N, (S[ed] + h0 + dh - lo[ed]) * N, (h1 - h0 + 1) * N,
-                        Wt[i, j])
+                        Wt, i, j)
         # the pixel itself: upper triangular (the transpose), channels in reverse order
         tp = S[d] * N
-        m = (l1 - l0 + 1) * N
-        A = Wt[r, r]
+        M = (l1 - l0 + 1) * N
         for o in range(C - 1, C4 - 1, -1):
-            dst = G[o, tp:tp + m]
             for c in range(o + 1, C):
-                _axpy(dst, G[c, tp:tp + m], A[o, c])
-            _scale(dst, e[o])
+                _axpy(G, o, tp, c, tp, M, Wt[r, r, o, c])
+            _scale(G, o, tp, M, e[o])
         for o in range(C4 - 4, -1, -4):
-            d0, d1, d2, d3 = G[o, tp:tp + m], G[o + 1, tp:tp + m], G[o + 2, tp:tp + m], G[o + 3, tp:tp + m]
             for c in range(o + 4, C4, 4):
-                _block4(d0, d1, d2, d3, G[c, tp:tp + m], G[c + 1, tp:tp + m], G[c + 2, tp:tp + m],
-                        G[c + 3, tp:tp + m], A[o:o + 4, c:c + 4])
+                _block4(G, o, tp, c, tp, M, Wt, r, r)
             for q in range(4):
-                dst = G[o + q, tp:tp + m]
                 for c in range(C4, C):
-                    _axpy(dst, G[c, tp:tp + m], A[o + q, c])
-            _own4_upper(d0, d1, d2, d3, A[o:o + 4, o:o + 4], e[o], e[o + 1], e[o + 2], e[o + 3])
+                    _axpy(G, o + q, tp, c, tp, M, Wt[r, r, o + q, c])
+            _own4_upper(G, o, tp, M, Wt, r, e[o], e[o + 1], e[o + 2], e[o + 3])
     return G
 
 
@@ -388,17 +407,13 @@ def kernel_grad(G, Z, H, Wd, N, k, out):
                     continue
                 tp = (S[d] + h0 - l0) * N
                 sp = (S[ed] + h0 + dh - lo[ed]) * N
-                m = (h1 - h0 + 1) * N
-                a = acc[i, j]
+                M = (h1 - h0 + 1) * N
                 for c in range(0, C4, 4):
-                    g0, g1, g2, g3 = G[c, tp:tp + m], G[c + 1, tp:tp + m], G[c + 2, tp:tp + m], G[c + 3, tp:tp + m]
                     for o in range(0, C4, 4):
-                        _dots4(g0, g1, g2, g3, Z[o, sp:sp + m], Z[o + 1, sp:sp + m], Z[o + 2, sp:sp + m],
-                               Z[o + 3, sp:sp + m], a[c:c + 4, o:o + 4])
+                        _dots4(G, c, tp, Z, o, sp, M, acc, i, j)
                 for c in range(C):
-                    g = G[c, tp:tp + m]
                     for o in range(C4 if c < C4 else 0, C):
-                        a[c, o] += _dot(g, Z[o, sp:sp + m])
+                        acc[i, j, c, o] += _dot(G, c, tp, Z, o, sp, M)
     for c in range(C):
         for o in range(C):
             for i in range(k):
