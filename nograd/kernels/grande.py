@@ -23,21 +23,21 @@ __all__ = ["backward_route", "combine", "leaf_cotangent", "route"]
 
 
 @nb.njit(cache=True, nogil=True)
-def _route(x, feat, thr, W, leaf, w):
+def _route(xT, feat, thr, W, leaf, w, node):
     E, N = feat.shape
-    B = x.shape[0]
+    B = xT.shape[1]
     depth = 0
     while (1 << depth) - 1 < N:
         depth += 1
     for e in range(E):
         for b in range(B):
-            n = 0
-            for _ in range(depth):
-                if thr[e, n] - x[b, feat[e, n]] > 0:
-                    n = 2 * n + 1
-                else:
-                    n = 2 * n + 2
-            lf = n - N
+            node[b] = 0
+        for _ in range(depth):
+            for b in range(B):                     # branch-free: independent samples interleave
+                n = node[b]
+                node[b] = 2 * n + 2 - np.int64(thr[e, n] - xT[feat[e, n], b] > 0)
+        for b in range(B):
+            lf = node[b] - N
             leaf[e, b] = lf
             w[e, b] = W[e, lf]
 
@@ -48,96 +48,92 @@ def route(x, feat, thr, W):
     B = x.shape[0]
     leaf = np.empty((E, B), dtype=np.int32)
     w = np.empty((E, B), dtype=x.dtype)
-    _route(x, feat, thr.astype(x.dtype, copy=False), W.astype(x.dtype, copy=False), leaf, w)
+    _route(np.ascontiguousarray(x.T), feat, thr.astype(x.dtype, copy=False),
+           W.astype(x.dtype, copy=False), leaf, w, np.empty(B, dtype=np.int64))
     return leaf, w
 
 
 @nb.njit(cache=True, nogil=True)
-def _combine(omega, leaf, V, y):
+def _combine(omega, leaf, V, yT):
     E, B = leaf.shape
     C = V.shape[2]
     for e in range(E):
-        for b in range(B):
-            o = omega[e, b]
-            lf = leaf[e, b]
-            for c in range(C):
-                y[b, c] += o * V[e, lf, c]
+        for c in range(C):
+            for b in range(B):
+                yT[c, b] += omega[e, b] * V[e, leaf[e, b], c]
 
 
 def combine(omega, leaf, V):
     r""":math:`y_{bc} = \sum_e \omega_{eb} V_{e,\mathrm{leaf}_{eb},c}`, shape ``(B, C)``."""
-    y = np.zeros((leaf.shape[1], V.shape[2]), dtype=omega.dtype)
-    _combine(omega, leaf, V.astype(omega.dtype, copy=False), y)
-    return y
+    yT = np.zeros((V.shape[2], leaf.shape[1]), dtype=omega.dtype)
+    _combine(omega, leaf, V.astype(omega.dtype, copy=False), yT)
+    return np.ascontiguousarray(yT.T)
 
 
 @nb.njit(cache=True, nogil=True)
-def _leaf_cotangent(dy, leaf, V, dom):
+def _leaf_cotangent(dyT, leaf, V, dom):
     E, B = leaf.shape
     C = V.shape[2]
     for e in range(E):
         for b in range(B):
-            lf = leaf[e, b]
-            acc = 0.0
-            for c in range(C):
-                acc += dy[b, c] * V[e, lf, c]
-            dom[e, b] = acc
+            dom[e, b] = 0
+        for c in range(C):
+            for b in range(B):
+                dom[e, b] += dyT[c, b] * V[e, leaf[e, b], c]
 
 
 def leaf_cotangent(dy, leaf, V):
     r""":math:`\bar\omega_{eb} = \sum_c \bar y_{bc} V_{e,\mathrm{leaf}_{eb},c}`, shape ``(E, B)``."""
     dom = np.empty(leaf.shape, dtype=dy.dtype)
-    _leaf_cotangent(dy, leaf, V.astype(dy.dtype, copy=False), dom)
+    _leaf_cotangent(np.ascontiguousarray(dy.T), leaf, V.astype(dy.dtype, copy=False), dom)
     return dom
 
 
 @nb.njit(cache=True, nogil=True)
-def _backward_route(x, feat, thr, sub, W, V, leaf, dw, om, dy, need_dx, dthr, H, dW, dV, dx):
+def _backward_route(x, feat, thr, sub, W, V, leaf, dw, om, dy, need_dx, dthr, H, dW, dV, dx,
+                    sb, rb, xe):
     E, N = feat.shape
     B = x.shape[0]
     S = sub.shape[1]
+    L = N + 1
     C = V.shape[2]
-    depth = 0
-    while (1 << depth) - 1 < N:
-        depth += 1
+    for lf in range(L):                            # leaves reach themselves
+        rb[N + lf] = lf
     for e in range(E):
+        for b in range(B):                         # the subset's features, contiguous per sample
+            for j in range(S):
+                xe[b, j] = x[b, sub[e, j]]
         for b in range(B):
-            lf = leaf[e, b]
+            # every node's hard decision for this sample (independent, branch-free), then the
+            # leaf reached from each node, bottom-up; both stay in L1
+            for n in range(N):
+                sb[n] = np.int64(thr[e, n] - x[b, feat[e, n]] > 0)
+            for n in range(N - 1, -1, -1):
+                r = rb[2 * n + 2]
+                rb[n] = r + sb[n] * (rb[2 * n + 1] - r)
             g = dw[e, b]
             o = om[e, b]
+            lf = leaf[e, b]
             dW[e, lf] += g
             for c in range(C):
                 dV[e, lf, c] += o * dy[b, c]
-            # cotangent of the active leaf's membership
-            acc = 0.0
-            for c in range(C):
-                acc += dy[b, c] * V[e, lf, c]
-            dp_active = g * W[e, lf] + o * acc
+            # path nodes: ds = dp(leaf reached on the left) - dp(leaf reached on the right)
             n = 0
-            for k in range(depth):
-                u = thr[e, n] - x[b, feat[e, n]]
-                went_left = u > 0
-                # the other child, then hard routing down to a leaf
-                m = 2 * n + 2 if went_left else 2 * n + 1
-                for _ in range(depth - 1 - k):
-                    if thr[e, m] - x[b, feat[e, m]] > 0:
-                        m = 2 * m + 1
-                    else:
-                        m = 2 * m + 2
-                alt = m - N
-                acc = 0.0
+            while n < N:
+                l1 = rb[2 * n + 1]
+                l2 = rb[2 * n + 2]
+                acc = g * (W[e, l1] - W[e, l2])
                 for c in range(C):
-                    acc += dy[b, c] * V[e, alt, c]
-                dp_alt = g * W[e, alt] + o * acc
-                ds = dp_active - dp_alt if went_left else dp_alt - dp_active
-                a = 1.0 + abs(u)
-                du = ds * 0.5 / (a * a)
+                    acc += o * dy[b, c] * (V[e, l1, c] - V[e, l2, c])
+                u = thr[e, n] - x[b, feat[e, n]]
+                a = 1 + abs(u)
+                du = acc / (2 * a * a)             # the softsign surrogate's slope
                 dthr[e, n] += du
                 for j in range(S):
-                    H[e, n, j] += du * x[b, sub[e, j]]
+                    H[e, n, j] += du * xe[b, j]
                 if need_dx:
                     dx[b, feat[e, n]] -= du
-                n = 2 * n + 1 if went_left else 2 * n + 2
+                n = 2 * n + 2 - sb[n]
 
 
 def backward_route(x, feat, thr, sub, W, V, leaf, dw, om, dy, need_dx=True):
@@ -150,9 +146,11 @@ def backward_route(x, feat, thr, sub, W, V, leaf, dw, om, dy, need_dx=True):
     H = np.zeros((E, N, sub.shape[1]), dtype=dt)
     dW = np.zeros(W.shape, dtype=dt)
     dV = np.zeros(V.shape, dtype=dt)
+    B, S = x.shape[0], sub.shape[1]
     dx = np.zeros(x.shape if need_dx else (1, 1), dtype=dt)
     _backward_route(x, feat, thr.astype(dt, copy=False), sub, W.astype(dt, copy=False),
                     V.astype(dt, copy=False), leaf, dw.astype(dt, copy=False),
                     om.astype(dt, copy=False), dy.astype(dt, copy=False), bool(need_dx),
-                    dthr, H, dW, dV, dx)
+                    dthr, H, dW, dV, dx, np.empty(N, np.int64), np.empty(2 * N + 1, np.int64),
+                    np.empty((B, S), dt))
     return dthr, H, dW, dV, (dx if need_dx else None)
