@@ -13,6 +13,7 @@ from .layers import (GELU, BatchNorm1d, Dropout, Embedding, Flatten, Identity, L
 from .rules import Backprop, Rule, available_rules, get_rule
 from . import metrics, models, train
 from .models import GrandeClassifier, GrandeRegressor, available_models, get_model, register_model
+from .threads import blas_libraries, blas_threads, set_blas_threads
 from .train import History, fit
 
 __version__ = "0.1.0"
@@ -22,7 +23,8 @@ __all__ = ["core", "data", "layers", "rules", "testing", "Module", "Sequential",
            "Linear", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid", "Softsign", "Softplus",
            "Identity", "Dropout", "LayerNorm", "BatchNorm1d", "Flatten", "Embedding", "Backprop",
            "Rule", "get_rule", "available_rules", "metrics", "models", "train", "fit", "History",
-           "get_model", "available_models", "register_model", "GrandeClassifier", "GrandeRegressor"]
+           "get_model", "available_models", "register_model", "GrandeClassifier", "GrandeRegressor",
+           "blas_threads", "set_blas_threads", "blas_libraries"]
 
 
 def __getattr__(name):
