@@ -19,13 +19,17 @@ Models, all on the same folds (``nograd.data.stratified_kfold`` with ``--seed``)
   it does its own preprocessing (imputation, encoding, quantile transform) inside each fit;
 - ``hgb``: ``HistGradientBoostingClassifier()`` with default parameters, the categorical columns
   as ordinal codes flagged in ``categorical_features``;
-- ``rf``: ``RandomForestClassifier()`` with default parameters, categorical columns as ordinal codes.
+- ``rf``: ``RandomForestClassifier()`` with default parameters, categorical columns as ordinal codes;
+- ``hgb-balanced``: ``hgb`` with ``class_weight="balanced"`` — GRANDE weights the classes by
+  default (as its reference implementation does), so this row shows how much of a lead on the
+  imbalanced tables is the weighting alone;
+- ``grande-unweighted`` (not run by default): GRANDE with ``class_weight=None``.
 
 Missing cells reach every model as NaN (HGB and, from scikit-learn 1.4, RF handle NaN). A fold's
 "fit s" is the wall-clock time of ``fit`` on the training folds only (prediction not included).
 The JSON line holds ``f1`` and ``f1_std`` (dataset → model → mean/std over folds), ``fit_seconds``
 (dataset → model → mean per fold), ``mean_f1`` (model → mean over datasets) and
-``max_fit_seconds_per_fold`` (GRANDE's slowest fold over all datasets).
+``max_fit_seconds_per_fold`` (the slowest GRANDE fold over all datasets and GRANDE variants).
 """
 from __future__ import annotations
 
@@ -45,7 +49,8 @@ from nograd.metrics import macro_f1  # noqa: E402
 
 OPENML = ("phoneme", "qsar-biodeg", "climate-model-simulation-crashes", "ilpd")
 TOY = ("breast_cancer",)
-MODELS = ("grande", "hgb", "rf")
+MODELS = ("grande", "hgb", "rf", "hgb-balanced", "grande-unweighted")
+DEFAULT_MODELS = ("grande", "hgb", "rf", "hgb-balanced")
 QUICK_EPOCHS = 10
 
 
@@ -86,7 +91,7 @@ def load(data_dir, name):
 
 
 def make_model(name, seed, cat, n_features, args):
-    if name == "grande":
+    if name in ("grande", "grande-unweighted"):
         from nograd.models.grande import GrandeClassifier
 
         options = {}
@@ -96,14 +101,17 @@ def make_model(name, seed, cat, n_features, args):
             options["epochs"] = args.epochs
         if args.n_estimators is not None:
             options["n_estimators"] = args.n_estimators
+        if name == "grande-unweighted":
+            options["class_weight"] = None
         return GrandeClassifier(random_state=seed, categorical_features=cat or None, **options)
-    if name == "hgb":
+    if name in ("hgb", "hgb-balanced"):
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         mask = np.zeros(n_features, dtype=bool)
         mask[cat] = True
-        return HistGradientBoostingClassifier(random_state=seed,
-                                              categorical_features=mask if cat else None)
+        return HistGradientBoostingClassifier(
+            random_state=seed, categorical_features=mask if cat else None,
+            class_weight="balanced" if name == "hgb-balanced" else None)
     from sklearn.ensemble import RandomForestClassifier
 
     return RandomForestClassifier(random_state=seed)
@@ -114,7 +122,7 @@ def available_models(wanted):
     kept, dropped = [], []
     for name in wanted:
         try:
-            if name == "grande":
+            if name.startswith("grande"):
                 from nograd.models.grande import GrandeClassifier  # noqa: F401
             else:
                 import sklearn.ensemble  # noqa: F401
@@ -139,7 +147,7 @@ def run_dataset(name, X, y, cat, models, args):
             secs.append(time.perf_counter() - t0)
             f1s.append(macro_f1(y[te], np.asarray(model.predict(X[te])).astype(np.int64), k))
         out[m] = {"f1": f1s, "seconds": secs}
-        print(f"  {m:<8} {np.mean(f1s):.4f} ± {np.std(f1s, ddof=1):.4f}  {np.mean(secs):10.2f}   "
+        print(f"  {m:<17} {np.mean(f1s):.4f} ± {np.std(f1s, ddof=1):.4f}  {np.mean(secs):10.2f}   "
               f"{' '.join(f'{v:.3f}' for v in f1s)}", flush=True)
     return out
 
@@ -153,7 +161,8 @@ def parse_args(argv=None):
                     help="comma-separated names (default: all five)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated: grande,hgb,rf")
+    ap.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                    help=f"comma-separated, from {','.join(MODELS)} (default {','.join(DEFAULT_MODELS)})")
     ap.add_argument("--quick", action="store_true",
                     help=f"smoke run: GRANDE trains {QUICK_EPOCHS} epochs")
     ap.add_argument("--epochs", type=int, default=None, help="GRANDE epochs (default: its own)")
@@ -204,7 +213,7 @@ def main(argv=None):
         print(f"\n{d}: {X.shape[0]} rows, {X.shape[1]} features ({len(cat)} categorical), "
               f"{int(np.isnan(X).sum())} missing cells, classes {counts}; "
               f"{args.folds}-fold stratified CV, seed {args.seed}")
-        print(f"  {'model':<8} {'macro-F1 ± std':<17} {'fit s/fold':>10}   per fold", flush=True)
+        print(f"  {'model':<17} {'macro-F1 ± std':<17} {'fit s/fold':>10}   per fold", flush=True)
         results[d] = run_dataset(d, X, y, cat, models, args)
     f1 = {d: {m: round(float(np.mean(r[m]["f1"])), 4) for m in models} for d, r in results.items()}
     f1_std = {d: {m: round(float(np.std(r[m]["f1"], ddof=1)), 4) for m in models}
@@ -212,14 +221,15 @@ def main(argv=None):
     fit = {d: {m: round(float(np.mean(r[m]["seconds"])), 3) for m in models}
            for d, r in results.items()}
     mean_f1 = {m: round(float(np.mean([f1[d][m] for d in f1])), 4) for m in models}
-    slowest = (round(max(max(r["grande"]["seconds"]) for r in results.values()), 3)
-               if "grande" in models else None)
+    slowest = (round(max(max(r[m]["seconds"]) for r in results.values() for m in models
+                         if m.startswith("grande")), 3)
+               if any(m.startswith("grande") for m in models) else None)
     w = max(len(d) for d in f1)
     print(f"\nmacro-F1, mean over {args.folds} folds (fit seconds per fold)")
-    print(f"{'dataset':<{w}} " + " ".join(f"{m:>16}" for m in models))
+    print(f"{'dataset':<{w}} " + " ".join(f"{m:>17}" for m in models))
     for d in f1:
-        print(f"{d:<{w}} " + " ".join(f"{f1[d][m]:>7.4f} ({fit[d][m]:>6.2f})" for m in models))
-    print(f"{'mean':<{w}} " + " ".join(f"{mean_f1[m]:>7.4f}{'':9}" for m in models))
+        print(f"{d:<{w}} " + " ".join(f"{f1[d][m]:>8.4f} ({fit[d][m]:>6.2f})" for m in models))
+    print(f"{'mean':<{w}} " + " ".join(f"{mean_f1[m]:>8.4f}{'':9}" for m in models))
     if args.json:
         print(json.dumps({**record, "datasets": list(f1), "models": models, "f1": f1,
                           "f1_std": f1_std, "fit_seconds": fit, "mean_f1": mean_f1,
