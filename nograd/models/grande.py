@@ -307,7 +307,9 @@ _COMMON_DOC = """
     validation_fraction : share held out for early stopping (default 0.2).
     learning_rate_split, learning_rate_feature, learning_rate_leaf, learning_rate_weight : Adam
         learning rates of the four parameter groups (split values, feature logits, leaf values,
-        estimator weights); the paper trains them as separate groups.
+        estimator weights); the paper trains them as separate groups. Defaults 0.05, 0.01, 0.05,
+        0.001: the reference implementation's current defaults (its paper-era defaults, 0.01,
+        0.01, 0.01, 0.005, converged slower and scored lower in our 5-fold runs).
     feature_fraction : share of the features each tree may split on (paper: 0.8).
     selection : ``"entmax"`` (1.5-entmax, the paper's) or ``"softmax"`` for the feature choice.
     dropout : dropout on the instance-wise estimator weights in training (§3.3).
@@ -335,9 +337,9 @@ class GrandeClassifier(_GrandeBase):
 
     _kind = "classifier"
 
-    def __init__(self, n_estimators=256, depth=5, epochs=60, batch_size=128, early_stopping=True,
-                 validation_fraction=0.2, learning_rate_split=0.01, learning_rate_feature=0.01,
-                 learning_rate_leaf=0.01, learning_rate_weight=0.005, feature_fraction=0.8,
+    def __init__(self, n_estimators=256, depth=5, epochs=120, batch_size=256, early_stopping=True,
+                 validation_fraction=0.2, learning_rate_split=0.05, learning_rate_feature=0.01,
+                 learning_rate_leaf=0.05, learning_rate_weight=0.001, feature_fraction=0.8,
                  selection="entmax", dropout=0.0, cosine_schedule=False, threshold_init="data",
                  loss="cross-entropy", focal_gamma=2.0, class_weight="balanced",
                  categorical_features=None, encoding="ordinal", impute=True,
@@ -456,9 +458,9 @@ class GrandeRegressor(_GrandeBase):
 
     _kind = "regressor"
 
-    def __init__(self, n_estimators=256, depth=5, epochs=60, batch_size=128, early_stopping=True,
-                 validation_fraction=0.2, learning_rate_split=0.01, learning_rate_feature=0.01,
-                 learning_rate_leaf=0.01, learning_rate_weight=0.005, feature_fraction=0.8,
+    def __init__(self, n_estimators=256, depth=5, epochs=120, batch_size=256, early_stopping=True,
+                 validation_fraction=0.2, learning_rate_split=0.05, learning_rate_feature=0.01,
+                 learning_rate_leaf=0.05, learning_rate_weight=0.001, feature_fraction=0.8,
                  selection="entmax", dropout=0.0, cosine_schedule=False, threshold_init="data",
                  categorical_features=None, encoding="ordinal", impute=True,
                  quantile_transform=True, random_state=None):
@@ -524,4 +526,4 @@ class GrandeRegressor(_GrandeBase):
 
 
 for _cls in (GrandeClassifier, GrandeRegressor):
-    _cls.__doc__ = _cls.__doc__.replace("{common}", _COMMON_DOC.format(E=256, epochs=60, bs=128))
+    _cls.__doc__ = _cls.__doc__.replace("{common}", _COMMON_DOC.format(E=256, epochs=120, bs=256))
