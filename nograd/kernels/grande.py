@@ -90,50 +90,70 @@ def leaf_cotangent(dy, leaf, V):
 
 
 @nb.njit(cache=True, nogil=True)
-def _backward_route(x, feat, thr, sub, W, V, leaf, dw, om, dy, need_dx, dthr, H, dW, dV, dx,
-                    sb, rb, xe):
+def _backward_route(xT, feat, thr, sub, W, V, leaf, dw, om, dy, need_dx, dthr, H, dW, dV, dxT,
+                    sT, reach, node, xe, acc_t, acc_h, one, half):
     E, N = feat.shape
-    B = x.shape[0]
+    B = xT.shape[1]
     S = sub.shape[1]
     L = N + 1
     C = V.shape[2]
     for lf in range(L):                            # leaves reach themselves
-        rb[N + lf] = lf
-    for e in range(E):
-        for b in range(B):                         # the subset's features, contiguous per sample
-            for j in range(S):
-                xe[b, j] = x[b, sub[e, j]]
         for b in range(B):
-            # every node's hard decision for this sample (independent, branch-free), then the
-            # leaf reached from each node, bottom-up; both stay in L1
-            for n in range(N):
-                sb[n] = np.int64(thr[e, n] - x[b, feat[e, n]] > 0)
-            for n in range(N - 1, -1, -1):
-                r = rb[2 * n + 2]
-                rb[n] = r + sb[n] * (rb[2 * n + 1] - r)
-            g = dw[e, b]
-            o = om[e, b]
+            reach[N + lf, b] = lf
+    for e in range(E):
+        # every node's hard decision for every sample: contiguous over the batch, branch-free
+        for n in range(N):
+            t = thr[e, n]
+            f = feat[e, n]
+            for b in range(B):
+                sT[n, b] = t - xT[f, b] > 0
+        # the leaf reached from each node by hard routing, bottom-up (vector selects)
+        for n in range(N - 1, -1, -1):
+            for b in range(B):
+                r = reach[2 * n + 2, b]
+                reach[n, b] = r + sT[n, b] * (reach[2 * n + 1, b] - r)
+        # the subset's features, contiguous per sample (for the feature-choice gradient)
+        for b in range(B):
+            for j in range(S):
+                xe[b, j] = xT[sub[e, j], b]
+        # exact gradients of the leaf values and estimator weights (one leaf per sample)
+        for b in range(B):
             lf = leaf[e, b]
-            dW[e, lf] += g
+            dW[e, lf] += dw[e, b]
             for c in range(C):
-                dV[e, lf, c] += o * dy[b, c]
-            # path nodes: ds = dp(leaf reached on the left) - dp(leaf reached on the right)
-            n = 0
-            while n < N:
-                l1 = rb[2 * n + 1]
-                l2 = rb[2 * n + 2]
-                acc = g * (W[e, l1] - W[e, l2])
+                dV[e, lf, c] += om[e, b] * dy[b, c]
+            node[b] = 0
+        # the path, level by level (samples independent): ds = dp(left leaf) - dp(right leaf)
+        # with dp = dw W + om <dy, V>, through the softsign surrogate's slope. Sums over samples
+        # go to 4 interleaved accumulators (b mod 4): consecutive samples mostly share a node,
+        # and one accumulator would chain every update on the previous one's store
+        acc_t[:, :] = 0
+        acc_h[:, :, :] = 0
+        while node[0] < N:
+            for b in range(B):
+                q = b & 3
+                n = node[b]
+                l1 = reach[2 * n + 1, b]
+                l2 = reach[2 * n + 2, b]
+                acc = dw[e, b] * (W[e, l1] - W[e, l2])
+                o = om[e, b]
                 for c in range(C):
                     acc += o * dy[b, c] * (V[e, l1, c] - V[e, l2, c])
-                u = thr[e, n] - x[b, feat[e, n]]
-                a = 1 + abs(u)
-                du = acc / (2 * a * a)             # the softsign surrogate's slope
-                dthr[e, n] += du
+                f = feat[e, n]
+                u = thr[e, n] - xT[f, b]
+                a = one + abs(u)
+                du = half * acc / (a * a)
+                acc_t[q, n] += du
                 for j in range(S):
-                    H[e, n, j] += du * xe[b, j]
+                    acc_h[q, n, j] += du * xe[b, j]
                 if need_dx:
-                    dx[b, feat[e, n]] -= du
-                n = 2 * n + 2 - sb[n]
+                    dxT[f, b] -= du
+                node[b] = 2 * n + 2 - sT[n, b]
+        for q in range(4):
+            for n in range(N):
+                dthr[e, n] += acc_t[q, n]
+                for j in range(S):
+                    H[e, n, j] += acc_h[q, n, j]
 
 
 def backward_route(x, feat, thr, sub, W, V, leaf, dw, om, dy, need_dx=True):
@@ -147,10 +167,13 @@ def backward_route(x, feat, thr, sub, W, V, leaf, dw, om, dy, need_dx=True):
     dW = np.zeros(W.shape, dtype=dt)
     dV = np.zeros(V.shape, dtype=dt)
     B, S = x.shape[0], sub.shape[1]
-    dx = np.zeros(x.shape if need_dx else (1, 1), dtype=dt)
-    _backward_route(x, feat, thr.astype(dt, copy=False), sub, W.astype(dt, copy=False),
-                    V.astype(dt, copy=False), leaf, dw.astype(dt, copy=False),
-                    om.astype(dt, copy=False), dy.astype(dt, copy=False), bool(need_dx),
-                    dthr, H, dW, dV, dx, np.empty(N, np.int64), np.empty(2 * N + 1, np.int64),
-                    np.empty((B, S), dt))
-    return dthr, H, dW, dV, (dx if need_dx else None)
+    dxT = np.zeros((x.shape[1], B) if need_dx else (1, 1), dtype=dt)
+    reach_dt = np.int16 if N < 2**15 else np.int64
+    _backward_route(np.ascontiguousarray(x.T), feat, thr.astype(dt, copy=False), sub,
+                    W.astype(dt, copy=False), V.astype(dt, copy=False), leaf,
+                    dw.astype(dt, copy=False), om.astype(dt, copy=False),
+                    dy.astype(dt, copy=False), bool(need_dx), dthr, H, dW, dV, dxT,
+                    np.empty((N, B), np.int8), np.empty((2 * N + 1, B), reach_dt),
+                    np.empty(B, np.int64), np.empty((B, S), dt), np.empty((4, N), dt),
+                    np.empty((4, N, S), dt), dt.type(1), dt.type(0.5))
+    return dthr, H, dW, dV, (np.ascontiguousarray(dxT.T) if need_dx else None)
