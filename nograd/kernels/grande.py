@@ -9,10 +9,17 @@ Per sample a hard tree touches only its path, so the forward costs ``d`` compari
 the straight-through backward touches the ``d`` path nodes, each with the one other leaf reached
 by turning the other way there (see :func:`.grande_ref.backward_route` for the derivation).
 
-Layout: per-(tree, sample) arrays are ``(E, B)`` so the trees are the outer loop and a tree's
-parameters stay in cache while the batch streams past; the subset loop of the threshold-choice
-gradient is the contiguous innermost loop. Serial (``nogil``), as every kernel here (see
-:mod:`nograd.kernels`).
+Layout: per-(tree, sample) arrays are ``(E, B)`` and the input is used transposed, ``(F, B)``,
+so the trees are the outer loop (a tree's parameters stay in cache while the batch streams past)
+and the batch is the contiguous, branch-free inner loop: samples are independent, so their
+dependent loads along a path overlap instead of forming one long chain. The backward first decides
+every node for every sample (one vector compare per node) and builds, bottom-up, the leaf each node
+reaches (one vector select per node, int8/int16 scratch that stays in L1); the path is then walked
+level by level. Its sums over samples go to four interleaved accumulators, since consecutive
+samples mostly share a node. Measured on the shared 2-core machine at depth 5, 256 trees × 256
+samples: forward routing ≈ 11 ns and backward ≈ 80 ns per (sample, tree) with 5 features per
+tree, ≈ 130 ns with 33 (a first per-sample version with re-walked alternative paths took 300).
+Serial (``nogil``), as every kernel here (see :mod:`nograd.kernels`).
 """
 from __future__ import annotations
 
