@@ -5,7 +5,7 @@ Tabular Data", ICLR 2024, §3.1–3.3. Trees are complete binary trees of depth 
 order: internal node ``n`` has children ``2n+1`` (left) and ``2n+2`` (right); leaf ``l`` is node
 ``l + 2^d - 1``, so the bits of ``l`` from the most significant down are the turns from the root
 (0 = left). A node with feature ``f`` and threshold ``t`` sends ``x`` left when
-:math:`s = [t - x_f > 0] = 1` (eq. 5, the rounded softsign split).
+:math:`s = [t - x_f > 0] = 1` (§3.1, the rounded softsign split).
 
 Two groups of functions live here.
 
@@ -16,7 +16,7 @@ estimator's feature subset; ``W (E, L)`` leaf-level estimator weights; ``V (E, L
 ``leaf, w, omega (E, B)``; ``dy (B, C)``.
 
 *The dense model* :func:`dense_forward` / :func:`dense_backward` / :func:`dense_jvp`: every node
-and every leaf of every tree for every sample, as in eq. 6 (leaf membership = product of the
+and every leaf of every tree for every sample, as in §3.2 (leaf membership = product of the
 path's split decisions). With ``hard=True`` the split decisions are rounded in the forward pass
 and differentiated through the softsign surrogate (straight-through), so its backward is what the
 kernels compute; with ``hard=False`` it is the smooth surrogate model, which gradient checks can
@@ -82,7 +82,7 @@ def backward_route(x, feat, thr, sub, W, V, leaf, dw, om, dy, need_dx=True):
     hard factors are 0/1, :math:`\partial p_l/\partial s_n` is ±1 for the two leaves reached from
     ``n``'s children by hard routing when ``n`` lies on the active path and 0 otherwise, so
     :math:`\bar s_n = \bar p_{\text{left leaf}} - \bar p_{\text{right leaf}}` there. Then
-    :math:`u = t - x_f`, :math:`\bar u = \bar s\,/(2(1+|u|)^2)` (the softsign surrogate, eq. 5).
+    :math:`u = t - x_f`, :math:`\bar u = \bar s\,/(2(1+|u|)^2)` (the softsign surrogate, §3.1).
 
     Returns ``dthr (E, N)`` (:math:`\sum_b \bar u`), ``H (E, N, S)``
     (:math:`\sum_b \bar u\, x_{b, sub_{ej}}`), ``dW (E, L)``, ``dV (E, L, C)``, ``dx (B, F)``

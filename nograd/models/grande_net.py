@@ -9,16 +9,16 @@ forward, backward and jvp by hand); the scikit-learn style estimators that train
 The network, per estimator ``e`` (a complete tree of depth ``d``, ``N = 2^d - 1`` internal nodes,
 ``L = 2^d`` leaves, over a random subset ``sub_e`` of ``S`` features):
 
-1. Feature choice (§3.1, eq. 3–4): per node, logits :math:`\iota_{en} \in \mathbb R^S` through
+1. Feature choice (§2–3, GradTree's dense representation with the straight-through argmax): per node, logits :math:`\iota_{en} \in \mathbb R^S` through
    1.5-entmax (or softmax) give :math:`a_{en}`; the straight-through one-hot
    :math:`o = \operatorname{onehot}(\arg\max a)` is used forward, :math:`\partial o/\partial a = I`
    backward.
-2. Split (§3.1, eq. 5): :math:`t = \langle o, \tau_{en}\rangle`, :math:`x_n = \langle o,
+2. Split (§3.1, the softsign split function): :math:`t = \langle o, \tau_{en}\rangle`, :math:`x_n = \langle o,
    x_{sub_e}\rangle`, :math:`u = t - x_n`, :math:`s = \lfloor(\operatorname{softsign}(u)+1)/2\rceil`
    forward (1 = go left) and the softsign surrogate's derivative :math:`1/(2(1+|u|)^2)` backward.
-3. Leaf membership (§3.2, eq. 6): :math:`p_{l} = \prod_k f_{lk}`, :math:`f = s` on a left turn,
+3. Leaf membership (§3.2, the dense tree as a product over each leaf's path): :math:`p_{l} = \prod_k f_{lk}`, :math:`f = s` on a left turn,
    :math:`1-s` on a right one — one-hot over leaves in the forward pass.
-4. Instance-wise estimator weights (§3.3, eq. 7–8): :math:`w_{be} = \sum_l W_{el}\,p_{bel}`,
+4. Instance-wise estimator weights (§3.3): :math:`w_{be} = \sum_l W_{el}\,p_{bel}`,
    :math:`\omega_b = \operatorname{softmax}_e(w_{b\cdot})`, optionally with dropout on
    :math:`\omega` in training, and the output :math:`y_{bc} = \sum_e \omega_{be}\sum_l p_{bel}
    V_{elc}` (logits for classification).
