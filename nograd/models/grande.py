@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.losses import focal_loss, mse, softmax_cross_entropy
+from ..data.split import stratified_indices
 from .grande_base import _COMMON_DOC, NotFittedError, _GrandeBase
 from .grande_net import GrandeNet
 
@@ -98,8 +99,6 @@ class GrandeClassifier(_GrandeBase):
         return idx.astype(np.int64)
 
     def _split(self, t, rng):
-        from ..data.split import stratified_indices
-
         counts = np.bincount(t)
         if counts.min() < 2:
             tr = rng.permutation(len(t))

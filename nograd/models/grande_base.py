@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from ..core.optim import Adam, CosineLR
+from ..data.preprocess import TabularPreprocessor
 from .grande_net import GrandeNet
 
 __all__ = ["NotFittedError"]
@@ -200,10 +201,6 @@ class _GrandeBase:
             Xt, tt, Xv, tv = X[tr], t[tr], X[va], t[va]
         else:
             Xt, tt, Xv, tv = X, t, None, None
-        from ..data.preprocess import (
-            TabularPreprocessor,  # lazy: written beside this module
-        )
-
         pre = TabularPreprocessor(categorical=self.categorical_features, encoding=self.encoding,
                                   impute=bool(self.impute), quantile=bool(self.quantile_transform),
                                   random_state=seed)
