@@ -12,7 +12,9 @@ For each image size H = W, on a float32 batch N×C×H×W (C = 4, k = 3, N = 8 by
   ``n×n`` matrix (``n = C·H·W``) of the current kernel, ``scipy.linalg.solve_triangular`` for the
   batch, and the transposed solve for the backward (float64 matrix, as LAPACK users do; only up
   to ``--dense-max``, the matrix is ``8n²`` bytes);
-- ``conv``: ``Conv2d(C, C, k, padding=k//2)`` forward + backward of the same shape.
+- ``conv``: ``Conv2d(C, C, k, padding=k//2)`` forward + backward of the same shape;
+- ``inverse``: ``InverseConv2d.inverse`` (``x = K z``, the causal convolution — a flow's sampling
+  direction — by the same diagonal runs as the solve).
 
 Figures are medians of interleaved repeats (the routes take turns, so that load from other jobs
 falls on all of them). Within a turn each timed call follows one untimed call of the same
@@ -91,7 +93,8 @@ def main(argv=None):
             _, cache = inv.forward(x)
             inv.backward(cache, dy)
             _conv_step(conv, x, dy)
-        parts = {"solve": [], "backward": [], "conv": []}
+        parts = {"solve": [], "backward": [], "conv": [], "inverse": []}
+        inv.inverse(x)
         use_dense = S <= args.dense_max
         if use_dense:
             parts["dense"] = []
@@ -107,6 +110,9 @@ def main(argv=None):
             for _ in range(warm + 1):
                 t = _seconds(_conv_step, conv, x, dy)[0]
             parts["conv"].append(t)
+            for _ in range(warm + 1):
+                t = _seconds(inv.inverse, x)[0]
+            parts["inverse"].append(t)
             if use_dense:
                 for _ in range(warm + 1):
                     t = _seconds(dense_step, inv, x, dy)[0]
@@ -123,14 +129,14 @@ def main(argv=None):
         speedup = rows[32]["dense"] / (rows[32]["solve"] + rows[32]["backward"])
 
     print(f"InverseConv2d C={C}, k={k}, batch {N}, float32; median of {args.repeats} {'cold' if args.cold else 'warm'} repeats (ms)")
-    print(f"{'H=W':>5}{'solve':>10}{'backward':>10}{'bwd/fwd':>9}{'conv f+b':>10}{'solve/conv':>11}"
-          f"{'dense':>11}{'dense/ours':>11}")
+    print(f"{'H=W':>5}{'solve':>10}{'backward':>10}{'bwd/fwd':>9}{'inverse':>9}{'conv f+b':>10}"
+          f"{'solve/conv':>11}{'dense':>11}{'dense/ours':>11}")
     for S in sizes:
         r = rows[S]
         d = r.get("dense")
         dtxt = f"{1e3 * d:>11.1f}{d / (r['solve'] + r['backward']):>11.0f}" if d else f"{'-':>11}{'-':>11}"
         print(f"{S:>5}{1e3 * r['solve']:>10.2f}{1e3 * r['backward']:>10.2f}"
-              f"{r['backward'] / r['solve']:>9.2f}{1e3 * r['conv']:>10.2f}"
+              f"{r['backward'] / r['solve']:>9.2f}{1e3 * r['inverse']:>9.2f}{1e3 * r['conv']:>10.2f}"
               f"{r['solve'] / r['conv']:>11.2f}{dtxt}")
     print(f"\nslope of time vs pixels {slope:.2f} (target <= 1.2); backward/forward <= {bwd_fwd:.2f} "
           f"(target <= 3); solve/conv <= {solve_conv:.2f} (target <= 5)"
@@ -143,6 +149,7 @@ def main(argv=None):
             "solve_ms": {str(S): round(1e3 * rows[S]["solve"], 3) for S in sizes},
             "backward_ms": {str(S): round(1e3 * rows[S]["backward"], 3) for S in sizes},
             "conv_ms": {str(S): round(1e3 * rows[S]["conv"], 3) for S in sizes},
+            "inverse_ms": {str(S): round(1e3 * rows[S]["inverse"], 3) for S in sizes},
             "dense_ms": {str(S): round(1e3 * rows[S]["dense"], 2) for S in sizes if "dense" in rows[S]},
             "speedup_vs_dense_32": None if speedup is None else round(speedup, 1),
             "backward_over_forward": round(bwd_fwd, 3), "slope": round(slope, 3),

@@ -368,6 +368,79 @@ def solve_t_diag(G, W, diag, H, Wd, N):
 
 
 @nb.njit(cache=True, nogil=True)
+def _own4_apply(Z, c, tp, M, A, r, g0, g1, g2, g3):
+    """The pixel's own tap applied (not solved) for channels ``c … c+3``:
+    ``x_u = g_u z_u + Σ_{v<u} A[r, r, c+u, c+v] z_v``, every ``z`` read before anything is written."""
+    if c < 0 or tp < 0:
+        return
+    a10 = A[r, r, c + 1, c]
+    a20, a21 = A[r, r, c + 2, c], A[r, r, c + 2, c + 1]
+    a30, a31, a32 = A[r, r, c + 3, c], A[r, r, c + 3, c + 1], A[r, r, c + 3, c + 2]
+    for q in range(M):
+        d = tp + q
+        t0, t1, t2, t3 = Z[c, d], Z[c + 1, d], Z[c + 2, d], Z[c + 3, d]
+        Z[c, d] = g0 * t0
+        Z[c + 1, d] = g1 * t1 + a10 * t0
+        Z[c + 2, d] = g2 * t2 + (a20 * t0 + a21 * t1)
+        Z[c + 3, d] = g3 * t3 + (a30 * t0 + a31 * t1 + a32 * t2)
+
+
+@nb.njit(cache=True, nogil=True)
+def conv_diag(Z, W, diag, H, Wd, N):
+    """``Z ← K Z`` in place, in the diagonal layout: the causal convolution itself.
+
+    Output pixel ``(h, w)`` reads inputs on its own diagonal and on earlier ones only, so the
+    diagonals are done in *decreasing* order — each one's inputs are then still unchanged — and
+    within a pixel the channels in decreasing order (the own tap is lower triangular). The same
+    contiguous runs as :func:`solve_diag`, with the signs of the updates turned and no division."""
+    C, k = W.shape[0], W.shape[2]
+    r = k - 1
+    C4 = C - C % 4
+    lo, S = diagonals(H, Wd)
+    Wf = np.ascontiguousarray(W.transpose(2, 3, 0, 1))          # (i, j, c, o)
+    Wn = -Wf                                                    # the updates subtract: Z -= (-A) z
+    for d in range(H + Wd - 2, -1, -1):
+        l0 = lo[d]
+        l1 = l0 + S[d + 1] - S[d] - 1
+        tp = S[d] * N
+        M = (l1 - l0 + 1) * N
+        # the pixel itself first (its own inputs are read before any earlier diagonal is added)
+        for c in range(C - 1, C4 - 1, -1):
+            _scale(Z, c, tp, M, diag[c])
+            for o in range(c):
+                _axpy(Z, c, tp, o, tp, M, Wn[r, r, c, o])
+        for c in range(C4 - 4, -1, -4):
+            _own4_apply(Z, c, tp, M, Wf, r, diag[c], diag[c + 1], diag[c + 2], diag[c + 3])
+            for o in range(0, c, 4):
+                _block4(Z, c, tp, o, tp, M, Wn, r, r)
+        for i in range(k):
+            dh = i - r
+            for j in range(k):
+                dw = j - r
+                ed = d + dh + dw
+                if (dh == 0 and dw == 0) or ed < 0:
+                    continue
+                h0 = max(l0, -dh)
+                h1 = min(l1, d + dw)
+                if h1 < h0:
+                    continue
+                _update(Z, tp + (h0 - l0) * N, (S[ed] + h0 + dh - lo[ed]) * N, (h1 - h0 + 1) * N,
+                        Wn, i, j)
+    return Z
+
+
+@nb.njit(cache=True, nogil=True)
+def conv(z, W, diag, fh, fw, x, Z):
+    """``x = K z`` for NCHW ``z`` and ``x`` (flipped as :func:`to_diag`), through the buffer ``Z``:
+    the sampling direction of a flow, at the cost of one solve."""
+    N, _, H, Wd = z.shape
+    to_diag(z, fh, fw, Z)
+    conv_diag(Z, W, diag, H, Wd, N)
+    from_diag(Z, fh, fw, x)
+    return x
+
+
+@nb.njit(cache=True, nogil=True)
 def solve(u, W, diag, fh, fw, z, Z):
     """``z = K⁻¹ u`` for NCHW ``u`` and ``z`` (both read/written flipped as :func:`to_diag`);
     ``Z`` (:func:`buffer`) is left holding ``z`` in the diagonal layout, for :func:`kernel_grad`."""

@@ -119,6 +119,24 @@ def solve_t(v, W, diag, fh, fw, g, G):
     return g
 
 
+def conv(z, W, diag, fh, fw, x, Z):
+    """``x = K z`` (NCHW, flipped as :func:`to_diag`), as a sum over the taps of shifted copies of a
+    zero-padded ``z``; ``Z`` left holding ``x`` in the diagonal layout."""
+    N, C, H, Wd = z.shape
+    r = W.shape[2] - 1
+    We = W.copy()
+    We[:, :, r, r] = np.tril(We[:, :, r, r], -1) + np.diag(diag)
+    zp = np.zeros((N, C, H + r, Wd + r), z.dtype)
+    zp[:, :, r:, r:] = _flip(z, fh, fw)
+    out = np.zeros((N, C, H, Wd), z.dtype)
+    for i in range(r + 1):
+        for j in range(r + 1):
+            out += np.einsum("co,nohw->nchw", We[:, :, i, j], zp[:, :, i:i + H, j:j + Wd])
+    x[...] = _flip(out, fh, fw)
+    to_diag(x, fh, fw, Z)
+    return x
+
+
 def kernel_grad(G, Z, H, Wd, N, k, out):
     """The causal convolution's weight gradient from ``g`` and ``z`` in the diagonal layout."""
     C = G.shape[0]

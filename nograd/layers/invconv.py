@@ -40,11 +40,6 @@ def _kernels(reference=False):
     return k
 
 
-def _conv_kernels():
-    from ..kernels import conv
-    return conv
-
-
 class InverseConv2d(Module):
     r"""The inverse of an invertible causal ``k×k`` convolution over ``C`` channels (NCHW).
 
@@ -110,10 +105,6 @@ class InverseConv2d(Module):
             raise ValueError(f"{name} must have {self.channels} channels in axis 1 (NCHW), "
                              f"got shape {x.shape}")
 
-    def _flip(self, a):
-        axes = CORNERS[self.corner]
-        return np.ascontiguousarray(np.flip(a, axes) if axes else a)
-
     def _flips(self):
         """``(fh, fw)``: whether the kernels read and write the image flipped in H, in W."""
         axes = CORNERS[self.corner]
@@ -129,19 +120,15 @@ class InverseConv2d(Module):
         z = kern.solve(np.ascontiguousarray(u), W, diag, *self._flips(), np.empty(u.shape, u.dtype), Z)
         return z, Z
 
-    def _cols(self, z):
-        """im2col of ``z`` padded by ``k-1`` at the top and left: ``(N, C·k·k, H·W)``."""
+    def _conv(self, z, W, diag):
+        """``K z`` for NCHW ``z`` in this layer's frame, with effective kernel ``W`` and diagonal
+        ``diag`` (any values, zero included): the causal convolution by the same diagonal runs as
+        the solve (:func:`nograd.kernels.invconv.conv`)."""
+        kern = _kernels(self.reference)
         N, C, H, Wd = z.shape
-        r = self.kernel_size - 1
-        zp = np.zeros((N, C, H + r, Wd + r), dtype=z.dtype)
-        zp[:, :, r:, r:] = z
-        k = self.kernel_size
-        cols = np.empty((N, C * k * k, H * Wd), dtype=z.dtype)
-        return _conv_kernels().im2col(zp, k, k, 1, 1, 0, 0, 1, 1, H, Wd, cols)
-
-    def _conv(self, z, W):
-        """The causal convolution ``K z`` (in the flipped frame) with effective kernel ``W``."""
-        return np.matmul(W.reshape(self.channels, -1), self._cols(z)).reshape(z.shape)
+        Z = kern.buffer(C, H, Wd, N, z.dtype)
+        return kern.conv(np.ascontiguousarray(z), W, diag, *self._flips(),
+                         np.empty(z.shape, z.dtype), Z)
 
     # ----------------------------------------------------------------- the three maps
     def forward(self, x, *, train=False, rng=None, params=None):
@@ -180,22 +167,21 @@ class InverseConv2d(Module):
             check_like(dx, x.shape, "dx")
             rhs += dx.astype(x.dtype, copy=False)
         if dparams:
-            r = self.kernel_size - 1
             dW = np.zeros_like(W)
+            ddiag = np.zeros_like(diag)
             if "weight" in dparams:
                 dW += (dparams["weight"] * self._mask()).astype(x.dtype)
             if "diag" in dparams:
-                idx = np.arange(self.channels)
-                dW[idx, idx, r, r] = dparams["diag"].astype(x.dtype)
-            rhs -= self._flip(self._conv(self._flip(z), dW))
+                ddiag += dparams["diag"].astype(x.dtype)
+            rhs -= self._conv(z, dW, ddiag)
         return z, self._solve(rhs, W, diag)[0]
 
     # ----------------------------------------------------------------- flow helpers
     def inverse(self, z, *, params=None):
         """``x = K z``: the ordinary causal convolution (a flow's sampling direction)."""
         self._check_input(z, "z")
-        W, _ = self._effective(self._use(params), z.dtype)
-        return self._flip(self._conv(self._flip(z), W))
+        W, diag = self._effective(self._use(params), z.dtype)
+        return self._conv(z, W, diag)
 
     def logdet(self, x, *, params=None):
         """``log|det ∂z/∂x|`` per sample, shape ``(N,)``: ``-H·W·Σ log|diag|`` (0 for a unit diagonal)."""

@@ -109,3 +109,29 @@ def test_diagonal_layout_round_trip_and_same_as_reference(fh, fw):
         Z = put.buffer(2, 4, 6, 3, a.dtype)
         put.to_diag(a, fh, fw, Z)
         np.testing.assert_array_equal(get.from_diag(Z, fh, fw, np.empty_like(a)), a)
+
+
+@pytest.mark.parametrize("C,k,H,W", [(1, 1, 1, 1), (3, 2, 7, 7), (4, 3, 6, 5), (5, 3, 2, 9),
+                                     (8, 4, 5, 4), (4, 4, 2, 2)])
+@pytest.mark.parametrize("fh,fw", list(itertools.product([False, True], repeat=2)))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_matches_reference_dense_and_undoes_the_solve(C, k, H, W, fh, fw, dtype):
+    """conv (x = K z by reverse-order diagonals, in place) against the reference's sum of shifted
+    copies, against the dense matrix, and solve(conv(z)) = z."""
+    Wt, diag, z, _ = _problem(C, k, H, W, 3, dtype, seed=C + 10 * k + H)
+    N = z.shape[0]
+    x = K.conv(z, Wt, diag, fh, fw, np.empty_like(z), K.buffer(C, H, W, N, dtype))
+    want = R.conv(z, Wt, diag, fh, fw, np.empty_like(z), R.buffer(C, H, W, N, dtype))
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(x, want, rtol=tol, atol=tol)
+    if not (fh or fw):
+        M = R.dense(Wt.astype(np.float64), diag.astype(np.float64), H, W)
+        u = z.astype(np.float64).transpose(0, 2, 3, 1).reshape(N, -1)
+        dense_x = (u @ M.T).reshape(N, H, W, C).transpose(0, 3, 1, 2)
+        np.testing.assert_allclose(x, dense_x, rtol=tol, atol=tol)
+    back = K.solve(x, Wt, diag, fh, fw, np.empty_like(z), K.buffer(C, H, W, N, dtype))
+    np.testing.assert_allclose(back, z, rtol=10 * tol, atol=10 * tol)
+    # a zero diagonal is fine for the convolution (the jvp's tangent kernel has one)
+    x0 = K.conv(z, Wt, np.zeros_like(diag), fh, fw, np.empty_like(z), K.buffer(C, H, W, N, dtype))
+    w0 = R.conv(z, Wt, np.zeros_like(diag), fh, fw, np.empty_like(z), R.buffer(C, H, W, N, dtype))
+    np.testing.assert_allclose(x0, w0, rtol=tol, atol=tol)
