@@ -7,7 +7,10 @@ runs. This package imports nothing from the rest of nograd.
 - :mod:`.conv` / :mod:`.conv_ref` — im2col and col2im for 2-D convolution.
 - :mod:`.pool` / :mod:`.pool_ref` — max pooling with argmax indices, average pooling.
 - :mod:`.poset` / :mod:`.poset_ref` — poset (order-polytope) pooling with arg-max up-sets.
-- :mod:`.invconv` / :mod:`.invconv_ref` — triangular solves of the inverse convolution.
+- :mod:`.invconv` / :mod:`.invconv_ref` — triangular solves of the inverse convolution, and the
+  causal convolution itself, in a diagonal layout.
+- :mod:`.grande` / :mod:`.grande_ref` — hard routing of GRANDE's trees and its straight-through
+  backward.
 - :mod:`.axpy` — fused in-place ``y += a·x`` for the optimizers.
 
 All kernels are serial: on a 2-core machine NumPy's OpenBLAS threads spin after each matrix product
