@@ -239,7 +239,8 @@ def test_example_runs_on_a_pima_shaped_table(tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     last = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(last["results"]) == 14 and set(last["leak"]) == {"under", "over", "smote"}
-    assert "GRANDE: not built" in proc.stdout
+    assert len(last["results"]) == 16 and set(last["leak"]) == {"under", "over", "smote"}
+    grande = [(r["protocol"], r["balance"]) for r in last["results"] if r["model"] == "grande"]
+    assert grande == [("honest", "none"), ("leaky", "over")]
     honest = [r for r in last["results"] if r["protocol"] == "honest"]
     assert all(r["test_in_train"] == 0 for r in honest)
