@@ -39,8 +39,8 @@ import numpy as np
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
-from nograd.kernels import invconv_ref
-from nograd.layers import Conv2d, InverseConv2d
+from nograd.kernels import invconv_ref  # noqa: E402
+from nograd.layers import Conv2d, InverseConv2d  # noqa: E402
 
 
 def _seconds(fn, *args):
