@@ -1,7 +1,7 @@
 """InverseConv2d forward solve and full backward against the dense route and an ordinary Conv2d.
 
     python bench/invconv.py [--sizes 16,32,64,128] [--channels 4] [--kernel 3] [--batch 8]
-                            [--repeats 9] [--dense-max 32] [--cold] [--json]
+                            [--repeats 9] [--warm 3] [--block 5] [--dense-max 32] [--cold] [--json]
 
 For each image size H = W, on a float32 batch N×C×H×W (C = 4, k = 3, N = 8 by default):
 
@@ -16,11 +16,14 @@ For each image size H = W, on a float32 batch N×C×H×W (C = 4, k = 3, N = 8 by
 - ``inverse``: ``InverseConv2d.inverse`` (``x = K z``, the causal convolution — a flow's sampling
   direction — by the same diagonal runs as the solve).
 
-Figures are medians of interleaved repeats (the routes take turns, so that load from other jobs
-falls on all of them). Within a turn each timed call follows one untimed call of the same
-operation, so every route is timed with its own data in cache — without that, the dense route's
-``8n²``-byte matrix (134 MB at 32×32) evicts everything before the next route's call and the
-fast routes are timed cold; ``--cold`` times the first call instead. ``speedup_vs_dense_32`` is dense over
+Figures are medians over turns (the routes take turns, so that load from other jobs falls on all
+of them). In a turn a route runs ``--warm`` untimed calls, then ``--block`` timed calls whose
+median is the turn's figure: every route is timed in its steady state, as a training loop that
+uses only that route would run it. The untimed calls matter: right after the dense route's
+``8n²``-byte sweep (134 MB at 32×32) the first call of a fast route is ≈ 3.5× slower and the next
+two 1.1–2× (caches and TLB refilled; measured 360, 130–230, 115–150, then 104 µs for the 32×32
+solve). ``--warm 1 --block 1`` is the previous single-call interleaving; ``--cold`` times the
+first call after the other routes. ``speedup_vs_dense_32`` is dense over
 (solve + backward) at 32×32, ``backward_over_forward`` the largest backward/solve ratio,
 ``slope`` the log-log slope of (solve + backward) time against pixels (1 = linear), and
 ``solve_over_conv`` the largest solve/conv ratio.
@@ -76,9 +79,16 @@ def main(argv=None):
     ap.add_argument("--dense-max", type=int, default=32, help="largest H = W for the dense route")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cold", action="store_true", help="no untimed call before each timed call")
+    ap.add_argument("--warm", type=int, default=3,
+                    help="untimed calls of a route before its timed ones in each turn (default 3)")
+    ap.add_argument("--block", type=int, default=5,
+                    help="timed calls of one route in a row per turn (their median is the turn's "
+                         "figure); 1 interleaves single calls")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.block < 1 or args.warm < 0:
+        ap.error("--block must be positive and --warm non-negative")
     if min(sizes) < 1 or args.repeats < 1 or args.channels < 1 or args.kernel < 1 or args.batch < 1:
         ap.error("sizes, --channels, --kernel, --batch and --repeats must be positive")
     rng = np.random.default_rng(args.seed)
@@ -99,24 +109,23 @@ def main(argv=None):
         if use_dense:
             parts["dense"] = []
             dense_step(inv, x, dy)
-        warm = 0 if args.cold else 1
+        warm = 0 if args.cold else args.warm
+        block = 1 if args.cold else args.block
+        routes = ["solve", "backward", "conv", "inverse"] + (["dense"] if use_dense else [])
+        box = {}
+        calls = {
+            "solve": lambda: box.update(cache=inv.forward(x)[1]),
+            "backward": lambda: inv.backward(box["cache"], dy),
+            "conv": lambda: _conv_step(conv, x, dy),
+            "inverse": lambda: inv.inverse(x),
+            "dense": lambda: dense_step(inv, x, dy),
+        }
+        calls["solve"]()
         for _ in range(args.repeats):
-            for _ in range(warm + 1):
-                t, (_, cache) = _seconds(inv.forward, x)
-            parts["solve"].append(t)
-            for _ in range(warm + 1):
-                t = _seconds(inv.backward, cache, dy)[0]
-            parts["backward"].append(t)
-            for _ in range(warm + 1):
-                t = _seconds(_conv_step, conv, x, dy)[0]
-            parts["conv"].append(t)
-            for _ in range(warm + 1):
-                t = _seconds(inv.inverse, x)[0]
-            parts["inverse"].append(t)
-            if use_dense:
-                for _ in range(warm + 1):
-                    t = _seconds(dense_step, inv, x, dy)[0]
-                parts["dense"].append(t)
+            for name in routes:
+                for _ in range(warm):
+                    calls[name]()
+                parts[name].append(statistics.median(_seconds(calls[name])[0] for _ in range(block)))
         rows[S] = {key: statistics.median(v) for key, v in parts.items()}
 
     pix = np.array([S * S for S in sizes], float)
@@ -128,7 +137,8 @@ def main(argv=None):
     if 32 in rows and "dense" in rows[32]:
         speedup = rows[32]["dense"] / (rows[32]["solve"] + rows[32]["backward"])
 
-    print(f"InverseConv2d C={C}, k={k}, batch {N}, float32; median of {args.repeats} {'cold' if args.cold else 'warm'} repeats (ms)")
+    print(f"InverseConv2d C={C}, k={k}, batch {N}, float32; median of {args.repeats} "
+          f"{'cold single calls' if args.cold else f'turns of {args.warm} untimed + {args.block} timed calls'} (ms)")
     print(f"{'H=W':>5}{'solve':>10}{'backward':>10}{'bwd/fwd':>9}{'inverse':>9}{'conv f+b':>10}"
           f"{'solve/conv':>11}{'dense':>11}{'dense/ours':>11}")
     for S in sizes:
@@ -144,7 +154,7 @@ def main(argv=None):
     if args.json:
         print(json.dumps({
             "channels": C, "kernel": k, "batch": N, "dtype": "float32", "repeats": args.repeats,
-            "warm": not args.cold,
+            "warm": 0 if args.cold else args.warm, "block": 1 if args.cold else args.block,
             "sizes": sizes,
             "solve_ms": {str(S): round(1e3 * rows[S]["solve"], 3) for S in sizes},
             "backward_ms": {str(S): round(1e3 * rows[S]["backward"], 3) for S in sizes},
