@@ -82,6 +82,20 @@ def maxpool_backward(dy, idx, dx):
 
 
 @nb.njit(cache=True, nogil=True)
+def _zero_uncovered(dx, n, c, rows, cols):
+    """Zero the rows ``≥ rows`` and the columns ``≥ cols`` of plane ``(n, c)``: the inputs that no
+    2×2 stride-2 window covers (odd H or W), so a fast-path backward needs no zeroed ``dx``."""
+    H, W = dx.shape[2], dx.shape[3]
+    zero = dx.dtype.type(0)
+    for r in range(rows, H):
+        for s in range(W):
+            dx[n, c, r, s] = zero
+    for r in range(rows):
+        for s in range(cols, W):
+            dx[n, c, r, s] = zero
+
+
+@nb.njit(cache=True, nogil=True)
 def maxpool_backward_2x2(dy, idx, dx):
     """Write ``dx`` (need not be zeroed) for 2×2 stride-2 windows: each input written once."""
     N, C, H, W = dx.shape
@@ -100,12 +114,7 @@ def maxpool_backward_2x2(dy, idx, dx):
                     dx[n, c, r0, c0 + 1] = g if k == base + 1 else zero
                     dx[n, c, r0 + 1, c0] = g if k == base + W else zero
                     dx[n, c, r0 + 1, c0 + 1] = g if k == base + W + 1 else zero
-            for r in range(2 * OH, H):            # rows and columns no window covers
-                for s in range(W):
-                    dx[n, c, r, s] = zero
-            for r in range(2 * OH):
-                for s in range(2 * OW, W):
-                    dx[n, c, r, s] = zero
+            _zero_uncovered(dx, n, c, 2 * OH, 2 * OW)
     return dx
 
 
@@ -148,7 +157,6 @@ def avgpool_backward(dy, KH, KW, sh, sw, ph, pw, count_include_pad, dx):
     N, C, H, W = dx.shape
     OH, OW = dy.shape[2], dy.shape[3]
     if _is_2x2(KH, KW, sh, sw, ph, pw):
-        zero = dx.dtype.type(0)
         for n in range(N):
             for c in range(C):
                 for oh in range(OH):
@@ -160,12 +168,7 @@ def avgpool_backward(dy, KH, KW, sh, sw, ph, pw, count_include_pad, dx):
                         dx[n, c, r0, c0 + 1] = g
                         dx[n, c, r0 + 1, c0] = g
                         dx[n, c, r0 + 1, c0 + 1] = g
-                for r in range(2 * OH, H):            # rows and columns no window covers
-                    for s in range(W):
-                        dx[n, c, r, s] = zero
-                for r in range(2 * OH):
-                    for s in range(2 * OW, W):
-                        dx[n, c, r, s] = zero
+                _zero_uncovered(dx, n, c, 2 * OH, 2 * OW)
         return dx
     for n in range(N):
         for c in range(C):
