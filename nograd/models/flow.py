@@ -121,13 +121,10 @@ class InverseFlow(Module):
             out = c // 2 if lv < self.levels - 1 else 0
             self.plan.append((c, out))
             c -= out
-        self.latent_shapes = []
-        c, h, w = C, H, W
-        for lv, (cin, out) in enumerate(self.plan):
-            h, w = h // 2, w // 2
-            if out:
-                self.latent_shapes.append((out, h, w))
-        self.latent_shapes.append((self.plan[-1][0], h, w))
+        # the latents, in the order they leave the flow: each level's split, then the last level
+        self.latent_shapes = [(out, H >> (lv + 1), W >> (lv + 1))
+                              for lv, (_, out) in enumerate(self.plan) if out]
+        self.latent_shapes.append((self.plan[-1][0], H >> self.levels, W >> self.levels))
 
     def extra_repr(self):
         return (f"shape={self.shape}, levels={self.levels}, steps={self.steps}, "
@@ -157,26 +154,44 @@ class InverseFlow(Module):
         return y, ld, p
 
     # ----------------------------------------------------------------- the three maps
-    def forward(self, x, *, train=False, rng=None, params=None):
-        """Bits per dimension of each image, ``(N,)``; the cache holds every step's cache."""
-        self._check(x)
-        self._check_keys(params)
+    def _encode(self, x, params, *, keep=True, init=False):
+        """The level loop: ``(latents, log|det|, p, caches)``; ``keep=False`` drops the step caches
+        (inference), ``init=True`` sets each ActNorm from its input first (Glow's initialisation)."""
         h, ld, p = self._logit(x)
         caches, latents = [], []
-        for lv, (c, out) in enumerate(self.plan):
+        for lv, (_, out) in enumerate(self.plan):
             h = squeeze(h)
             for name, step in self._level_steps(lv):
+                if init:
+                    step._children["actnorm"].initialize(h)
                 h, l2, cs = step.forward_ld(h, params=self._split(params, name))
                 ld = ld + l2
-                caches.append(cs)
+                if keep:
+                    caches.append(cs)
             if out:
                 latents.append(np.ascontiguousarray(h[:, :out]))
                 h = np.ascontiguousarray(h[:, out:])
         latents.append(h)
+        return latents, ld, p, caches
+
+    def _bpd(self, latents, ld):
         logpz = sum(_per(-0.5 * z * z - _HALF_LOG_2PI) for z in latents)
         D = self.dims
-        bpd = (-(logpz + ld) + D * np.log(self.n_bins)) / (D * np.log(2))
-        return bpd.astype(x.dtype), (p, caches, latents)
+        return (-(logpz + ld) + D * np.log(self.n_bins)) / (D * np.log(2))
+
+    def forward(self, x, *, train=False, rng=None, params=None):
+        """Bits per dimension of each image, ``(N,)``; the cache holds every step's cache."""
+        self._check(x)
+        self._check_keys(params)
+        latents, ld, p, caches = self._encode(x, params)
+        return self._bpd(latents, ld).astype(x.dtype), (p, caches, latents)
+
+    def __call__(self, x, *, train=False, rng=None, params=None):
+        """Inference: bits per dimension, without keeping the steps' caches."""
+        self._check(x)
+        self._check_keys(params)
+        latents, ld, _, _ = self._encode(x, params, keep=False)
+        return self._bpd(latents, ld).astype(x.dtype)
 
     def backward(self, cache, dy, *, params=None, need_dx=True):
         p, caches, latents = cache
@@ -219,7 +234,7 @@ class InverseFlow(Module):
             dh = dx * (1 - 2 * a) / (p * (1 - p))
             dld = _per(dx * (1 - 2 * a) * (1 / (1 - p) - 1 / p))
         latents, dlatents = [], []
-        for lv, (c, out) in enumerate(self.plan):
+        for lv, (_, out) in enumerate(self.plan):
             h, dh = squeeze(h), squeeze(dh)
             for name, step in self._level_steps(lv):
                 h, dh, l2, d2 = step.jvp_ld(h, dh, self._split(dparams, name),
@@ -231,42 +246,23 @@ class InverseFlow(Module):
                 h, dh = np.ascontiguousarray(h[:, out:]), np.ascontiguousarray(dh[:, out:])
         latents.append(h)
         dlatents.append(dh)
-        logpz = sum(_per(-0.5 * z * z - _HALF_LOG_2PI) for z in latents)
         dlogpz = sum(_per(-z * dz) for z, dz in zip(latents, dlatents))
-        D = self.dims
-        scale = 1 / (D * np.log(2))
-        bpd = (-(logpz + ld) + D * np.log(self.n_bins)) * scale
-        return bpd.astype(x.dtype), (-(dlogpz + dld) * scale).astype(x.dtype)
+        scale = 1 / (self.dims * np.log(2))
+        return self._bpd(latents, ld).astype(x.dtype), (-(dlogpz + dld) * scale).astype(x.dtype)
 
     # ----------------------------------------------------------------- flow helpers
     def initialize(self, x):
         """Glow's data-dependent initialisation: run ``x`` through the flow, setting each ActNorm
         so that its output has zero mean and unit variance per channel. Returns self."""
         self._check(x)
-        h, _, _ = self._logit(x)
-        for lv, (c, out) in enumerate(self.plan):
-            h = squeeze(h)
-            for _, step in self._level_steps(lv):
-                step._children["actnorm"].initialize(h)
-                h, _, _ = step.forward_ld(h)
-            if out:
-                h = np.ascontiguousarray(h[:, out:])
+        self._encode(x, None, keep=False, init=True)
         return self
 
     def encode(self, x, *, params=None):
         """The latents of ``x``: a list of arrays, shapes :attr:`latent_shapes`, and ``log|det|``."""
         self._check(x)
-        h, ld, _ = self._logit(x)
-        latents = []
-        for lv, (c, out) in enumerate(self.plan):
-            h = squeeze(h)
-            for name, step in self._level_steps(lv):
-                h, l2, _ = step.forward_ld(h, params=self._split(params, name))
-                ld = ld + l2
-            if out:
-                latents.append(h[:, :out])
-                h = np.ascontiguousarray(h[:, out:])
-        latents.append(h)
+        self._check_keys(params)
+        latents, ld, _, _ = self._encode(x, params, keep=False)
         return latents, ld
 
     def decode(self, latents, *, params=None):
