@@ -21,6 +21,8 @@ from nograd.layers import (GELU, Activation, AvgPool2d, BatchNorm1d, BatchNorm2d
 from nograd.layers.poset import Poset, PosetPool2d
 from nograd.layers.recurrent import GRU, LSTM, RNN
 from nograd.layers.entmax import Entmax15, entmax15
+from nograd.models.flow import InverseFlow
+from nograd.models.flow_steps import ActNorm, AffineCoupling, FlowStep
 from nograd.models.grande_net import GrandeNet
 from nograd.models.hypernet import HyperLSTM, HyperNetwork, KernelGenerator
 
@@ -270,7 +272,32 @@ ENTRIES = [
           lambda dt, r: GrandeNet(5, 2, n_estimators=4, depth=3, selection="softmax", dropout=0.3,
                                   straight_through=False, init_std=1.0, rng=r, dtype=dt),
           grande_generic(5), modes=(False, True), bad_shape=LAST),
+    # the Inverse-Flow's bijectors (nograd.models.flow_steps; the z output here, the log-determinant
+    # in tests/models/test_flow.py) and the whole flow (bits/dim of images in (0, 1)); smooth
+    # coupling networks, ReLU's kinks are checked per coupling there
+    Entry("actnorm", ActNorm, lambda dt, r: _biased_all(ActNorm(3, dtype=dt), r), normal((3, 4, 2)),
+          bad_shape=CHANNELS),
+    Entry("affine-coupling-swap", AffineCoupling,
+          lambda dt, r: _biased_all(AffineCoupling(3, 4, swap=True, activation="tanh", rng=r,
+                                                   dtype=dt), r), normal((3, 4, 3)), bad_shape=CHANNELS),
+    Entry("flow-step-learned-diag", FlowStep,
+          lambda dt, r: _biased_all(FlowStep(4, 3, corner="top-right", learn_diag=True,
+                                             activation="tanh", rng=r, dtype=dt), r),
+          normal((4, 3, 4)), bad_shape=CHANNELS),
+    Entry("inverse-flow", InverseFlow,
+          lambda dt, r: _flow(InverseFlow((1, 4, 4), levels=2, steps=1, hidden=3, n_bins=17,
+                                          activation="tanh", rng=r, dtype=dt), r),
+          lambda rng, n, dt, m: rng.uniform(0.05, 0.95, (n, 1, 4, 4)).astype(dt), bad_shape=CHANNELS),
 ]
+
+
+def _flow(module, rng):
+    """A flow with every array moved off its init and its learned diagonals kept away from 0."""
+    _biased_all(module, rng)
+    for _, m in module.modules():
+        if "diag" in m._own:
+            m._own["diag"] = rng.uniform(0.6, 1.4, m._own["diag"].shape).astype(m._own["diag"].dtype)
+    return module
 
 
 def _biased_all(module, rng):

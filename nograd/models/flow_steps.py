@@ -52,12 +52,13 @@ class Bijector(Module):
 
     # the z part alone: an ordinary layer
     def forward(self, x, *, train=False, rng=None, params=None):
-        z, ld, cache = self.forward_ld(x, params=params)
-        return z, (cache, ld.shape)
+        z, _, cache = self.forward_ld(x, params=params)
+        return z, (cache, z.shape)
 
     def backward(self, cache, dy, *, params=None, need_dx=True):
-        c, ld_shape = cache
-        return self.backward_ld(c, dy, np.zeros(ld_shape, dy.dtype), params=params, need_dx=need_dx)
+        c, shape = cache
+        check_like(dy, shape, "dy")
+        return self.backward_ld(c, dy, np.zeros(shape[0], dy.dtype), params=params, need_dx=need_dx)
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         z, dz, _, _ = self.jvp_ld(x, dx, dparams, params=params)
