@@ -63,14 +63,20 @@ def dequantize(x, n_bins, *, rng=None, dtype=np.float32):
 
 def squeeze(x):
     """``(N, C, H, W) -> (N, 4C, H/2, W/2)``: each 2×2 block of pixels becomes 4 channels."""
+    check_array(x, "x", ndim=4)
     N, C, H, W = x.shape
+    if H % 2 or W % 2:
+        raise ValueError(f"x must have even H and W to squeeze, got shape {x.shape}")
     return x.reshape(N, C, H // 2, 2, W // 2, 2).transpose(0, 1, 3, 5, 2, 4).reshape(
         N, 4 * C, H // 2, W // 2)
 
 
 def unsqueeze(x):
     """The inverse of :func:`squeeze`."""
+    check_array(x, "x", ndim=4)
     N, C4, H, W = x.shape
+    if C4 % 4:
+        raise ValueError(f"x must have a multiple of 4 channels to unsqueeze, got shape {x.shape}")
     C = C4 // 4
     return x.reshape(N, C, 2, 2, H, W).transpose(0, 1, 4, 2, 5, 3).reshape(N, C, 2 * H, 2 * W)
 

@@ -67,6 +67,10 @@ def test_squeeze_is_a_permutation():
     np.testing.assert_array_equal(unsqueeze(s), x)
     # channel 4c + 2i + j holds pixel (2h + i, 2w + j) of channel c
     np.testing.assert_array_equal(s[:, 4 * 1 + 2 * 1 + 0], x[:, 1, 1::2, 0::2])
+    with pytest.raises(ValueError, match="even"):
+        squeeze(np.zeros((1, 1, 3, 4)))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        unsqueeze(np.zeros((1, 6, 2, 2)))
 
 
 def test_actnorm_gradients_and_inverse():
