@@ -56,18 +56,15 @@ def _openblas_handles():
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for pre in _PREFIXES:
-            for suf in _SUFFIXES:
-                get = getattr(lib, f"{pre}_get_num_threads{suf}", None)
-                put = getattr(lib, f"{pre}_set_num_threads{suf}", None)
-                if get is not None and put is not None:
-                    get.restype = ctypes.c_int
-                    put.argtypes = [ctypes.c_int]
-                    found.append((path, get, put))
-                    break
-            else:
-                continue
-            break
+        names = [(f"{pre}_get_num_threads{suf}", f"{pre}_set_num_threads{suf}")
+                 for pre in _PREFIXES for suf in _SUFFIXES]
+        pair = next(((getattr(lib, g), getattr(lib, s)) for g, s in names
+                     if hasattr(lib, g) and hasattr(lib, s)), None)
+        if pair is not None:
+            get, put = pair
+            get.restype = ctypes.c_int
+            put.argtypes = [ctypes.c_int]
+            found.append((path, get, put))
     return found
 
 
