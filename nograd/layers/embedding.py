@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core import init as _init
-from ..core.checks import as_rng, check_dtype, check_like, check_positive
+from ..core.checks import as_rng, check_array, check_dtype, check_like, check_positive
 from ..core.module import Module
 
 
@@ -66,3 +66,61 @@ class Embedding(Module):
         if dparams and "weight" in dparams:
             return y, dparams["weight"][x].astype(y.dtype, copy=False)
         return y, np.zeros_like(y)
+
+
+class PositionalEmbedding(Module):
+    r"""Learned absolute positions: ``y = x + P[:T]`` (Gehring et al. 2017, §3.1; GPT-2's ``wpe``).
+
+    Shapes: ``x (B, T, E)`` with ``T ≤ max_len`` → ``y (B, T, E)``; ``weight (max_len, E)``.
+    ``offset`` (inference with a key/value cache) adds rows ``offset … offset+T-1`` instead.
+
+    .. math::
+        y_{btc} = x_{btc} + P_{tc}, \qquad \bar x = \bar y, \quad \bar P_{tc} = \textstyle\sum_b \bar y_{btc},
+        \qquad \dot y = \dot x + \dot P_{:T}.
+
+    Initialised ``N(0, 0.02²)`` as in GPT-2 / nanoGPT unless ``init`` says otherwise.
+    """
+
+    def __init__(self, max_len: int, embedding_dim: int, *, rng=None, init=None, dtype=np.float32):
+        super().__init__()
+        check_positive(max_len, "max_len", integer=True)
+        check_positive(embedding_dim, "embedding_dim", integer=True)
+        self.max_len, self.embedding_dim = int(max_len), int(embedding_dim)
+        dt = check_dtype(dtype)
+        shape = (self.max_len, self.embedding_dim)
+        if init is None:
+            self._own["weight"] = _init.normal(shape, as_rng(rng), dt, std=0.02)
+        else:
+            self._own["weight"] = _init.get_initializer(init)(shape, as_rng(rng), dt)
+
+    def extra_repr(self):
+        return f"{self.max_len}, {self.embedding_dim}"
+
+    def _rows(self, x, params, offset=0):
+        check_array(x, "x", ndim=3)
+        T = x.shape[1]
+        if x.shape[2] != self.embedding_dim:
+            raise ValueError(f"x must be (batch, time, {self.embedding_dim}), got shape {x.shape}")
+        if offset + T > self.max_len:
+            raise ValueError(f"x has {T} positions (after offset {offset}); the table holds {self.max_len}")
+        return self._use(params)["weight"][offset:offset + T]
+
+    def forward(self, x, *, train=False, rng=None, params=None, offset: int = 0):
+        P = self._rows(x, params, offset)
+        return x + P.astype(x.dtype, copy=False), x.shape
+
+    def backward(self, cache, dy, *, params=None, need_dx=True):
+        shape = cache
+        check_like(dy, shape)
+        W = self._use(params)["weight"]
+        dW = np.zeros_like(W)
+        dW[:shape[1]] = dy.sum(axis=0)
+        return (dy.copy() if need_dx else None), {"weight": dW}
+
+    def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
+        y, _ = self.forward(x, params=params)
+        dparams = self._tangents(dparams) or {}
+        dy = np.zeros_like(y) if dx is None else check_like(dx, x.shape, "dx").copy()
+        if "weight" in dparams:
+            dy += dparams["weight"][:x.shape[1]].astype(y.dtype, copy=False)
+        return y, dy

@@ -37,32 +37,38 @@ def standardize_tangent(xhat, r, v, axes):
 class _AffineNorm(Module):
     """Shared affine part ``y = γ x̂ + β`` and its three maps; subclasses supply the statistics."""
 
-    def _init_affine(self, shape, affine, dtype):
+    def _init_affine(self, shape, affine, dtype, bias=True):
         dt = check_dtype(dtype)
         self.affine = bool(affine)
         if self.affine:
             self._own["weight"] = np.ones(shape, dtype=dt)
-            self._own["bias"] = np.zeros(shape, dtype=dt)
+            if bias:
+                self._own["bias"] = np.zeros(shape, dtype=dt)
 
     def _gb(self, p, x):
         """γ, β broadcast against ``x`` (None without affine)."""
         if not self.affine:
             return None, None
-        g, b = p["weight"], p["bias"]
+        g, b = p["weight"], p.get("bias")
         shape = self._param_view(x)
-        return g.reshape(shape).astype(x.dtype, copy=False), b.reshape(shape).astype(x.dtype, copy=False)
+        g = g.reshape(shape).astype(x.dtype, copy=False)
+        return g, (None if b is None else b.reshape(shape).astype(x.dtype, copy=False))
 
     def _affine_forward(self, xhat, p):
         g, b = self._gb(p, xhat)
-        return xhat if g is None else xhat * g + b
+        if g is None:
+            return xhat
+        return xhat * g if b is None else xhat * g + b
 
     def _affine_grads(self, xhat, dy, p, sum_axes):
         if not self.affine:
             return {}
         dt = p["weight"].dtype
         shape = p["weight"].shape
-        return {"weight": np.sum(dy * xhat, axis=sum_axes).reshape(shape).astype(dt, copy=False),
-                "bias": np.sum(dy, axis=sum_axes).reshape(shape).astype(dt, copy=False)}
+        grads = {"weight": np.sum(dy * xhat, axis=sum_axes).reshape(shape).astype(dt, copy=False)}
+        if "bias" in p:
+            grads["bias"] = np.sum(dy, axis=sum_axes).reshape(shape).astype(dt, copy=False)
+        return grads
 
     def _affine_tangent(self, xhat, dxhat, dparams, p):
         g, _ = self._gb(p, xhat)
@@ -80,10 +86,12 @@ class LayerNorm(_AffineNorm):
     r"""Normalise each sample over its last ``len(normalized_shape)`` axes (Ba, Kiros & Hinton 2016, eq. 4).
 
     Shapes: ``x (..., *normalized_shape) -> y`` same shape; ``weight, bias normalized_shape``.
+    ``bias=False`` keeps the gain and drops the shift (as ``torch.nn.LayerNorm(bias=False)``, the
+    layer norms of nanoGPT's default configuration).
     """
 
-    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, *,
-                 dtype=np.float32):
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, *, dtype=np.float32):
         super().__init__()
         if isinstance(normalized_shape, (int, np.integer)):
             normalized_shape = (int(normalized_shape),)
@@ -91,10 +99,11 @@ class LayerNorm(_AffineNorm):
         if not self.normalized_shape or min(self.normalized_shape) < 1:
             raise ValueError(f"normalized_shape must be positive sizes, got {normalized_shape!r}")
         self.eps = float(check_positive(eps, "eps"))
-        self._init_affine(self.normalized_shape, elementwise_affine, dtype)
+        self._init_affine(self.normalized_shape, elementwise_affine, dtype, bias)
 
     def extra_repr(self):
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.affine}"
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.affine}, "
+                f"bias={'bias' in self._own}")
 
     def _axes(self, x):
         k = len(self.normalized_shape)

@@ -1,0 +1,201 @@
+r"""A decoder-only character language model: GPT-2's architecture at nanoGPT's scale.
+
+Radford et al. (2019), "Language Models are Unsupervised Multitask Learners", §2.3 (pre-norm
+blocks, a final layer norm, residual projections initialised with :math:`0.02/\sqrt{2L}`), as
+implemented in Karpathy's nanoGPT (``model.py``); the defaults are nanoGPT's CPU configuration for
+Tiny Shakespeare (4 layers, 4 heads, 128 wide, 64 positions, no biases, tied embeddings).
+
+.. math::
+    h_0 = W_e[\text{idx}] + P_{:T}, \quad h_l = \operatorname{block}_l(h_{l-1}), \quad
+    \text{logits} = \operatorname{LN}(h_L)\, W_e^\top \ (\text{tied}) \ \text{or}\ \operatorname{LN}(h_L)\, W_{head}^\top.
+
+With tied weights the embedding table's gradient is the sum of its two uses: the rows picked by
+the lookup and the head's :math:`\bar{\text{logits}}^\top \operatorname{LN}(h_L)`.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..core import init as _init
+from ..core.checks import as_rng, check_dtype, check_like, check_positive
+from ..core.module import Module, Sequential
+from ..layers.dropout import Dropout
+from ..layers.embedding import Embedding, PositionalEmbedding
+from ..layers.linear import Linear
+from ..layers.transformer import TransformerBlock, make_norm
+from .registry import register_model
+
+
+class GPT(Module):
+    r"""Token ids ``idx (B, T)`` → next-token logits ``(B, T, vocab_size)``.
+
+    Children (dotted names): ``wte`` (token embedding, ``(V, E)``), ``wpe`` (positions,
+    ``(block_size, E)``), ``h.0 … h.{L-1}`` (:class:`~nograd.layers.TransformerBlock`, causal),
+    ``ln_f`` and, without tying, ``head`` (``(V, E)``). Cost per token: about
+    ``12·L·E²`` multiply-adds for the blocks, ``2·L·T·E`` for attention and ``V·E`` for the head.
+
+    Parameters
+    ----------
+    vocab_size : number of token ids ``V``.
+    n_layer, n_head, n_embd, block_size : depth, heads, width ``E`` and the longest context.
+    dropout : embedding, attention and residual dropout in training.
+    bias : biases in the Linear and LayerNorm layers (nanoGPT's default: none).
+    tie_weights : the output head is the token embedding's transpose (Press & Wolf 2017).
+    norm : ``"layernorm"`` or ``"rmsnorm"``; activation : the MLP's (exact GELU by default).
+    rng, dtype : initial weights (nanoGPT's: N(0, 0.02²), residual projections N(0, (0.02/√(2L))²),
+        zero biases) and float32 (default) or float64.
+    """
+
+    def __init__(self, vocab_size: int, n_layer: int = 4, n_head: int = 4, n_embd: int = 128,
+                 block_size: int = 64, dropout: float = 0.0, bias: bool = False, tie_weights: bool = True,
+                 norm: str = "layernorm", activation="gelu", *, rng=None, dtype=np.float32):
+        super().__init__()
+        for name, v in (("vocab_size", vocab_size), ("n_layer", n_layer), ("n_head", n_head),
+                        ("n_embd", n_embd), ("block_size", block_size)):
+            check_positive(v, name, integer=True)
+        dt, rng = check_dtype(dtype), as_rng(rng)
+        self.vocab_size, self.n_layer, self.n_head = int(vocab_size), int(n_layer), int(n_head)
+        self.n_embd, self.block_size, self.tie_weights = int(n_embd), int(block_size), bool(tie_weights)
+        std = 0.02
+        normal = lambda s: lambda shape, r, d: _init.normal(shape, r, d, std=s)  # noqa: E731
+        self._children["wte"] = Embedding(self.vocab_size, self.n_embd, rng=rng, init=normal(std), dtype=dt)
+        self._children["wpe"] = PositionalEmbedding(self.block_size, self.n_embd, rng=rng, dtype=dt)
+        blocks = [TransformerBlock(self.n_embd, self.n_head, causal=True, bias=bias, dropout=dropout,
+                                   norm=norm, activation=activation, rng=rng, dtype=dt)
+                  for _ in range(self.n_layer)]
+        self._children["h"] = Sequential(*blocks)
+        self._children["ln_f"] = make_norm(norm, self.n_embd, bias=bias, dtype=dt)
+        if not self.tie_weights:
+            self._children["head"] = Linear(self.n_embd, self.vocab_size, bias=False, rng=rng, dtype=dt)
+        self.drop = Dropout(dropout) if dropout > 0 else None
+        # nanoGPT's initialisation: every Linear weight N(0, 0.02²), the two residual projections
+        # of each block N(0, (0.02/√(2L))²), biases zero
+        for name, m in self.modules():
+            if isinstance(m, Linear):
+                resid = name.endswith("attn.out_proj") or name.endswith("mlp.2")
+                s = std / math.sqrt(2 * self.n_layer) if resid else std
+                m._own["weight"][...] = _init.normal(m._own["weight"].shape, rng, dt, std=s)
+                if "bias" in m._own:
+                    m._own["bias"][...] = 0
+
+    def extra_repr(self):
+        return (f"vocab_size={self.vocab_size}, n_layer={self.n_layer}, n_head={self.n_head}, "
+                f"n_embd={self.n_embd}, block_size={self.block_size}")
+
+    # ------------------------------------------------------------------ helpers
+    def _check_idx(self, idx, offset=0):
+        if not isinstance(idx, np.ndarray) or idx.dtype.kind not in "iu":
+            raise TypeError(f"idx must be a numpy.ndarray of integer token ids, got "
+                            f"{getattr(idx, 'dtype', type(idx).__name__)}")
+        if idx.ndim != 2 or idx.size == 0:
+            raise ValueError(f"idx must be (batch, time) token ids, got shape {idx.shape}")
+        if offset + idx.shape[1] > self.block_size:
+            raise ValueError(f"idx has {idx.shape[1]} positions (after {offset} cached); the model's "
+                             f"block_size is {self.block_size}")
+
+    def _head_weight(self, params):
+        if self.tie_weights:
+            return (self._split(params, "wte") or {}).get("weight", self._children["wte"]._own["weight"])
+        return (self._split(params, "head") or {}).get("weight", self._children["head"]._own["weight"])
+
+    def _head_key(self):
+        return "wte.weight" if self.tie_weights else "head.weight"
+
+    def _logits(self, h, W):
+        W = W if W.dtype == h.dtype else W.astype(h.dtype)
+        return (h.reshape(-1, self.n_embd) @ W.T).reshape(h.shape[:-1] + (self.vocab_size,))
+
+    # ------------------------------------------------------------------ the three maps
+    def forward(self, x, *, train=False, rng=None, params=None):
+        self._check_idx(x)
+        self._check_keys(params)
+        c = {}
+        h, c["wte"] = self._children["wte"].forward(x, params=self._split(params, "wte"))
+        h, c["wpe"] = self._children["wpe"].forward(h, params=self._split(params, "wpe"))
+        c["drop"] = None
+        if self.drop is not None and train:
+            h, c["drop"] = self.drop.forward(h, train=True, rng=rng)
+        h, c["h"] = self._children["h"].forward(h, train=train, rng=rng, params=self._split(params, "h"))
+        h, c["ln_f"] = self._children["ln_f"].forward(h, params=self._split(params, "ln_f"))
+        c["top"] = h
+        return self._logits(h, self._head_weight(params)), c
+
+    def backward(self, cache, dy, *, params=None, need_dx=True):
+        h = cache["top"]
+        check_like(dy, h.shape[:-1] + (self.vocab_size,))
+        W = self._head_weight(params)
+        d2 = dy.reshape(-1, self.vocab_size)
+        dW_head = (d2.T @ h.reshape(-1, self.n_embd)).astype(W.dtype, copy=False)
+        dh = (d2 @ (W if W.dtype == dy.dtype else W.astype(dy.dtype))).reshape(h.shape)
+        grads = {}
+        for name in ("ln_f", "h"):
+            dh, g = self._children[name].backward(cache[name], dh, params=self._split(params, name))
+            grads.update(self._prefixed(g, name))
+        if cache["drop"] is not None:
+            dh, _ = self.drop.backward(cache["drop"], dh)
+        dh, g = self._children["wpe"].backward(cache["wpe"], dh, params=self._split(params, "wpe"))
+        grads.update(self._prefixed(g, "wpe"))
+        _, g = self._children["wte"].backward(cache["wte"], dh, params=self._split(params, "wte"))
+        grads.update(self._prefixed(g, "wte"))
+        if self.tie_weights:
+            grads["wte.weight"] += dW_head
+        else:
+            grads["head.weight"] = dW_head
+        return None, {k: grads[k] for k in self.params}
+
+    def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
+        if dx is not None:
+            raise ValueError("dx must be None: GPT's integer token ids have no tangent")
+        self._check_idx(x)
+        self._check_keys(params)
+        self._check_keys(dparams, "dparams")
+        h, dh = self._children["wte"].jvp(x, None, self._split(dparams, "wte"), params=self._split(params, "wte"))
+        h, dh = self._children["wpe"].jvp(h, dh, self._split(dparams, "wpe"), params=self._split(params, "wpe"))
+        if self.drop is not None and train:
+            h, (mask, _) = self.drop.forward(h, train=True, rng=rng)
+            dh = dh * mask
+        for name in ("h", "ln_f"):
+            h, dh = self._children[name].jvp(h, dh, self._split(dparams, name), train=train, rng=rng,
+                                             params=self._split(params, name))
+        W = self._head_weight(params)
+        logits, dlogits = self._logits(h, W), self._logits(dh, W)
+        dW = (dparams or {}).get(self._head_key())
+        if dW is not None:
+            dlogits += self._logits(h, dW)
+        return logits, dlogits
+
+    # ------------------------------------------------------------------ decoding with a cache
+    def init_cache(self, batch: int) -> dict:
+        """An empty key/value cache for :meth:`decode`, one per block, ``block_size`` long."""
+        return {"n": 0, "layers": [b._children["attn"].init_cache(batch, self.block_size)
+                                   for b in self._children["h"]]}
+
+    def decode(self, idx, cache: dict, *, params=None):
+        """Logits ``(B, t, V)`` for ``t`` new tokens after the ``cache["n"]`` cached ones (inference).
+
+        Each block attends over its cached keys and values, so a new token costs one position,
+        not the whole prefix; the cache is updated in place.
+        """
+        n = cache["n"]
+        self._check_idx(idx, n)
+        h = self._children["wte"](idx, params=self._split(params, "wte"))
+        h = self._children["wpe"].forward(h, params=self._split(params, "wpe"), offset=n)[0]
+        hp = self._split(params, "h")
+        for i, (block, kv) in enumerate(zip(self._children["h"], cache["layers"])):
+            h = block.decode(h, kv, params=self._children["h"]._split(hp, str(i)))
+        cache["n"] = n + idx.shape[1]
+        h = self._children["ln_f"](h, params=self._split(params, "ln_f"))
+        return self._logits(h, self._head_weight(params))
+
+
+def gpt(input_shape, num_classes, *, rng=None, **options):
+    """Decoder-only character GPT (token ids (block_size,) → next-token logits), nanoGPT's CPU defaults."""
+    if len(input_shape) != 1:
+        raise ValueError(f"gpt takes token windows of shape (block_size,), got {input_shape}")
+    options.setdefault("block_size", input_shape[0])
+    return GPT(num_classes, rng=rng, **options)
+
+
+register_model("gpt", gpt)
