@@ -11,7 +11,7 @@ from .core.optim import SGD, Adam, AdamW, get_optimizer
 from .layers import (GELU, BatchNorm1d, Dropout, Embedding, Flatten, Identity, LayerNorm, LeakyReLU,
                      Linear, ReLU, Sigmoid, Softplus, Softsign, Tanh)
 from .rules import Backprop, Rule, available_rules, get_rule
-from . import metrics, models, train
+from . import lora, metrics, models, train
 from .models import GrandeClassifier, GrandeRegressor, available_models, get_model, register_model
 from .threads import blas_libraries, blas_threads, set_blas_threads
 from .train import History, fit
@@ -24,7 +24,7 @@ __all__ = ["core", "data", "layers", "rules", "testing", "Module", "Sequential",
            "Identity", "Dropout", "LayerNorm", "BatchNorm1d", "Flatten", "Embedding", "Backprop",
            "Rule", "get_rule", "available_rules", "metrics", "models", "train", "fit", "History",
            "get_model", "available_models", "register_model", "GrandeClassifier", "GrandeRegressor",
-           "blas_threads", "set_blas_threads", "blas_libraries"]
+           "blas_threads", "set_blas_threads", "blas_libraries", "lora"]
 
 
 def __getattr__(name):

@@ -65,7 +65,15 @@ def accuracy(y_true, y_pred) -> float:
     """Fraction of samples whose predicted label equals the true one.
 
     ``y_pred`` may be labels or scores (see :func:`predicted_labels`); ``y_true`` labels or one-hot rows.
+    Token level: scores ``(..., C)`` such as a language model's logits ``(B, T, V)``, against labels
+    ``(...)`` or one-hot ``(..., C)``, are compared position by position over all B·T tokens.
     """
+    if (isinstance(y_true, np.ndarray) and isinstance(y_pred, np.ndarray) and y_pred.ndim > 2
+            and y_pred.dtype.kind == "f" and y_pred.shape[-1] >= 2
+            and y_true.shape in (y_pred.shape[:-1], y_pred.shape)):
+        c = y_pred.shape[-1]
+        y_true = y_true.reshape(-1, c) if y_true.shape == y_pred.shape else y_true.reshape(-1)
+        y_pred = y_pred.reshape(-1, c)
     t, p = _pair(y_true, y_pred)
     return float(np.mean(t == p))
 

@@ -21,6 +21,10 @@ from nograd.layers import (GELU, Activation, AvgPool2d, BatchNorm1d, BatchNorm2d
 from nograd.layers.poset import Poset, PosetPool2d
 from nograd.layers.recurrent import GRU, LSTM, RNN
 from nograd.layers.entmax import Entmax15, entmax15
+from nograd.layers import PatchEmbed, RMSNorm, SiLU
+from nograd.layers.lora import LoRA
+from nograd.layers import LogSoftmax, MultiheadAttention, PositionalEmbedding, Softmax, TransformerBlock
+from nograd.models.gpt import GPT
 from nograd.models.flow import InverseFlow
 from nograd.models.flow_steps import ActNorm, AffineCoupling, FlowStep
 from nograd.models.grande_net import GrandeNet
@@ -288,7 +292,73 @@ ENTRIES = [
           lambda dt, r: _flow(InverseFlow((1, 4, 4), levels=2, steps=1, hidden=3, n_bins=17,
                                           activation="tanh", rng=r, dtype=dt), r),
           lambda rng, n, dt, m: rng.uniform(0.05, 0.95, (n, 1, 4, 4)).astype(dt), bad_shape=CHANNELS),
+    # LoRA (nograd.layers.lora) around a frozen Linear, B moved off its zero init so the B path
+    # counts; (batch, time, features) input with adapter dropout in training
+    Entry("lora", LoRA, lambda dt, r: _lora(LoRA(_biased(Linear(5, 4, rng=r, dtype=dt), r), 2,
+                                                 alpha=3.0, rng=r), r),
+          normal((5,)), bad_shape=LAST),
+    Entry("lora-3d-dropout", LoRA,
+          lambda dt, r: _lora(LoRA(Linear(4, 3, bias=False, rng=r, dtype=dt), 2, dropout=0.3, rng=r), r),
+          normal((3, 4)), modes=(False, True), bad_shape=LAST),
+    # transformer pieces: RMSNorm (gain off 1), SiLU, ViT patch embedding (non-zero bias; a
+    # rectangular image, and rectangular patches without bias)
+    Entry("rmsnorm", RMSNorm, lambda dt, r: _perturbed(RMSNorm(5, dtype=dt), r), normal((5,)),
+          bad_shape=LAST),
+    Entry("rmsnorm-2d", RMSNorm, lambda dt, r: _perturbed(RMSNorm((2, 3), eps=1e-5, dtype=dt), r),
+          normal((4, 2, 3)), bad_shape=LAST),
+    Entry("silu", SiLU, lambda dt, r: SiLU(), normal((6,))),
+    Entry("patch-embed", PatchEmbed,
+          lambda dt, r: _biased(PatchEmbed((4, 6), 2, 3, 5, rng=r, dtype=dt), r), normal((3, 4, 6)),
+          bad_shape=CHANNELS),
+    Entry("patch-embed-rect-nobias", PatchEmbed,
+          lambda dt, r: PatchEmbed(4, (2, 1), 2, 3, bias=False, rng=r, dtype=dt), normal((2, 4, 4)),
+          bad_shape=CHANNELS),
+    # attention and the transformer (nograd.layers.attention, transformer, softmax; models.gpt):
+    # (batch, time, embed) inputs, biases and gains moved off their init
+    Entry("softmax", Softmax, lambda dt, r: Softmax(), normal((5,))),
+    Entry("log-softmax-axis1", LogSoftmax, lambda dt, r: LogSoftmax(axis=1), normal((4, 3))),
+    Entry("positional-embedding", PositionalEmbedding,
+          lambda dt, r: PositionalEmbedding(6, 3, rng=r, dtype=dt), normal((4, 3)), bad_shape=LAST),
+    Entry("attention", MultiheadAttention,
+          lambda dt, r: _biased_all(MultiheadAttention(6, 2, rng=r, dtype=dt), r), normal((4, 6)),
+          bad_shape=LAST),
+    Entry("attention-causal", MultiheadAttention,
+          lambda dt, r: _biased_all(MultiheadAttention(6, 3, causal=True, rng=r, dtype=dt), r),
+          normal((5, 6)), bad_shape=LAST),
+    Entry("attention-bool-mask-nobias", MultiheadAttention,
+          lambda dt, r: MultiheadAttention(4, 2, bias=False, attn_mask=_bool_mask(r, 4), rng=r, dtype=dt),
+          normal((4, 4)), bad_shape=LAST),
+    Entry("attention-float-mask-dropout", MultiheadAttention,
+          lambda dt, r: _biased_all(MultiheadAttention(4, 1, dropout=0.3, rng=r, dtype=dt,
+                                                       attn_mask=r.normal(size=(3, 3))), r),
+          normal((3, 4)), modes=(False, True), bad_shape=LAST),
+    Entry("transformer-block", TransformerBlock,
+          lambda dt, r: _biased_all(TransformerBlock(6, 2, mlp_ratio=2, rng=r, dtype=dt), r),
+          normal((4, 6)), bad_shape=LAST),
+    Entry("transformer-block-causal-dropout", TransformerBlock,
+          lambda dt, r: _biased_all(TransformerBlock(4, 2, causal=True, bias=False, dropout=0.2,
+                                                     activation="tanh", rng=r, dtype=dt), r),
+          normal((5, 4)), modes=(False, True), bad_shape=LAST),
+    Entry("gpt-tied", GPT,
+          lambda dt, r: GPT(7, n_layer=2, n_head=2, n_embd=4, block_size=5, rng=r, dtype=dt),
+          lambda rng, n, dt, m: rng.integers(0, 7, size=(n, 5)), float_input=False),
+    Entry("gpt-untied-bias-dropout", GPT,
+          lambda dt, r: _biased_all(GPT(6, n_layer=1, n_head=2, n_embd=4, block_size=4, bias=True,
+                                        tie_weights=False, dropout=0.2, rng=r, dtype=dt), r),
+          lambda rng, n, dt, m: rng.integers(0, 6, size=(n, 3)), modes=(False, True), float_input=False),
 ]
+
+
+def _bool_mask(rng, t):
+    """A random boolean attention mask with the diagonal kept, so no query sees no key."""
+    return (rng.random((t, t)) < 0.6) | np.eye(t, dtype=bool)
+
+
+def _lora(module, rng):
+    """A LoRA whose B is off zero (else the gradient of A and the tangent of A are zero)."""
+    B = module._own["lora_B"]
+    module._own["lora_B"] = rng.normal(0, 0.5, B.shape).astype(B.dtype)
+    return module
 
 
 def _flow(module, rng):

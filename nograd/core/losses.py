@@ -111,6 +111,10 @@ def softmax_cross_entropy(logits, target, *, label_smoothing=0.0, class_weight=N
 
     Shapes: logits (N, C) float; target (N,) integer in [0, C) or (N, C) rows of class
     probabilities (non-negative, summing to 1 within 1e-4); returns (float, (N, C)).
+    Token-level form: logits (..., C), e.g. (B, T, V) from a language model, with target (...)
+    integer, e.g. (B, T), or (..., C) probabilities; the leading axes are flattened into N
+    (N = B·T), so the mean runs over all tokens and the gradient has the logits' shape. This is
+    ``F.cross_entropy(logits.reshape(-1, C), target.reshape(-1))`` in PyTorch (nanoGPT's loss).
 
     With :math:`\log p = \operatorname{log\,softmax}(z)` (shifted log-sum-exp), each sample gets a
     weighted target row :math:`a_i` and the loss is normalised by :math:`D`:
@@ -131,6 +135,22 @@ def softmax_cross_entropy(logits, target, *, label_smoothing=0.0, class_weight=N
     outputs"; Goodfellow, Bengio & Courville, *Deep Learning* (2016), §6.2.2.3; label smoothing:
     Szegedy et al. (2016), "Rethinking the Inception Architecture for Computer Vision", §7.
     """
+    if isinstance(logits, np.ndarray) and logits.ndim > 2:
+        lead, c = logits.shape[:-1], logits.shape[-1]
+        if not isinstance(target, np.ndarray):
+            raise TypeError(f"target must be a numpy.ndarray, got {type(target).__name__}")
+        if target.shape == lead:
+            flat = target.reshape(-1)
+        elif target.shape == logits.shape:
+            flat = target.reshape(-1, c)
+        else:
+            raise ValueError(f"target has shape {target.shape} but logits of shape {logits.shape} "
+                             f"need integer labels of shape {lead} or class probabilities of "
+                             f"shape {logits.shape}")
+        value, dz = softmax_cross_entropy(logits.reshape(int(np.prod(lead)), c), flat,
+                                          label_smoothing=label_smoothing,
+                                          class_weight=class_weight)
+        return value, dz.reshape(logits.shape)
     check_array(logits, "logits", ndim=2)
     n, c = logits.shape
     dt = logits.dtype

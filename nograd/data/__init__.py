@@ -1,6 +1,9 @@
 """Datasets and data utilities.
 
 - embedded: :func:`load_digits` (UCI optical digits, shipped in the package, CC BY 4.0)
+- text for character language models: :class:`CharVocab`, :class:`TextData` (nanoGPT's contiguous
+  90/10 split and random windows), :func:`load_text`, :func:`load_shakespeare` (Tiny Shakespeare,
+  shipped in the package)
 - file loaders: :func:`load_idx`, :func:`load_mnist` (MNIST, Fashion-MNIST), :func:`load_cifar10`,
   :func:`load_csv`, :func:`load_npz`
 - synthetic sets from a seed: :func:`spirals`, :func:`two_moons`, :func:`blobs`, :func:`teacher`
@@ -26,6 +29,7 @@ from .split import (Standardiser, batches, num_batches, one_hot, standardise, st
                     stratified_split)
 from .synthetic import blobs, spirals, teacher, two_moons
 from .tabular import load_csv, load_npz
+from .text import CharVocab, TextData, load_shakespeare, load_text
 
 __all__ = ["load_digits", "load_idx", "load_mnist", "load_cifar10", "load_csv", "load_npz",
            "spirals", "two_moons", "blobs", "teacher", "stratified_indices", "stratified_split",
@@ -33,4 +37,4 @@ __all__ = ["load_digits", "load_idx", "load_mnist", "load_cifar10", "load_csv", 
            "load_dataset", "available_datasets", "random_undersample", "random_oversample", "smote",
            "rebalance", "BALANCE_METHODS", "stratified_kfold", "cross_validate", "MedianImputer",
            "zeros_as_missing", "TabularPreprocessor", "SimpleImputer", "CategoryEncoder",
-           "QuantileNormal"]
+           "QuantileNormal", "CharVocab", "TextData", "load_text", "load_shakespeare"]

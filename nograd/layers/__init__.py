@@ -1,21 +1,29 @@
 """Layers: each a :class:`~nograd.core.module.Module` with forward, backward and jvp."""
 from .activations import (ACTIVATIONS, GELU, Activation, Identity, LeakyReLU, ReLU, Sigmoid,
-                          Softplus, Softsign, Tanh, get_activation)
+                          SiLU, Softplus, Softsign, Tanh, get_activation)
+from .attention import MultiheadAttention, scaled_dot_product_attention
 from .conv import Conv2d, ConvTranspose2d
 from .dropout import Dropout
-from .embedding import Embedding
+from .embedding import Embedding, PositionalEmbedding
 from .entmax import Entmax15, entmax15
 from .invconv import InverseConv2d
 from .linear import Linear
+from .lora import LoRA
 from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
+from .patch import PatchEmbed
 from .pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d, Upsample2d
 from .recurrent import GRU, LSTM, RNN
+from .rmsnorm import RMSNorm
 from .poset import Poset, PosetPool2d, four_point_posets, get_poset
 from .shape import Flatten, Reshape
+from .softmax import LogSoftmax, Softmax
+from .transformer import TransformerBlock
 
 __all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid", "Softsign",
            "Softplus", "Activation", "Dropout", "LayerNorm", "BatchNorm1d", "Flatten", "Embedding",
            "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Upsample2d",
            "BatchNorm2d", "GroupNorm", "Reshape", "PosetPool2d", "Poset", "four_point_posets", "get_poset",
            "InverseConv2d", "RNN", "LSTM", "GRU", "Entmax15", "entmax15", "ACTIVATIONS",
-           "get_activation"]
+           "get_activation", "LoRA", "RMSNorm", "SiLU", "PatchEmbed", "MultiheadAttention",
+           "scaled_dot_product_attention", "PositionalEmbedding", "Softmax", "LogSoftmax",
+           "TransformerBlock"]

@@ -193,6 +193,35 @@ class GELU(Activation):
         return f"approximate={self.approximate!r}"
 
 
+class SiLU(Activation):
+    r"""Sigmoid-weighted linear unit, "Swish" with β = 1 (Elfwing, Uchibe & Doya 2018, §2.1, eq. 1;
+    Ramachandran, Zoph & Le 2017, §4):
+
+    .. math::
+        f(x) = x\,σ(x), \qquad f'(x) = σ(x)\,\big(1 + x\,(1 - σ(x))\big).
+
+    σ is computed from :math:`e = \exp(-|x|) \le 1` as :math:`1/(1+e)` for :math:`x \ge 0` and
+    :math:`e/(1+e)` below, so nothing overflows and the left tail keeps its relative accuracy
+    (``(1 + tanh(x/2))/2`` would cancel to 0 there); tails that underflow go quietly to 0, so
+    large :math:`|x|` give ``f → max(x, 0)``, ``f' → [x > 0]`` without floating-point warnings.
+    Cost: one ``exp`` per entry in each map.
+    """
+
+    @staticmethod
+    def _sigmoid(x):
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+    def f(self, x):
+        with np.errstate(under="ignore"):
+            return x * self._sigmoid(x)
+
+    def df(self, x, y):
+        with np.errstate(under="ignore"):
+            s = self._sigmoid(x)
+            return s * (1 + x * (1 - s))
+
+
 def sigmoid(x):
     """Numerically safe logistic function, same dtype as ``x``."""
     h = x.dtype.type(0.5) if isinstance(x, np.ndarray) else 0.5
@@ -201,7 +230,7 @@ def sigmoid(x):
 
 ACTIVATIONS = {
     "identity": Identity, "relu": ReLU, "leaky_relu": LeakyReLU, "gelu": GELU, "tanh": Tanh,
-    "sigmoid": Sigmoid, "softsign": Softsign, "softplus": Softplus,
+    "sigmoid": Sigmoid, "softsign": Softsign, "softplus": Softplus, "silu": SiLU,
 }
 
 

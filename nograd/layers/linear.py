@@ -68,7 +68,8 @@ class Linear(Module):
         W = p["weight"]
         if W.dtype != x.dtype:
             W = W.astype(x.dtype)
-        y = x @ W.T
+        # one 2-D GEMM over all leading axes (a 3-D @ 2-D matmul runs one small product per row block)
+        y = (x.reshape(-1, self.in_features) @ W.T).reshape(x.shape[:-1] + (self.out_features,))
         b = p.get("bias")
         if b is not None:
             y += b
@@ -86,7 +87,7 @@ class Linear(Module):
             grads["bias"] = dy2.sum(axis=0).astype(W.dtype, copy=False)
         dx = None
         if need_dx:
-            dx = dy @ (W if W.dtype == dy.dtype else W.astype(dy.dtype))
+            dx = (dy2 @ (W if W.dtype == dy.dtype else W.astype(dy.dtype))).reshape(x.shape)
         return dx, grads
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):

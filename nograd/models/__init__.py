@@ -11,7 +11,7 @@ from .cnn import cnn
 from .flow import InverseFlow, dequantize
 from .flow_steps import ActNorm, AffineCoupling, Bijector, FlowStep
 from .grande import GrandeClassifier, GrandeRegressor
-from .gpt import GPT, gpt
+from .gpt import GPT, generate, gpt
 from .grande_net import GrandeNet
 from .hypernet import HyperLSTM, HyperNetwork, KernelGenerator
 from .mlp import mlp
@@ -22,4 +22,4 @@ __all__ = ["get_model", "available_models", "register_model", "model_description
            "TabularMLP", "DiabetesNet", "logistic_regression", "HyperNetwork",
            "KernelGenerator", "HyperLSTM", "GrandeNet", "GrandeClassifier", "GrandeRegressor",
            "InverseFlow", "dequantize", "Bijector", "ActNorm",
-           "AffineCoupling", "FlowStep", "GPT", "gpt"]
+           "AffineCoupling", "FlowStep", "GPT", "gpt", "generate"]

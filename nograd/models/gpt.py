@@ -190,6 +190,60 @@ class GPT(Module):
         return self._logits(h, self._head_weight(params))
 
 
+def generate(model: GPT, prompt, max_new_tokens: int, *, temperature: float = 1.0, top_k=None, rng=None,
+             use_cache: bool = True) -> np.ndarray:
+    """Sample ``max_new_tokens`` tokens after ``prompt`` (ids ``(T,)`` or ``(B, T)``); returns the ids
+    with the prompt in front, ``(B, T + max_new_tokens)`` (or 1-D for a 1-D prompt).
+
+    Each step takes the last position's logits over at most ``block_size`` tokens of context,
+    divides them by ``temperature``, keeps the ``top_k`` largest (all when None) and draws from the
+    softmax with ``rng``. With ``use_cache`` the keys and values of earlier positions are kept
+    (:meth:`GPT.decode`), so each new token costs one position while the sequence fits in
+    ``block_size``; past it the window slides and the cache is refilled from the last
+    ``block_size - 1`` tokens, which gives exactly the tokens of ``use_cache=False``.
+    """
+    if not isinstance(model, GPT):
+        raise TypeError(f"model must be a GPT, got {type(model).__name__}")
+    ids = np.asarray(prompt)
+    one = ids.ndim == 1
+    ids = ids[None] if one else ids
+    if ids.dtype.kind not in "iu" or ids.ndim != 2 or ids.shape[1] == 0:
+        raise ValueError(f"prompt must be non-empty integer token ids (T,) or (B, T), got "
+                         f"{ids.dtype} of shape {ids.shape}")
+    if ids.min() < 0 or ids.max() >= model.vocab_size:
+        raise ValueError(f"prompt has ids outside [0, {model.vocab_size})")
+    check_positive(max_new_tokens, "max_new_tokens", integer=True, allow_zero=True)
+    temperature = float(check_positive(temperature, "temperature"))
+    if top_k is not None:
+        check_positive(top_k, "top_k", integer=True)
+    rng = as_rng(rng)
+    L = model.block_size
+    out = np.empty((ids.shape[0], ids.shape[1] + max_new_tokens), np.int64)
+    out[:, :ids.shape[1]] = ids
+    n, cache, pending = ids.shape[1], None, None
+    for _ in range(max_new_tokens):
+        if not use_cache:
+            logits = model(out[:, max(0, n - L):n])[:, -1]
+        else:
+            if cache is None or cache["n"] + 1 > L:        # (re)fill from the visible window
+                cache = model.init_cache(out.shape[0])
+                logits = model.decode(out[:, max(0, n - L):n], cache)[:, -1]
+            else:
+                logits = model.decode(pending, cache)[:, -1]
+        logits = logits.astype(np.float64) / temperature
+        if top_k is not None and top_k < logits.shape[-1]:
+            kth = np.sort(logits, axis=-1)[:, -top_k][:, None]
+            logits = np.where(logits < kth, -np.inf, logits)
+        p = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+        u = rng.random((out.shape[0], 1))
+        nxt = np.minimum((np.cumsum(p, axis=-1) < u).sum(axis=-1), model.vocab_size - 1)
+        out[:, n] = nxt
+        pending = out[:, n:n + 1]
+        n += 1
+    return out[0] if one else out
+
+
 def gpt(input_shape, num_classes, *, rng=None, **options):
     """Decoder-only character GPT (token ids (block_size,) → next-token logits), nanoGPT's CPU defaults."""
     if len(input_shape) != 1:

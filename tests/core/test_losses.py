@@ -484,3 +484,82 @@ ERROR_CASES = [
 def test_bad_input_raises_naming_the_argument(loss, args, opts, exc, match):
     with pytest.raises(exc, match=match):
         loss(*args, **opts)
+
+
+# ------------------------------------------------------------------------------------------
+# token-level cross-entropy: logits (..., C), targets (...), as a language model uses it
+# ------------------------------------------------------------------------------------------
+
+B, T, V = 3, 5, 7
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_token_cross_entropy_equals_torch_on_flattened_tokens(smoothing, weighted):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    z = rng.normal(scale=2.0, size=(B, T, V))
+    y = rng.integers(0, V, size=(B, T))
+    w = rng.uniform(0.2, 2.0, size=V) if weighted else None
+    zt = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+    out = torch.nn.functional.cross_entropy(zt.reshape(-1, V), torch.tensor(y).reshape(-1),
+                                            weight=None if w is None else torch.tensor(w),
+                                            label_smoothing=smoothing)
+    out.backward()
+    value, grad = softmax_cross_entropy(z, y, label_smoothing=smoothing, class_weight=w)
+    assert grad.shape == (B, T, V) and grad.dtype == np.float64
+    assert value == pytest.approx(out.item(), rel=1e-12, abs=0)
+    np.testing.assert_allclose(grad, zt.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("shape", [(B, T, V), (2, B, T, V), (1, 1, V)])
+@pytest.mark.parametrize("soft", [False, True])
+def test_token_cross_entropy_is_the_reshaped_call(shape, soft):
+    rng = np.random.default_rng(12)
+    z = rng.normal(size=shape).astype(np.float32)
+    lead = shape[:-1]
+    n = int(np.prod(lead))
+    target = probs(rng, n, V).reshape(shape) if soft else rng.integers(0, V, size=lead)
+    flat_target = target.reshape(n, V) if soft else target.reshape(n)
+    opts = {"label_smoothing": 0.2, "class_weight": np.linspace(0.5, 1.5, V)}
+    value, grad = softmax_cross_entropy(z, target, **opts)
+    ref_value, ref_grad = softmax_cross_entropy(z.reshape(n, V), flat_target, **opts)
+    assert value == ref_value and grad.dtype == np.float32
+    np.testing.assert_array_equal(grad, ref_grad.reshape(shape))
+    # the mean runs over every token: uniform logits cost log V whatever the shape
+    assert softmax_cross_entropy(np.zeros(shape), rng.integers(0, V, size=lead))[0] == \
+        pytest.approx(np.log(V), rel=1e-12)
+
+
+def test_token_cross_entropy_gradient_and_directional():
+    rng = np.random.default_rng(13)
+    z, y = rng.normal(size=(2, 3, 4)), rng.integers(0, 4, size=(2, 3))
+    assert_grad_is_fd(softmax_cross_entropy, z, y, label_smoothing=0.1)
+    v = rng.normal(size=z.shape)
+    value, dvalue = directional("cross-entropy", z, y, v)
+    assert dvalue == pytest.approx(np.sum(softmax_cross_entropy(z, y)[1] * v), rel=1e-12)
+
+
+@pytest.mark.parametrize("target, exc, match", [
+    (np.zeros((B, T + 1), np.int64), ValueError,
+     r"target has shape \(3, 6\) but logits of shape \(3, 5, 7\) need integer labels of shape \(3, 5\)"),
+    (np.zeros((T, B), np.int64), ValueError, r"target has shape \(5, 3\)"),
+    (np.zeros(B * T, np.int64), ValueError, "target has shape"),
+    (np.zeros((B, T, V + 1)), ValueError, "target has shape"),
+    (np.zeros((B, T)), TypeError, "target must hold integer"),
+    (np.full((B, T), V), ValueError, r"target has labels outside \[0, 7\)"),
+    (np.full((B, T, V), 0.5), ValueError, "target rows must sum to 1"),
+    (np.zeros((B, T), np.int64).tolist(), TypeError, "target must be a numpy.ndarray"),
+])
+def test_token_cross_entropy_bad_target(target, exc, match):
+    with pytest.raises(exc, match=match):
+        softmax_cross_entropy(np.zeros((B, T, V)), target)
+
+
+def test_token_cross_entropy_bad_logits():
+    with pytest.raises(ValueError, match="logits contains NaN"):
+        softmax_cross_entropy(np.full((B, T, V), np.nan), np.zeros((B, T), np.int64))
+    with pytest.raises(TypeError, match="logits must have dtype float"):
+        softmax_cross_entropy(np.zeros((B, T, V), np.int64), np.zeros((B, T), np.int64))
+    with pytest.raises(ValueError, match="logits is empty"):
+        softmax_cross_entropy(np.zeros((B, 0, V)), np.zeros((B, 0), np.int64))
