@@ -195,6 +195,10 @@ def cmd_train(args, out=None):
 
     if args.save:
         _check_writable(args.save, "--save")
+    from .cli_text import cmd_train_text, is_text
+
+    if is_text(args.data):
+        return cmd_train_text(args, out, error=UserError)
     if args.history:
         _check_writable(args.history, "--history")
         if not args.history.endswith((".csv", ".json")):
@@ -645,6 +649,15 @@ def build_parser():
     t.add_argument("--rule", default="backprop", help="a registered rule (default backprop)")
     _add_common(t)
     t.add_argument("--save", metavar="PATH", help="write the trained weights to PATH (.npz)")
+    lm = t.add_argument_group("language models (--data shakespeare or text:PATH, --model gpt)")
+    lm.add_argument("--iters", type=_positive_int, default=2000, help="training iterations (default 2000)")
+    lm.add_argument("--block-size", type=_positive_int, default=64, help="context length (default 64)")
+    lm.add_argument("--eval-interval", type=_positive_int, default=250,
+                    help="estimate train/val loss every N iterations (default 250)")
+    lm.add_argument("--eval-iters", type=_positive_int, default=20,
+                    help="batches per loss estimate (default 20)")
+    lm.add_argument("--sample", type=int, default=300, metavar="N",
+                    help="characters to generate at the end (default 300; 0: none)")
     t.add_argument("--history", metavar="PATH", help="write the per-epoch history (.csv or .json)")
     t.add_argument("--plot", metavar="PATH",
                    help="write a PNG learning curve (needs matplotlib; without it the command "
