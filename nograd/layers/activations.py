@@ -173,21 +173,22 @@ class GELU(Activation):
             c = x.dtype.type(math.sqrt(2 / math.pi))
             u = c * (x + x.dtype.type(0.044715) * x ** 3)
             return u, 0.5 * (1 + np.tanh(u))
-        from scipy.special import erf  # lazy: keep `import nograd` light
+        from ..kernels.gelu import normal_cdf  # lazy: keep `import nograd` light
 
-        return None, (0.5 * (1 + erf(x * x.dtype.type(1 / math.sqrt(2))))).astype(x.dtype, copy=False)
+        return None, normal_cdf(x)
 
     def f(self, x):
         return x * self._cdf(x)[1]
 
     def df(self, x, y):
+        if self.approximate == "none":
+            from ..kernels.gelu import gelu_derivative
+
+            return gelu_derivative(x)
         u, cdf = self._cdf(x)
-        if self.approximate == "tanh":
-            c = x.dtype.type(math.sqrt(2 / math.pi))
-            t = 2 * cdf - 1  # tanh(u)
-            return cdf + 0.5 * x * (1 - t * t) * c * (1 + x.dtype.type(3 * 0.044715) * x * x)
-        pdf = np.exp(-0.5 * x * x) * x.dtype.type(1 / math.sqrt(2 * math.pi))
-        return cdf + x * pdf
+        c = x.dtype.type(math.sqrt(2 / math.pi))
+        t = 2 * cdf - 1  # tanh(u)
+        return cdf + 0.5 * x * (1 - t * t) * c * (1 + x.dtype.type(3 * 0.044715) * x * x)
 
     def extra_repr(self):
         return f"approximate={self.approximate!r}"

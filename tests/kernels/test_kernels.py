@@ -126,3 +126,16 @@ def test_optimizer_uses_the_fused_kernel_and_matches_numpy():
     expected = p - np.float32(0.1) * g
     SGD({"p": p}, lr=0.1).step({"p": g})
     np.testing.assert_array_equal(p, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_kernels_equal_the_scipy_reference(dtype):
+    from nograd.kernels.gelu import gelu_derivative, gelu_derivative_ref, normal_cdf, normal_cdf_ref
+
+    x = np.random.default_rng(0).normal(0, 3, (7, 5, 3)).astype(dtype)
+    x[0, 0, :] = [0.0, -40.0, 40.0]
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    for mine, ref in ((normal_cdf(x), normal_cdf_ref(x)), (gelu_derivative(x), gelu_derivative_ref(x))):
+        assert mine.dtype == x.dtype and mine.shape == x.shape
+        np.testing.assert_allclose(mine, ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(normal_cdf(x[:, ::2]), normal_cdf_ref(x[:, ::2]), rtol=tol, atol=tol)
