@@ -40,7 +40,9 @@ def cmd_train_text(args, out=None, error=ValueError):
                     rng=np.random.default_rng(args.seed), log=log)
     sample = ""
     if args.sample:
-        ids = generate(model, data.vocab.encode("\n"), args.sample, rng=args.seed)
+        # prompt: a newline when the text has one (a fresh line), else its first character
+        start = data.vocab.encode("\n") if "\n" in data.vocab.stoi else data.train[:1]
+        ids = generate(model, start, args.sample, rng=args.seed)
         sample = data.vocab.decode(ids)
     summary = {"model": "gpt", "data": args.data, "iters": hist["iters"], "val_loss": hist["val_loss"],
                "train_loss": hist["train_loss"], "train_seconds": round(hist["train_seconds"], 3),
