@@ -29,6 +29,7 @@ from nograd.models.flow import InverseFlow
 from nograd.models.flow_steps import ActNorm, AffineCoupling, FlowStep
 from nograd.models.grande_net import GrandeNet
 from nograd.models.hypernet import HyperLSTM, HyperNetwork, KernelGenerator
+from nograd.models.vit import ViT
 
 
 @dataclass
@@ -346,6 +347,14 @@ ENTRIES = [
           lambda dt, r: _biased_all(GPT(6, n_layer=1, n_head=2, n_embd=4, block_size=4, bias=True,
                                         tie_weights=False, dropout=0.2, rng=r, dtype=dt), r),
           lambda rng, n, dt, m: rng.integers(0, 6, size=(n, 3)), modes=(False, True), float_input=False),
+    # the Vision Transformer (nograd.models.vit) on 1×4×4 images in 2×2 patches, every array off its init
+    Entry("vit-cls", ViT,
+          lambda dt, r: _biased_all(ViT(4, 2, 1, 3, dim=4, depth=1, heads=2, rng=r, dtype=dt), r),
+          normal((1, 4, 4)), bad_shape=CHANNELS),
+    Entry("vit-mean", ViT,
+          lambda dt, r: _biased_all(ViT(4, 2, 1, 3, dim=4, depth=1, heads=2, pool="mean", dropout=0.2,
+                                        rng=r, dtype=dt), r),
+          normal((1, 4, 4)), modes=(False, True), bad_shape=CHANNELS),
 ]
 
 

@@ -17,9 +17,10 @@ from .hypernet import HyperLSTM, HyperNetwork, KernelGenerator
 from .mlp import mlp
 from .registry import available_models, get_model, model_description, register_model
 from .tabular import DiabetesNet, TabularMLP, logistic_regression
+from .vit import ViT, vit
 
 __all__ = ["get_model", "available_models", "register_model", "model_description", "mlp", "cnn",
            "TabularMLP", "DiabetesNet", "logistic_regression", "HyperNetwork",
            "KernelGenerator", "HyperLSTM", "GrandeNet", "GrandeClassifier", "GrandeRegressor",
            "InverseFlow", "dequantize", "Bijector", "ActNorm",
-           "AffineCoupling", "FlowStep", "GPT", "gpt", "generate"]
+           "AffineCoupling", "FlowStep", "GPT", "gpt", "generate", "ViT", "vit"]
