@@ -53,29 +53,14 @@ def log_softmax(s, axis=-1):
     return t - np.log(np.exp(t).sum(axis=axis, keepdims=True))
 
 
-def _check_axis(axis):
-    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
-        raise TypeError(f"axis must be an int, got {axis!r}")
-    return int(axis)
-
-
-def _axis_of(x, axis):
-    if not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"axis {axis} is out of range for x of shape {x.shape}")
-    return axis
-
-
-class Softmax(Module):
-    r"""``p = softmax(s)`` along ``axis`` (default the last).
-
-    Shapes: any ``s``; ``p`` has the same shape and dtype. Backward and jvp are both
-    :func:`softmax_tangent` (the Jacobian :math:`\operatorname{diag}(p) - pp^\top` is symmetric).
-    Bridle (1990), "Probabilistic interpretation of feedforward classification network outputs".
-    """
+class _AlongAxis(Module):
+    """A parameter-free map along one axis: the axis check, and ``forward`` = ``(f(x), f(x))``."""
 
     def __init__(self, axis: int = -1):
         super().__init__()
-        self.axis = _check_axis(axis)
+        if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+            raise TypeError(f"axis must be an int, got {axis!r}")
+        self.axis = int(axis)
 
     def extra_repr(self):
         return f"axis={self.axis}"
@@ -83,8 +68,21 @@ class Softmax(Module):
     def forward(self, x, *, train=False, rng=None, params=None):
         check_array(x, "x")
         self._use(params)
-        p = softmax(x, _axis_of(x, self.axis))
-        return p, p
+        if not -x.ndim <= self.axis < x.ndim:
+            raise ValueError(f"axis {self.axis} is out of range for x of shape {x.shape}")
+        y = self._f(x, self.axis)
+        return y, y
+
+
+class Softmax(_AlongAxis):
+    r"""``p = softmax(s)`` along ``axis`` (default the last).
+
+    Shapes: any ``s``; ``p`` has the same shape and dtype. Backward and jvp are both
+    :func:`softmax_tangent` (the Jacobian :math:`\operatorname{diag}(p) - pp^\top` is symmetric).
+    Bridle (1990), "Probabilistic interpretation of feedforward classification network outputs".
+    """
+
+    _f = staticmethod(softmax)
 
     def backward(self, cache, dy, *, params=None, need_dx=True):
         p = cache
@@ -96,7 +94,7 @@ class Softmax(Module):
         return self._input_jvp(x, dx, dparams, p, lambda d: softmax_tangent(p, d, self.axis))
 
 
-class LogSoftmax(Module):
+class LogSoftmax(_AlongAxis):
     r"""``ℓ = log softmax(s)`` along ``axis`` (default the last), by the shifted log-sum-exp.
 
     Shapes: any ``s``; ``ℓ`` has the same shape and dtype.
@@ -106,18 +104,7 @@ class LogSoftmax(Module):
         \bar s = \bar\ell - p \textstyle\sum_i \bar\ell_i, \qquad p = e^{\ell}.
     """
 
-    def __init__(self, axis: int = -1):
-        super().__init__()
-        self.axis = _check_axis(axis)
-
-    def extra_repr(self):
-        return f"axis={self.axis}"
-
-    def forward(self, x, *, train=False, rng=None, params=None):
-        check_array(x, "x")
-        self._use(params)
-        ell = log_softmax(x, _axis_of(x, self.axis))
-        return ell, ell
+    _f = staticmethod(log_softmax)
 
     def backward(self, cache, dy, *, params=None, need_dx=True):
         ell = cache
