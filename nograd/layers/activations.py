@@ -180,15 +180,28 @@ class GELU(Activation):
     def f(self, x):
         return x * self._cdf(x)[1]
 
-    def df(self, x, y):
+    def _df_from(self, x, cdf):
+        """f'(x) from Φ(x) (exact) or its tanh form, so backward reuses the forward's Φ."""
         if self.approximate == "none":
-            from ..kernels.gelu import gelu_derivative
-
-            return gelu_derivative(x)
-        u, cdf = self._cdf(x)
+            return cdf + x * np.exp(x * x * x.dtype.type(-0.5)) * x.dtype.type(1 / math.sqrt(2 * math.pi))
         c = x.dtype.type(math.sqrt(2 / math.pi))
         t = 2 * cdf - 1  # tanh(u)
         return cdf + 0.5 * x * (1 - t * t) * c * (1 + x.dtype.type(3 * 0.044715) * x * x)
+
+    def df(self, x, y):
+        return self._df_from(x, self._cdf(x)[1])
+
+    def forward(self, x, *, train=False, rng=None, params=None):
+        check_array(x, "x")
+        self._use(params)
+        cdf = self._cdf(x)[1]
+        y = x * cdf
+        return y, (x, y, cdf)
+
+    def backward(self, cache, dy, *, params=None, need_dx=True):
+        x, _, cdf = cache
+        check_like(dy, x.shape)
+        return (dy * self._df_from(x, cdf) if need_dx else None), {}
 
     def extra_repr(self):
         return f"approximate={self.approximate!r}"

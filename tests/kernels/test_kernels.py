@@ -129,13 +129,13 @@ def test_optimizer_uses_the_fused_kernel_and_matches_numpy():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gelu_kernels_equal_the_scipy_reference(dtype):
-    from nograd.kernels.gelu import gelu_derivative, gelu_derivative_ref, normal_cdf, normal_cdf_ref
+def test_gelu_cdf_kernel_equals_the_scipy_reference(dtype):
+    from nograd.kernels.gelu import normal_cdf, normal_cdf_ref
 
     x = np.random.default_rng(0).normal(0, 3, (7, 5, 3)).astype(dtype)
     x[0, 0, :] = [0.0, -40.0, 40.0]
     tol = 1e-6 if dtype == np.float32 else 1e-14
-    for mine, ref in ((normal_cdf(x), normal_cdf_ref(x)), (gelu_derivative(x), gelu_derivative_ref(x))):
-        assert mine.dtype == x.dtype and mine.shape == x.shape
-        np.testing.assert_allclose(mine, ref, rtol=tol, atol=tol)
+    mine = normal_cdf(x)
+    assert mine.dtype == x.dtype and mine.shape == x.shape
+    np.testing.assert_allclose(mine, normal_cdf_ref(x), rtol=tol, atol=tol)
     np.testing.assert_allclose(normal_cdf(x[:, ::2]), normal_cdf_ref(x[:, ::2]), rtol=tol, atol=tol)
