@@ -83,7 +83,7 @@ def jet2(m: Module, x, a=None, b=None, *, pa=None, pb=None, params=None):
         return y, ya, yb, yab
     f2 = _F2.get(type(m))
     if f2 is not None:
-        y, (x, y) = m.forward(x, params=params)
+        y = m.forward(x, params=params)[0]
         d1 = m.df(x, y)
         return y, d1 * a, d1 * b, f2(m, x, y) * a * b
     raise TypeError(f"second derivatives of {type(m).__name__} are not known to nograd.causal "
