@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.checks import check_array, check_like
-from ..core.module import Module
+from .softmax import _AlongAxis
 
 __all__ = ["Entmax15", "entmax15", "entmax15_vjp"]
 
@@ -82,7 +82,7 @@ def softmax_vjp(p: np.ndarray, dy: np.ndarray, axis: int = -1) -> np.ndarray:
     return pd - p * pd.sum(axis=axis, keepdims=True)
 
 
-class Entmax15(Module):
+class Entmax15(_AlongAxis):
     r"""1.5-entmax along ``axis`` as a layer (no parameters).
 
     Shapes: any ``x`` with at least one axis; ``y`` has the same shape and dtype, non-negative,
@@ -95,15 +95,6 @@ class Entmax15(Module):
     Peters, Niculae & Martins (2019), §2 and Alg. 2. The map is smooth except where an entry
     enters or leaves the support (:math:`X_i = \tau`).
     """
-
-    def __init__(self, axis: int = -1):
-        super().__init__()
-        if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
-            raise TypeError(f"axis must be an int, got {axis!r}")
-        self.axis = int(axis)
-
-    def extra_repr(self):
-        return f"axis={self.axis}"
 
     def forward(self, x, *, train=False, rng=None, params=None):
         check_array(x, "x", min_ndim=1)
