@@ -201,7 +201,13 @@ class GELU(Activation):
     def backward(self, cache, dy, *, params=None, need_dx=True):
         x, _, cdf = cache
         check_like(dy, x.shape)
-        return (dy * self._df_from(x, cdf) if need_dx else None), {}
+        if not need_dx:
+            return None, {}
+        if self.approximate == "none" and dy.dtype == x.dtype:
+            from ..kernels.gelu import gelu_backward
+
+            return gelu_backward(x, cdf, dy), {}
+        return dy * self._df_from(x, cdf), {}
 
     def extra_repr(self):
         return f"approximate={self.approximate!r}"

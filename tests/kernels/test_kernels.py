@@ -139,3 +139,16 @@ def test_gelu_cdf_kernel_equals_the_scipy_reference(dtype):
     assert mine.dtype == x.dtype and mine.shape == x.shape
     np.testing.assert_allclose(mine, normal_cdf_ref(x), rtol=tol, atol=tol)
     np.testing.assert_allclose(normal_cdf(x[:, ::2]), normal_cdf_ref(x[:, ::2]), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_backward_kernel_equals_the_numpy_reference(dtype):
+    from nograd.kernels.gelu import gelu_backward, gelu_backward_ref, normal_cdf_ref
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 3, (4, 6, 5)).astype(dtype)
+    dy = rng.normal(size=x.shape).astype(dtype)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    mine = gelu_backward(x, normal_cdf_ref(x), dy)
+    assert mine.dtype == x.dtype and mine.shape == x.shape
+    np.testing.assert_allclose(mine, gelu_backward_ref(x, normal_cdf_ref(x), dy), rtol=tol, atol=tol)
