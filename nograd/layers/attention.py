@@ -39,6 +39,7 @@ import numpy as np
 from ..core import init as _init
 from ..core.checks import all_finite, as_rng, check_array, check_dtype, check_like, check_positive
 from ..core.module import Module
+from .dropout import dropout_mask
 from .linear import Linear
 from .softmax import softmax, softmax_tangent
 
@@ -114,9 +115,7 @@ def attention_forward(q, k, v, *, attn_mask=None, causal=False, scale=None, drop
     keep = None
     pd = p
     if dropout > 0:
-        if rng is None:
-            raise ValueError("attention dropout needs rng= (a numpy Generator or seed)")
-        keep = (as_rng(rng).random(p.shape) >= dropout).astype(p.dtype) * p.dtype.type(1 / (1 - dropout))
+        keep = dropout_mask(p.shape, dropout, rng, p.dtype, "attention")
         pd = p * keep
     return pd @ v, (q, k, v, p, keep, scale)
 

@@ -1,9 +1,19 @@
 """Inverted dropout (Srivastava et al. 2014, JMLR 15, §2 with the 1/(1-p) rescaling at training)."""
 from __future__ import annotations
 
+import numpy as np
 
 from ..core.checks import as_rng, check_array, check_like
 from ..core.module import Module
+
+
+def dropout_mask(shape, p: float, rng, dtype, who: str = "Dropout"):
+    """The inverted-dropout multiplier ``m / (1 - p)``, ``m ~ Bernoulli(1 - p)`` of ``shape``, drawn from
+    ``rng`` (required: ``who`` names the caller in the error); shared by every layer with dropout."""
+    if rng is None:
+        raise ValueError(f"{who} needs rng= (a numpy Generator or seed) when train=True and dropout > 0")
+    keep = as_rng(rng).random(shape) >= p
+    return keep.astype(dtype) * np.dtype(dtype).type(1 / (1 - p))
 
 
 class Dropout(Module):
@@ -32,10 +42,7 @@ class Dropout(Module):
     def _mask(self, x, train, rng):
         if not train or self.p == 0:
             return None
-        if rng is None:
-            raise ValueError("Dropout needs rng= (a numpy Generator or seed) when train=True")
-        keep = as_rng(rng).random(x.shape) >= self.p
-        return keep.astype(x.dtype) * x.dtype.type(1 / (1 - self.p))
+        return dropout_mask(x.shape, self.p, rng, x.dtype)
 
     def forward(self, x, *, train=False, rng=None, params=None):
         check_array(x, "x")

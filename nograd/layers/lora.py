@@ -8,6 +8,7 @@ import numpy as np
 
 from ..core.checks import as_rng, check_array, check_last_dim, check_like, check_positive
 from ..core.module import Module
+from .dropout import dropout_mask
 from .linear import Linear
 
 
@@ -92,10 +93,7 @@ class LoRA(Module):
     def _mask(self, x, train, rng):
         if not train or self.dropout == 0:
             return None
-        if rng is None:
-            raise ValueError("LoRA needs rng= (a numpy Generator or seed) when train=True and dropout > 0")
-        keep = as_rng(rng).random(x.shape) >= self.dropout
-        return keep.astype(x.dtype) * x.dtype.type(1 / (1 - self.dropout))
+        return dropout_mask(x.shape, self.dropout, rng, x.dtype, "LoRA")
 
     def forward(self, x, *, train=False, rng=None, params=None):
         check_array(x, "x", min_ndim=1)
