@@ -9,7 +9,8 @@ The derivative of the standardisation is the symmetric map
     J v = r \left(v - \overline{v} - \hat x\, \overline{v \odot \hat x}\right),
 
 (bars are means over the normalised axes), so backward and jvp share :func:`standardize_tangent`:
-``x̄ = J(γ ȳ)`` and ``ẏ = γ J ẋ + γ̇ x̂ + β̇``.
+``x̄ = J(γ ȳ)`` and ``ẏ = γ J ẋ + γ̇ x̂ + β̇``. LayerNorm's forward and backward run the same maths
+in one Numba pass per row (:mod:`nograd.kernels.layernorm`).
 """
 from __future__ import annotations
 
@@ -117,24 +118,40 @@ class LayerNorm(_AffineNorm):
         if x.shape[x.ndim - len(self.normalized_shape):] != self.normalized_shape:
             raise ValueError(f"x must end with shape {self.normalized_shape}, got {x.shape}")
 
+    def _rows(self, x):
+        """``x`` as ``(N, D)``: the normalised axes flattened into one."""
+        return x.reshape(-1, int(np.prod(self.normalized_shape)))
+
+    def _gamma_beta(self, p):
+        if not self.affine:
+            return None, None
+        return p["weight"], p.get("bias")
+
     def forward(self, x, *, train=False, rng=None, params=None):
+        """One Numba pass per row (:mod:`nograd.kernels.layernorm`); cache ``(x̂, r)``."""
         self._check(x)
         p = self._use(params)
-        axes = self._axes(x)
-        xhat, r = standardize(x, axes, self.eps)
-        return self._affine_forward(xhat, p), (xhat, r)
+        from ..kernels.layernorm import layernorm_forward  # lazy: keep `import nograd` light
+
+        y, xhat, r = layernorm_forward(self._rows(x), *self._gamma_beta(p), self.eps)
+        k = len(self.normalized_shape)
+        return y.reshape(x.shape), (xhat.reshape(x.shape), r.reshape(x.shape[:-k] + (1,) * k))
 
     def backward(self, cache, dy, *, params=None, need_dx=True):
         xhat, r = cache
         check_like(dy, xhat.shape)
         p = self._use(params)
-        axes = self._axes(xhat)
-        batch_axes = tuple(range(xhat.ndim - len(axes)))
-        grads = self._affine_grads(xhat, dy, p, batch_axes)
-        if not need_dx:
-            return None, grads
-        g, _ = self._gb(p, xhat)
-        return standardize_tangent(xhat, r, dy if g is None else dy * g, axes), grads
+        from ..kernels.layernorm import layernorm_backward
+
+        gamma, _ = self._gamma_beta(p)
+        dx, dgamma, dbeta = layernorm_backward(self._rows(xhat), r, self._rows(dy), gamma)
+        grads = {}
+        if self.affine:
+            shape, dt = p["weight"].shape, p["weight"].dtype
+            grads["weight"] = dgamma.reshape(shape).astype(dt)
+            if "bias" in p:
+                grads["bias"] = dbeta.reshape(shape).astype(dt)
+        return (dx.reshape(xhat.shape) if need_dx else None), grads
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         y, (xhat, r) = self.forward(x, params=params)

@@ -176,3 +176,26 @@ def test_gelu_backward_kernel_equals_the_numpy_reference(dtype):
     mine = gelu_backward(x, normal_cdf_ref(x), dy)
     assert mine.dtype == x.dtype and mine.shape == x.shape
     np.testing.assert_allclose(mine, gelu_backward_ref(x, normal_cdf_ref(x), dy), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("affine", ["none", "gain", "gain+shift"])
+def test_layernorm_kernels_equal_the_numpy_reference(dtype, affine):
+    from nograd.kernels.layernorm import (layernorm_backward, layernorm_backward_ref, layernorm_forward,
+                                          layernorm_forward_ref)
+
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=(37, 24)) * 3 + 5).astype(dtype)
+    dy = rng.normal(size=x.shape).astype(dtype)
+    g = None if affine == "none" else rng.normal(size=24).astype(dtype)
+    b = rng.normal(size=24).astype(dtype) if affine == "gain+shift" else None
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    mine, ref = layernorm_forward(x, g, b, 1e-5), layernorm_forward_ref(x, g, b, 1e-5)
+    for m, r in zip(mine, ref):
+        assert m.dtype == x.dtype
+        np.testing.assert_allclose(m, r, rtol=tol, atol=tol)
+    xhat, r = ref[1], ref[2]
+    for m, rr in zip(layernorm_backward(xhat, r, dy, g), layernorm_backward_ref(xhat, r, dy, g)):
+        np.testing.assert_allclose(m, rr, rtol=tol, atol=tol * 40)
+    # the defining property: each row of x̂ has mean 0
+    np.testing.assert_allclose(mine[1].astype(np.float64).mean(axis=1), 0, atol=tol)
