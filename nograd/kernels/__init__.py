@@ -12,6 +12,9 @@ runs. This package imports nothing from the rest of nograd.
 - :mod:`.grande` / :mod:`.grande_ref` — hard routing of GRANDE's trees and its straight-through
   backward.
 - :mod:`.axpy` — fused in-place ``y += a·x`` for the optimizers.
+- :mod:`.gelu` — the exact GELU and its backward (vectorised float32 route).
+- :mod:`.layernorm` — LayerNorm forward and backward over rows (references beside them).
+- :mod:`.softmax` — masked (causal) softmax over rows and its Jacobian-vector product.
 
 All kernels are serial: on a 2-core machine NumPy's OpenBLAS threads spin after each matrix product
 and a parallel region started then waits on them (see :mod:`.conv`).

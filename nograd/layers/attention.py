@@ -37,11 +37,12 @@ import math
 import numpy as np
 
 from ..core import init as _init
-from ..core.checks import all_finite, as_rng, check_array, check_dtype, check_like, check_positive
+from ..core.checks import (NonFiniteError, all_finite, as_rng, check_array, check_dtype, check_like,
+                           check_positive)
 from ..core.module import Module
 from .dropout import dropout_mask
 from .linear import Linear
-from .softmax import softmax, softmax_tangent
+from .softmax import softmax_tangent
 
 
 # ------------------------------------------------------------------------------ the function
@@ -84,7 +85,8 @@ def _masked_scores(q, k, scale, attn_mask, causal):
             s = np.where(attn_mask, s, -np.inf).astype(s.dtype, copy=False)
         elif attn_mask.dtype.kind == "f":
             if np.isnan(attn_mask).any() or np.isposinf(attn_mask).any():
-                raise ValueError("attn_mask contains NaN or +inf; use -inf (or False) to hide a key")
+                raise NonFiniteError("attn_mask contains NaN or +inf; use -inf (or False) to hide "
+                                     "a key")
             s += attn_mask.astype(s.dtype, copy=False)
         else:
             raise TypeError(f"attn_mask must be boolean (True = attend) or float (added to the "
@@ -111,7 +113,15 @@ def attention_forward(q, k, v, *, attn_mask=None, causal=False, scale=None, drop
     if not (isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0 <= dropout < 1):
         raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(check_positive(scale, "scale"))
-    p = softmax(_masked_scores(q, k, scale, attn_mask, causal))
+    from ..kernels.softmax import masked_softmax  # lazy: keep `import nograd` light
+
+    if attn_mask is None:      # scale, causal limit and softmax in one pass over the scores
+        tq, tk = q.shape[-2], k.shape[-2]
+        if causal and tq > tk:
+            raise ValueError(f"causal attention needs at least as many keys as queries, got Tq={tq}, Tk={tk}")
+        p = masked_softmax(q @ np.swapaxes(k, -1, -2), scale, tk - tq if causal else None)
+    else:
+        p = masked_softmax(_masked_scores(q, k, scale, attn_mask, causal))
     keep = None
     pd = p
     if dropout > 0:
@@ -129,8 +139,9 @@ def attention_backward(cache, do):
     dp = do @ np.swapaxes(v, -1, -2)
     if keep is not None:
         dp *= keep
-    ds = softmax_tangent(p, dp)
-    ds *= ds.dtype.type(scale)
+    from ..kernels.softmax import softmax_jvp
+
+    ds = softmax_jvp(p, dp, scale)
     return ds @ k, np.swapaxes(ds, -1, -2) @ q, dv
 
 
@@ -331,6 +342,6 @@ class MultiheadAttention(Module):
             if a.shape != own[leaf].shape:
                 raise ValueError(f"state[{key!r}] has shape {a.shape}, expected {own[leaf].shape}")
             if not all_finite(a.astype(np.float64)):
-                raise ValueError(f"state[{key!r}] contains NaN or inf")
+                raise NonFiniteError(f"state[{key!r}] contains NaN or inf")
             own[leaf][...] = a
         return self

@@ -199,3 +199,23 @@ def test_layernorm_kernels_equal_the_numpy_reference(dtype, affine):
         np.testing.assert_allclose(m, rr, rtol=tol, atol=tol * 40)
     # the defining property: each row of x̂ has mean 0
     np.testing.assert_allclose(mine[1].astype(np.float64).mean(axis=1), 0, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("offset", [None, 0, 2, 5])
+def test_masked_softmax_kernels_equal_the_numpy_reference(dtype, offset):
+    from nograd.kernels.softmax import masked_softmax, masked_softmax_ref, softmax_jvp, softmax_jvp_ref
+
+    rng = np.random.default_rng(5)
+    s = (rng.normal(size=(3, 2, 6, 9)) * 20).astype(dtype)       # large scores: the max shift matters
+    s[0, 0, 5, 0] = -np.inf                                        # a hidden key gets probability 0
+    tol = 1e-7 if dtype == np.float32 else 1e-15
+    p = masked_softmax(s, 0.37, offset)
+    assert p.dtype == s.dtype and p.shape == s.shape and p[0, 0, 5, 0] == 0
+    np.testing.assert_allclose(p, masked_softmax_ref(s, 0.37, offset), rtol=0, atol=tol)
+    np.testing.assert_allclose(p.astype(np.float64).sum(axis=-1), 1, atol=10 * tol)
+    if offset is not None:             # key j is hidden from query i exactly when j > i + offset
+        hidden = np.arange(9)[None, :] > np.arange(6)[:, None] + offset
+        assert np.all(p[..., hidden] == 0) and np.all(p[1:][..., ~hidden] > 0)
+    v = rng.normal(size=s.shape).astype(dtype)
+    np.testing.assert_allclose(softmax_jvp(p, v, 0.37), softmax_jvp_ref(p, v, 0.37), rtol=0, atol=10 * tol)
