@@ -257,3 +257,17 @@ def test_patch_embed_errors():
         layer.backward(cache, np.zeros((2, 5, 6), np.float32))
     with pytest.raises(ValueError, match="dx"):
         layer.jvp(x, np.zeros((2, 3, 4, 5), np.float32))
+
+
+def test_embedding_scatter_add_equals_numpy_add_at_with_repeated_ids():
+    from nograd.layers.embedding import scatter_add_rows
+
+    rng = np.random.default_rng(7)
+    idx = rng.integers(0, 9, (5, 13))                   # repeats, unsorted, some ids never drawn
+    idx[0, :4] = 3
+    rows = rng.normal(size=(idx.size, 6))
+    expected = np.zeros((11, 6))
+    np.add.at(expected, idx.reshape(-1), rows)
+    got = scatter_add_rows((11, 6), idx, rows)
+    np.testing.assert_allclose(got, expected, rtol=1e-14, atol=1e-14)
+    assert np.all(got[[9, 10]] == 0)
