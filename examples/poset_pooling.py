@@ -1,4 +1,4 @@
-"""The same small CNN with max, average, mixed and each of the 16 poset poolings (issue 12).
+"""The same small CNN with max, average, mixed and each of the 16 poset poolings.
 
     python examples/poset_pooling.py [--seeds 3] [--epochs 8] [--seed 0] [--placement both]
                                      [--data digits|mnist --data-dir DIR] [--json]

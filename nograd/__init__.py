@@ -6,6 +6,7 @@ numpy alone; Numba kernels, SciPy and plotting load where they are used.
 """
 from . import core, data, layers, rules, testing
 from .core import Module, Residual, Sequential, flatten_params, load, save, unflatten_params
+from .core.checks import NonFiniteError
 from .core.losses import get_loss
 from .core.optim import SGD, Adam, AdamW, get_optimizer
 from .layers import (GELU, BatchNorm1d, Dropout, Embedding, Flatten, Identity, LayerNorm, LeakyReLU,
@@ -24,7 +25,7 @@ __all__ = ["core", "data", "layers", "rules", "testing", "Module", "Sequential",
            "Identity", "Dropout", "LayerNorm", "BatchNorm1d", "Flatten", "Embedding", "Backprop",
            "Rule", "get_rule", "available_rules", "metrics", "models", "train", "fit", "History",
            "get_model", "available_models", "register_model", "GrandeClassifier", "GrandeRegressor",
-           "blas_threads", "set_blas_threads", "blas_libraries", "lora"]
+           "blas_threads", "set_blas_threads", "blas_libraries", "lora", "NonFiniteError"]
 
 
 def __getattr__(name):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .core.checks import NonFiniteError, check_float
 from .metrics import hoyer_sparsity
 
 __all__ = ["hidden_activities", "sparsity", "sparsity_by_class", "active_fraction", "class_means",
@@ -37,7 +38,7 @@ def _check_h(h, name="h"):
     if h.shape[0] == 0 or h.shape[1] < 2:
         raise ValueError(f"{name} needs at least one sample and two units, got shape {h.shape}")
     if not np.isfinite(h).all():
-        raise ValueError(f"{name} contains NaN or inf")
+        raise NonFiniteError(f"{name} contains NaN or inf")
     return h
 
 
@@ -119,9 +120,7 @@ def category_ensembles(h, y, num_classes=None, *, threshold: float = 0.2) -> dic
     "mean_overlap": mean over pairs a < b, "specific_fraction": share of ensemble units that
     belong to exactly one class}``.
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
-            or not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    check_float(threshold, "threshold", low=0, high=1, low_open=True)
     m = class_means(h, y, num_classes)
     k, units = m.shape
     top = m.max()

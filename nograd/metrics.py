@@ -19,6 +19,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .core.checks import NonFiniteError, check_int
+
 __all__ = ["predicted_labels", "accuracy", "confusion_matrix", "macro_f1", "sensitivity",
            "specificity", "roc_auc", "hoyer_sparsity", "cosine", "angle", "cosine_per_key", "angle_per_key",
            "count_flops"]
@@ -40,7 +42,7 @@ def predicted_labels(scores, name: str = "y_pred") -> np.ndarray:
     if scores.dtype.kind != "f":
         raise TypeError(f"{name} must hold labels or float scores, got dtype {scores.dtype}")
     if not np.isfinite(scores).all():
-        raise ValueError(f"{name} contains NaN or inf")
+        raise NonFiniteError(f"{name} contains NaN or inf")
     if scores.ndim == 2 and scores.shape[1] >= 2:
         return scores.argmax(axis=1)
     if scores.ndim == 1 or (scores.ndim == 2 and scores.shape[1] == 1):
@@ -84,8 +86,7 @@ def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarr
     t, p = _pair(y_true, y_pred)
     k = int(max(t.max(), p.max())) + 1
     if num_classes is not None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
-            raise TypeError(f"num_classes must be an int, got {num_classes!r}")
+        check_int(num_classes, "num_classes")
         if num_classes < k:
             raise ValueError(f"num_classes={num_classes} but the labels go up to {k - 1}")
         k = int(num_classes)
@@ -174,7 +175,7 @@ def roc_auc(y_true, scores, positive: int = 1) -> float:
     if len(s) != len(t):
         raise ValueError(f"y_true has {len(t)} samples but scores has {len(s)}")
     if not np.isfinite(s).all():
-        raise ValueError("scores contains NaN or inf")
+        raise NonFiniteError("scores contains NaN or inf")
     pos = t == positive
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:
@@ -209,7 +210,7 @@ def hoyer_sparsity(x, axis: int = -1, *, zero: float = 1.0):
         raise ValueError(f"x has {n} entries along axis {axis}; Hoyer sparsity needs at least 2")
     a = np.abs(x.astype(np.float64))
     if not np.isfinite(a).all():
-        raise ValueError("x contains NaN or inf")
+        raise NonFiniteError("x contains NaN or inf")
     l1 = a.sum(axis=axis)
     l2 = np.sqrt((a * a).sum(axis=axis))
     ratio = np.divide(l1, l2, out=np.ones_like(l1), where=l2 > 0)
@@ -246,7 +247,7 @@ def _matched(a, b):
             raise ValueError(f"a{label} has shape {x.shape} but b{label} has shape {y.shape}")
         x64, y64 = x.astype(np.float64).ravel(), y.astype(np.float64).ravel()
         if not (np.isfinite(x64).all() and np.isfinite(y64).all()):
-            raise ValueError(f"a{label} or b{label} contains NaN or inf")
+            raise NonFiniteError(f"a{label} or b{label} contains NaN or inf")
         out[k] = (x64, y64)
     if not out:
         raise ValueError("a and b are empty dicts")

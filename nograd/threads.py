@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 
+from .core.checks import check_int
+
 __all__ = ["blas_libraries", "set_blas_threads", "blas_threads"]
 
 #: OpenBLAS entry points (the scipy-openblas wheels add a prefix and a 64-bit-integer suffix)
@@ -32,9 +34,7 @@ _SUFFIXES = ("64_", "")
 
 
 def _check_n(n):
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int (number of BLAS threads), got {n!r}")
-    return n
+    return check_int(n, "n", low=1)
 
 
 def _openblas_handles():

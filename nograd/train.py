@@ -22,10 +22,11 @@ import math
 import os
 import sys
 import time
+from collections.abc import Mapping
 
 import numpy as np
 
-from .core.checks import as_rng, check_positive
+from .core.checks import NonFiniteError, as_rng, check_positive
 from .core.module import Module
 from .data.split import batches, num_batches
 from .metrics import predicted_labels
@@ -381,7 +382,7 @@ def _check_xy(data, name):
     if X.dtype.kind != "f":
         raise TypeError(f"{name} X must be a float array (float32 or float64), got {X.dtype}")
     if not np.isfinite(X).all():
-        raise ValueError(f"{name} X contains NaN or inf")
+        raise NonFiniteError(f"{name} X contains NaN or inf")
     if len(y) != len(X):
         raise ValueError(f"{name} has {len(X)} samples in X but {len(y)} in y; they must match")
     if y.dtype.kind in "iu":
@@ -455,7 +456,11 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
         ``check_model`` runs first, so a rule that cannot train the model fails at once. A rule
         with ``applies_update = True`` (MeZO) updates in place itself: fit calls
         ``rule.step(model, x, y, optimizer=optimizer, rng=rng) -> info`` instead.
-    optimizer : built over ``model.params`` (``optimizer.step(grads)`` updates them in place).
+    optimizer : built over ``model.params`` — the very arrays, after any ``model.astype`` — or a
+        subset of them, plus the rule's own ``rule.params`` if it has any
+        (``optimizer.step(grads)`` updates them in place). An optimizer over other arrays (another
+        model's, or the ones ``astype`` replaced) would train nothing: it is refused with a
+        ``ValueError`` before the first step.
     train, val : pairs ``(X, y)``: float inputs with samples first, and integer labels ``(N,)`` or
         float targets ``(N, C)``. ``val`` (optional) is evaluated after every epoch, through
         ``rule.predict(model, x)`` when the rule has one (see :func:`predictor`).
@@ -472,8 +477,8 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
         attribute when it has one, else softmax cross-entropy.
 
     Returns a :class:`History`. Divergence — a non-finite loss, output or gradient; the data were
-    checked finite on entry — raises ``FloatingPointError`` naming the epoch and batch (lower the
-    learning rate).
+    checked finite on entry — raises :class:`~nograd.core.checks.NonFiniteError` (a
+    ``FloatingPointError``) naming the epoch and batch (lower the learning rate).
     """
     if not isinstance(model, Module):
         raise TypeError(f"model must be a nograd Module, got {type(model).__name__}")
@@ -504,6 +509,7 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
     check = getattr(rule, "check_model", None)
     if callable(check):
         check(model)
+    _check_optimizer_arrays(model, rule, optimizer)
     loss_fn, loss_opts = _loss_of(rule, loss)
     _labels(y)                       # targets that give no labels fail here, not mid-epoch
 
@@ -532,17 +538,15 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
                     else:
                         grads, info = rule.grads(model, xb, yb, rng=rng)
                     value = float(info["loss"])
-                    if not math.isfinite(value):
-                        raise FloatingPointError(f"training diverged: the loss is {value} at epoch "
-                                                 f"{epoch}, batch {b}; lower the learning rate")
-                    if grads is not None:
+                    if grads is not None and math.isfinite(value):
                         optimizer.step(grads)
-                except ValueError as e:
+                except NonFiniteError as e:
                     # the data passed the finiteness check above, so NaN/inf here means divergence
-                    if "NaN or inf" not in str(e):
-                        raise
-                    raise FloatingPointError(f"training diverged at epoch {epoch}, batch {b} "
-                                             f"({e}); lower the learning rate") from e
+                    raise NonFiniteError(f"training diverged at epoch {epoch}, batch {b} ({e}); "
+                                         f"lower the learning rate") from e
+                if not math.isfinite(value):
+                    raise NonFiniteError(f"training diverged: the loss is {value} at epoch {epoch}, "
+                                         f"batch {b}; lower the learning rate")
                 n = len(xb)
                 loss_sum += value * n
                 seen += n
@@ -573,6 +577,30 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
     history.info["train_seconds"] = time.perf_counter() - t_start
     history.info.setdefault("stopped_epoch", None)
     return history
+
+
+def _check_optimizer_arrays(model, rule, optimizer) -> None:
+    """Refuse an optimizer whose arrays are not, by identity, those of ``model.params`` (or of
+    ``rule.params``) of the same names: it was built over another model's params or before
+    ``model.astype`` replaced them, and its in-place steps would leave the model as it is. An
+    optimizer over a subset is fine (frozen arrays); one without a ``params`` dict is not checked."""
+    held = getattr(optimizer, "params", None)
+    if not isinstance(held, Mapping):
+        return
+    live, own = model.params, getattr(rule, "params", None)
+    what = "model.params"
+    if isinstance(own, Mapping) and own:
+        live, what = {**own, **live}, "model.params (or rule.params)"
+    for name, p in held.items():
+        q = live.get(name)
+        if q is not p:
+            has = ("no array of that name" if q is None else
+                   f"another array ({getattr(q, 'dtype', '?')}; the optimizer's is "
+                   f"{getattr(p, 'dtype', '?')})")
+            raise ValueError(f"optimizer updates params[{name!r}] but {what} has {has}: the "
+                             f"optimizer was built over another model's params or before "
+                             f"Module.astype replaced the model's arrays, so its steps would not "
+                             f"change the model; build it over {what} after any astype")
 
 
 def _current_lr(optimizer):

@@ -2,9 +2,7 @@
 
 An entry says how to build the module (for a dtype and a seed) and how to draw a valid input
 away from its non-smooth points. A module class exported by ``nograd.layers`` (or ``nograd.core``)
-without an entry here fails ``test_every_layer_is_registered``.
-
-Later layers (convolutions, attention, …) add entries here.
+without an entry here fails ``test_every_layer_is_registered``; a new layer adds its entry here.
 """
 from __future__ import annotations
 

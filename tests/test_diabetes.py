@@ -1,4 +1,4 @@
-"""DiabetesNet (issue 13): binary metrics and ROC-AUC, the tabular models, cross-validated training,
+"""DiabetesNet: binary metrics and ROC-AUC, the tabular models, cross-validated training,
 the leak of re-balancing before the split, and `python -m nograd diabetes` end to end."""
 import json
 import os

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import check_array, check_like
+from ..core.checks import check_array, check_int, check_like
 from ..core.module import Module
 
 
@@ -29,9 +29,7 @@ class _Pairwise(Module):
 
     def __init__(self, n: int):
         super().__init__()
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
-        self.n = int(n)
+        self.n = check_int(n, "n", low=1)
 
     def _halves(self, z, name="x"):
         check_array(z, name, ndim=2)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import check_array, check_like
+from ..core.checks import NonFiniteError, check_array, check_int, check_like
 from ..core.module import Module
 from .ops import Map
 
@@ -72,10 +72,9 @@ class Stateful(_Delegate):
             raise ValueError(f"init must be a 1-D float array (the initial state), got "
                              f"shape {init.shape}, dtype {init.dtype}")
         if not np.isfinite(init).all():
-            raise ValueError("init contains NaN or inf")
-        for name, v in (("n_in", n_in), ("n_out", n_out)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {v!r}")
+            raise NonFiniteError("init contains NaN or inf")
+        check_int(n_in, "n_in", low=0)
+        check_int(n_out, "n_out", low=0)
         if not isinstance(step, Module):
             if not callable(step):
                 raise TypeError(f"step must be a nograd Module or a function, got "

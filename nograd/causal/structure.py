@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.checks import check_int
 from ..core.module import Module
 from .stateful import Stateful
 from .wiring import Wiring
@@ -48,9 +49,7 @@ def _check(f, name):
 
 
 def _width(n, name):
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"{name} must be a non-negative int (a wire width), got {n!r}")
-    return int(n)
+    return check_int(n, name, low=0)      # a wire width
 
 
 def _blocks(*widths):

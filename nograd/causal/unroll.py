@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import check_like
+from ..core.checks import check_int, check_like
 from .stateful import _Delegate
 
 
@@ -31,9 +31,7 @@ class Unrolled(_Delegate):
 
     def __init__(self, f, n: int):
         super().__init__()
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive int (the sequence length), got {n!r}")
-        self.f, self.n = f, int(n)
+        self.f, self.n = f, check_int(n, "n", low=1)      # the sequence length
         self._children["step"] = f.step
 
     def _check(self, xs):

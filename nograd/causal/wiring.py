@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import check_array, check_like
+from ..core.checks import check_array, check_int, check_like
 from ..core.module import Module
 from .second import jet2
 
@@ -46,9 +46,7 @@ class Wiring(Module):
 
     def __init__(self, n_in: int):
         super().__init__()
-        if isinstance(n_in, bool) or not isinstance(n_in, (int, np.integer)) or n_in < 0:
-            raise ValueError(f"n_in must be a non-negative int, got {n_in!r}")
-        self.n_in = self.n_out = int(n_in)
+        self.n_in = self.n_out = check_int(n_in, "n_in", low=0)
         self._stages: list[tuple] = []
 
     # ------------------------------------------------------------------ building

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .checks import as_rng, check_dtype, check_positive
+from .checks import NonFiniteError, as_rng, check_dtype, check_positive
 
 __all__ = ["fans", "zeros", "constant", "uniform", "normal", "xavier_uniform", "xavier_normal",
            "he_uniform", "he_normal", "orthogonal", "INITIALISERS", "get_initializer"]
@@ -54,7 +54,7 @@ def _number(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {value!r}")
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise NonFiniteError(f"{name} must be finite, got {value!r}")
     return float(value)
 
 

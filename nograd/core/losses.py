@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from .checks import all_finite, check_array, check_labels, check_like
+from .checks import NonFiniteError, all_finite, check_array, check_labels, check_like
 
 __all__ = ["softmax_cross_entropy", "mse", "binary_cross_entropy_with_logits", "focal_loss",
            "directional", "get_loss", "LOSSES"]
@@ -35,7 +35,7 @@ def _check_number(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {value!r}")
     if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise NonFiniteError(f"{name} must be finite, got {value!r}")
     return float(value)
 
 
@@ -56,7 +56,7 @@ def _check_weights(w, name: str, dtype, shape=None, broadcast_to=None) -> np.nda
                              f"shape {broadcast_to}")
     arr = arr.astype(np.float64)
     if not all_finite(arr):
-        raise ValueError(f"{name} contains NaN or inf")
+        raise NonFiniteError(f"{name} contains NaN or inf")
     if arr.size and arr.min() < 0:
         raise ValueError(f"{name} must be non-negative, got min {arr.min()}")
     return arr.astype(dtype)
@@ -72,7 +72,7 @@ def _check_target_like(target, pred: np.ndarray, name: str = "target") -> np.nda
         raise ValueError(f"{name} has shape {target.shape} but the prediction has shape "
                          f"{pred.shape}; they must match exactly")
     if target.dtype.kind == "f" and not all_finite(target):
-        raise ValueError(f"{name} contains NaN or inf")
+        raise NonFiniteError(f"{name} contains NaN or inf")
     return target.astype(pred.dtype, copy=False)
 
 
@@ -85,7 +85,7 @@ def _check_probabilities(target: np.ndarray, n: int, c: int, dtype) -> np.ndarra
                          f"of shape ({n}, {c}), got shape {target.shape}")
     t = target.astype(np.float64)
     if not all_finite(t):
-        raise ValueError("target contains NaN or inf")
+        raise NonFiniteError("target contains NaN or inf")
     if t.min() < 0:
         raise ValueError(f"target has negative class probabilities (min {t.min():.6g})")
     sums = t.sum(axis=1)
@@ -331,7 +331,7 @@ def directional(loss, pred, target, dpred, **opts):
     value, grad = fn(pred, target, **opts)
     check_like(dpred, grad.shape, "dpred")
     if not all_finite(dpred):
-        raise ValueError("dpred contains NaN or inf")
+        raise NonFiniteError("dpred contains NaN or inf")
     return value, float(np.vdot(grad, dpred))
 
 

@@ -110,15 +110,31 @@ class Module:
         return None
 
     def astype(self, dtype) -> "Module":
-        """Convert every parameter and buffer of this module tree to ``dtype``, in place; returns self."""
+        """Convert every float parameter and buffer of this module tree to ``dtype``; returns self.
+
+        An array cannot change dtype in place, so each float array of another dtype is *replaced*
+        by a converted copy (an array shared by several entries stays shared), and the array it
+        replaces is made read-only: it is retired, the model no longer reads it. An optimizer
+        built over the old ``params`` would otherwise keep updating those orphans while the model
+        never changes; instead its next ``step`` raises (and :func:`nograd.train.fit` refuses it at
+        once). Build optimizers after ``astype``. Arrays already of ``dtype`` are kept as they are.
+        """
         dt = check_dtype(dtype)
+        converted: dict[int, np.ndarray] = {}      # id(old array) -> its copy, to keep ties tied
+        retired = []
         for _, m in self.modules():
             for store in (m._own, m._buffers):
                 for k, v in store.items():
                     if v.dtype.kind == "f" and v.dtype != dt:
-                        store[k] = v.astype(dt)
+                        new = converted.get(id(v))
+                        if new is None:
+                            new = converted[id(v)] = v.astype(dt)
+                            retired.append(v)
+                        store[k] = new
             if hasattr(m, "_dtype"):
                 m._dtype = dt
+        for v in retired:
+            v.flags.writeable = False
         return self
 
     # ----------------------------------------------------------------- helpers for subclasses

@@ -5,14 +5,12 @@ An optimizer holds parameter groups (name → array, plus hyper-parameters) and 
 missing from ``grads`` is not updated in that step. All updates are in place, so passing
 ``model.params`` trains the model. The grads passed in are never modified.
 
-Speed: after the first step, a step allocates no array. Large contiguous arrays are updated by a
-fused Numba ``y += a·x`` kernel (one memory pass on both cores, twice as fast as two ufunc passes);
-small ones by in-place ufuncs (``out=``) through one or two scratch arrays per dtype, reused across
-parameters and steps; state keeps the parameter's dtype.
-SciPy's BLAS ``saxpy`` is 4× faster on a cache-warm 1024×1024 float32 update (~65 µs against
-~250 µs), but inside a training step it made the step 4× *slower* (38 ms against 9.4 ms for a
-784-1024-1024-10 MLP on 2 cores): SciPy and NumPy ship separate OpenBLAS copies whose thread pools
-spin against each other. The finiteness check is one ``np.vdot`` per gradient (NumPy's own BLAS).
+Cost: after the first step, a step allocates no array. A C-contiguous array of at least
+``2**16`` elements is updated by the fused Numba kernel ``y += a·x`` (:mod:`nograd.kernels.axpy`,
+one pass over memory where two ufuncs make two); smaller ones by in-place ufuncs (``out=``) through
+one or two scratch arrays per dtype, reused across parameters and steps. Optimizer state keeps the
+parameter's dtype. The finiteness check is one ``np.vdot`` per gradient (NumPy's own BLAS; SciPy's
+BLAS is not used, see ``docs/notes/performance-notes.md``).
 
 >>> import numpy as np
 >>> params = {"w": np.array([1.0, 2.0])}
@@ -31,7 +29,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .checks import FLOAT_DTYPES, check_positive
+from .checks import FLOAT_DTYPES, NonFiniteError, check_positive
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "StepLR", "CosineLR",
            "LambdaLR", "schedule", "get_optimizer", "OPTIMIZERS", "SCHEDULES"]
@@ -70,12 +68,12 @@ def _scal(a: float, y: np.ndarray) -> None:
 
 
 def _grad_norm(g: np.ndarray, name: str) -> float:
-    """L2 norm of ``g`` (one BLAS dot); ``ValueError`` if ``g`` holds NaN or inf."""
+    """L2 norm of ``g`` (one BLAS dot); :class:`NonFiniteError` if ``g`` holds NaN or inf."""
     s = float(np.vdot(g, g))
     if math.isfinite(s):
         return math.sqrt(s)
     if not np.isfinite(g).all():
-        raise ValueError(f"grads[{name!r}] contains NaN or inf")
+        raise NonFiniteError(f"grads[{name!r}] contains NaN or inf")
     g64 = g.astype(np.float64)                      # finite but the squares overflowed
     m = float(np.max(np.abs(g64)))
     g64 /= m
@@ -139,6 +137,9 @@ class Optimizer:
     the defaults given as keywords. A name may belong to one group only. ``clip_norm`` (optional)
     rescales the step's gradients to a global L2 norm of at most ``clip_norm`` before the update
     (without copying them).
+
+    An optimizer holds arrays, not a model: :meth:`step` refuses an array made read-only after it
+    was built, which is what :meth:`nograd.core.Module.astype` does to the arrays it replaces.
     """
 
     def __init__(self, params, *, lr, clip_norm=None, **hyper):
@@ -226,7 +227,8 @@ class Optimizer:
     def step(self, grads: Mapping) -> None:
         """Apply one update from ``grads`` (name → array, any subset of the parameter names).
 
-        Every gradient is checked (known name, shape, finite values) before any array changes.
+        Every gradient is checked (known name, shape, finite values), and every array it updates
+        writeable (not retired by ``Module.astype``), before any array changes.
         """
         if not isinstance(grads, Mapping):
             raise TypeError(f"grads must be a dict name -> array, got {type(grads).__name__}")
@@ -242,6 +244,11 @@ class Optimizer:
             if g.shape != p.shape:
                 raise ValueError(f"grads[{name!r}] has shape {g.shape}, expected {p.shape} "
                                  f"like params[{name!r}]")
+            if not p.flags.writeable:
+                raise ValueError(f"optimizer cannot update params[{name!r}]: it was made read-only "
+                                 f"after the optimizer was built, as Module.astype does to the "
+                                 f"arrays it replaces (the model now uses new ones); build the "
+                                 f"optimizer again over model.params")
             norms.append(_grad_norm(g, name))
             items.append((name, p, g, group))
         scale = 1.0

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import as_rng, check_positive
+from ..core.checks import NonFiniteError, as_rng, check_positive
 from .split import _check_labels, _check_same_length
 
 __all__ = ["random_undersample", "random_oversample", "smote", "rebalance", "BALANCE_METHODS"]
@@ -50,7 +50,7 @@ def _check_xy(X, y):
         raise ValueError(f"X has {int(holes.sum())} missing values (NaN) in columns {cols}; impute "
                          f"them first (e.g. nograd.data.MedianImputer fitted on the training set)")
     if not np.isfinite(X).all():
-        raise ValueError("X contains inf")
+        raise NonFiniteError("X contains inf")
     return X, y
 
 

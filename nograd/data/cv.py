@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from ..core.checks import as_rng, check_positive
+from ..core.checks import NonFiniteError, as_rng, check_positive
 from .balance import BALANCE_METHODS, rebalance
 from .split import Standardiser, _check_labels, _check_same_length
 
@@ -151,7 +151,7 @@ def _fold_metrics(y_true, scores):
                          f"{getattr(scores, 'dtype', type(scores).__name__)} of shape "
                          f"{getattr(scores, 'shape', None)}")
     if not np.isfinite(scores).all():
-        raise ValueError("fit_predict returned NaN or inf scores")
+        raise NonFiniteError("fit_predict returned NaN or inf scores")
     pred = scores.argmax(axis=1)
     return {"accuracy": accuracy(y_true, pred), "sensitivity": sensitivity(y_true, pred),
             "specificity": specificity(y_true, pred), "macro_f1": macro_f1(y_true, pred, 2),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import check_dtype
+from ..core.checks import check_dtype, check_seed
 from .split import stratified_split
 
 __all__ = ["load_digits", "digits_path"]
@@ -64,8 +64,7 @@ def load_digits(*, test_size=0.25, seed=0, dtype=np.float32, flatten=True):
     ((1348, 64), (449, 64), 1.0)
     """
     dt = check_dtype(dtype)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    check_seed(seed)
     if not isinstance(flatten, (bool, np.bool_)):
         raise TypeError(f"flatten must be a bool, got {flatten!r}")
     images, labels = _digits_raw()

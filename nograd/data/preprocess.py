@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import as_rng
+from ..core.checks import NonFiniteError, as_rng, check_float, check_int
 
 __all__ = ["CategoryEncoder", "QuantileNormal", "SimpleImputer", "TabularPreprocessor"]
 
@@ -48,7 +48,7 @@ def _check_2d(X, name="X", *, allow_nan=True, nan_hint=""):
     X64 = X.astype(np.float64, copy=False)
     inf = np.isinf(X64).any(axis=0)
     if inf.any():
-        raise ValueError(f"{name} contains infinite values in columns {np.flatnonzero(inf).tolist()}")
+        raise NonFiniteError(f"{name} contains infinite values in columns {np.flatnonzero(inf).tolist()}")
     if not allow_nan:
         nan = np.isnan(X64).any(axis=0)
         if nan.any():
@@ -181,10 +181,7 @@ class CategoryEncoder:
     def _check_params(self):
         if self.method not in ("ordinal", "onehot", "loo"):
             raise ValueError(f"method must be 'ordinal', 'onehot' or 'loo', got {self.method!r}")
-        s = self.smoothing
-        if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)) \
-                or not np.isfinite(s) or s < 0:
-            raise ValueError(f"smoothing must be a finite number >= 0, got {s!r}")
+        check_float(self.smoothing, "smoothing", low=0)
 
     def _targets(self, y, n):
         if y is None:
@@ -203,7 +200,7 @@ class CategoryEncoder:
         if y.dtype.kind != "f":
             raise TypeError(f"y must be integer class labels or a float target, got dtype {y.dtype}")
         if not np.isfinite(y).all():
-            raise ValueError("y contains NaN or inf")
+            raise NonFiniteError("y contains NaN or inf")
         self.classes_ = None
         return y.astype(np.float64)[:, None]
 
@@ -316,9 +313,7 @@ class QuantileNormal:
 
     def fit(self, X, y=None) -> QuantileNormal:
         for name in ("n_quantiles", "subsample"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            check_int(getattr(self, name), name, low=1)
         X = _check_2d(X)
         n = len(X)
         rows = min(n, int(self.subsample))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import as_rng, check_positive
+from ..core.checks import NonFiniteError, as_rng, check_positive
 
 __all__ = ["stratified_indices", "stratified_split", "batches", "num_batches", "one_hot",
            "Standardiser", "standardise"]
@@ -224,7 +224,7 @@ class Standardiser:
         if X.dtype.kind != "f":
             raise TypeError(f"{name} must be a float array, got dtype {X.dtype}")
         if not np.isfinite(X).all():
-            raise ValueError(f"{name} contains NaN or inf")
+            raise NonFiniteError(f"{name} contains NaN or inf")
         return X
 
 

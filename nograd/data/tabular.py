@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import check_dtype
+from ..core.checks import NonFiniteError, check_dtype
 from ._io import check_path, read_text
 
 __all__ = ["load_csv", "load_npz", "MISSING_TOKENS"]
@@ -206,7 +206,7 @@ def load_csv(path, target=-1, *, header="auto", delimiter=None, categorical="one
         if all(_is_number(c) for c, h in zip(col, hole) if not h):
             v = np.array([np.nan if h else float(c) for c, h in zip(col, hole)])
             if np.isinf(v).any():
-                raise ValueError(f"{path!r}: column {names[j]!r} holds an infinite value")
+                raise NonFiniteError(f"{path!r}: column {names[j]!r} holds an infinite value")
             feats.append(v)
             feature_names.append(names[j])
             continue
@@ -270,7 +270,7 @@ def load_npz(path, *, dtype=np.float32):
         if y.min() < 0:
             raise ValueError(f"{path!r}: y_{part} has negative labels (min {y.min()})")
         if X.dtype.kind == "f" and not np.isfinite(X).all():
-            raise ValueError(f"{path!r}: X_{part} contains NaN or inf")
+            raise NonFiniteError(f"{path!r}: X_{part} contains NaN or inf")
     if arrays["X_train"].shape[1:] != arrays["X_test"].shape[1:]:
         raise ValueError(f"{path!r}: X_train samples have shape {arrays['X_train'].shape[1:]} but "
                          f"X_test samples {arrays['X_test'].shape[1:]}")

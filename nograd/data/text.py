@@ -30,7 +30,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..core.checks import as_rng, check_positive
+from ..core.checks import as_rng, check_float, check_positive
 
 __all__ = ["CharVocab", "TextData", "load_text", "load_shakespeare", "SHAKESPEARE_FILE"]
 
@@ -177,11 +177,7 @@ class TextData:
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         if not text:
             raise ValueError("text is empty; there is nothing to split into train and val")
-        if (isinstance(train_fraction, bool)
-                or not isinstance(train_fraction, (int, float, np.integer, np.floating))):
-            raise TypeError(f"train_fraction must be a number, got {train_fraction!r}")
-        if not 0.0 < train_fraction < 1.0:
-            raise ValueError(f"train_fraction must be a number in (0, 1), got {train_fraction!r}")
+        check_float(train_fraction, "train_fraction", low=0, high=1, low_open=True, high_open=True)
         if vocab is None:
             vocab = CharVocab(text)
         elif not isinstance(vocab, CharVocab):

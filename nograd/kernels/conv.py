@@ -3,13 +3,16 @@
 Same signatures and column layout (one ``(C·KH·KW, OH·OW)`` matrix per sample) as the references
 in :mod:`nograd.kernels.conv_ref`.
 
-Speed notes (measured on the reference CNN's second convolution, 64×32×16×16, 3×3, pad 1):
-the plain loops below, with the bounds test as a conditional expression on each element, run in
-1.5 ms for im2col and 1.7 ms for col2im; LLVM turns the inner loops into vector code with masks.
-Precomputing the valid ranges per row and writing padding as slices was 4–7× *slower*. The
-kernels are serial on purpose: on a 2-core machine NumPy's OpenBLAS threads keep spinning for a
-while after each matrix product, and a parallel Numba region started then waits on them
-(measured on the CNN step: 1.8× slower with ``parallel=True``, 10× at batch 1).
+:func:`im2col` writes, for every kernel tap ``(c, i, j)`` (row ``r = (c·KH + i)·KW + j``) and
+output pixel ``(oh, ow)``, the input ``x[n, c, oh·sh − ph + i·dh, ow·sw − pw + j·dw]``, or zero
+where that falls in the padding; :func:`col2im` is its adjoint and adds each column entry back
+onto the input pixel it came from (``dx`` is accumulated into, so pass zeros). Cost:
+``N·C·KH·KW·OH·OW`` element copies (additions for col2im), no extra memory. The bounds test is a
+conditional expression on each element, which LLVM vectorises with masks. The kernels are serial
+on purpose: on a 2-core machine NumPy's OpenBLAS threads keep spinning for a while after each
+matrix product, and a parallel Numba region started then waits on them (DESIGN.md §5). Timings and
+the variants tried: ``docs/notes/performance-notes.md``; ``python bench/cnn_step.py`` times the
+training step these kernels serve.
 """
 from __future__ import annotations
 

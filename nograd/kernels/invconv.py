@@ -23,18 +23,20 @@ and each channel pair ``(c, o)`` the whole diagonal's update is one contiguous A
 pixels whose source lies in the image: no bounds tests in the inner loop, no zero padding).
 These loops are long enough for LLVM's loop vectoriser, which a per-pixel loop over the ``N``
 samples is not: Numba compiles without the SLP vectoriser, and LLVM does not vectorise a loop of
-8 iterations that needs run-time alias checks, so the per-pixel form ran scalar (≈ 1 ns per
-multiply-add). Channels go in 4×4 blocks (four destination rows updated from four source rows in
-one pass), and the inner loops index buffer rows with offsets rather than taking slices. The
-layout conversion from and to NCHW (the layer's frame, flipped for the other corners) is part of
-the kernels: :func:`solve` and :func:`solve_t` read NCHW and write NCHW.
+8 iterations that needs run-time alias checks, so the per-pixel form runs scalar. Channels go in
+4×4 blocks (four destination rows updated from four source rows in one pass), and the inner loops
+index buffer rows with offsets rather than taking slices. The layout conversion from and to NCHW
+(the layer's frame, flipped for the other corners) is part of the kernels: :func:`solve` and
+:func:`solve_t` read NCHW and write NCHW.
 
-At 32×32, C = 4, N = 8 (float32), a solve is ≈ 20 µs of layout conversion each way and ≈ 45 µs of
-diagonal updates (≈ 1M multiply-adds); what remains per call of an inner loop (alias checks,
-loop set-up, the horizontal sums of the dot products) is a large part of it, as the diagonals
-hold 8–256 values per channel. Tried without a measurable gain on the shared test machine:
-several taps of a kernel row in one pass (over zero slots around each diagonal, so that the taps
-share one pixel range — the 48 weights spill), FMA contraction, other row paddings.
+Cost of a solve (and of the transposed solve): at most ``k²·C²·H·W·N`` multiply-adds (only the
+strict lower triangle of the last tap's channel block, and fewer where a tap's source leaves the
+image), in at most ``(H+W−1)·k²·C²`` AXPYs of one diagonal each, plus one pass over ``C·H·W·N``
+values for the layout conversion each way; the diagonal buffer holds ``C·H·W·N`` values (plus
+row padding). The diagonals are short (``N`` to ``min(H, W)·N`` values per channel), so the fixed
+cost of each inner loop (alias checks, set-up, horizontal sums) is a large share of the time.
+Timings and the variants tried: ``docs/notes/performance-notes.md``; ``python bench/invconv.py``
+measures the solve and its backward.
 
 ``W`` passed here is the *effective* kernel: entries of the last tap on and above the channel
 diagonal are ignored (the diagonal comes from ``diag``). The loops are serial for the reason given

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import as_rng, check_array, check_like
+from ..core.checks import as_rng, check_array, check_float, check_like
 from ..core.module import Module
 
 
@@ -32,9 +32,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p < 1:
-            raise ValueError(f"p must be a probability in [0, 1), got {p!r}")
-        self.p = float(p)
+        self.p = check_float(p, "p", low=0, high=1, high_open=True)
 
     def extra_repr(self):
         return f"p={self.p}"

@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import check_array, check_like
+from ..core.checks import check_array, check_int, check_like
 from .softmax import _AlongAxis
 
 __all__ = ["Entmax15", "entmax15", "entmax15_vjp"]
 
 
 def _axis(z: np.ndarray, axis: int) -> int:
-    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
-        raise TypeError(f"axis must be an int, got {axis!r}")
+    check_int(axis, "axis")
     if not -z.ndim <= axis < z.ndim:
         raise ValueError(f"axis {axis} is out of range for an array of {z.ndim} dimensions")
     return int(axis) % z.ndim

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..core.checks import as_rng, check_array, check_last_dim, check_like, check_positive
+from ..core.checks import as_rng, check_array, check_float, check_last_dim, check_like, check_positive
 from ..core.module import Module
 from .dropout import dropout_mask
 from .linear import Linear
@@ -60,8 +60,7 @@ class LoRA(Module):
             raise ValueError(f"rank must be at most min(in_features, out_features) = "
                              f"{min(n_in, n_out)}, got {rank}")
         alpha = rank if alpha is None else check_positive(alpha, "alpha")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+        check_float(dropout, "dropout", low=0, high=1, high_open=True)
         self.base = base
         self.in_features, self.out_features = n_in, n_out
         self.rank, self.alpha, self.dropout = int(rank), float(alpha), float(dropout)

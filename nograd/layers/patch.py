@@ -24,14 +24,14 @@ import math
 import numpy as np
 
 from ..core import init as _init
-from ..core.checks import as_rng, check_array, check_dtype, check_like, check_positive
+from ..core.checks import as_rng, check_array, check_dtype, check_like, check_positive, is_int
 from ..core.module import Module
 from .linear import affine_tangent
 
 
 def _pair(value, name):
     """An int or a pair of ints → a pair of positive ints."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if is_int(value):
         value = (value, value)
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")

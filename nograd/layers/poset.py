@@ -30,7 +30,7 @@ import functools
 
 import numpy as np
 
-from ..core.checks import check_array, check_like
+from ..core.checks import check_array, check_int, check_like
 from ..core.module import Module
 from .conv import _pair
 
@@ -45,9 +45,7 @@ class Poset:
     """
 
     def __init__(self, n, relations=(), *, name=None):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_POINTS:
-            raise ValueError(f"n must be an int in 1..{MAX_POINTS}, got {n!r}")
-        n = int(n)
+        n = check_int(n, "n", low=1, high=MAX_POINTS)
         relations = list(relations)
         less = np.zeros((n, n), dtype=bool)
         for pair in relations:
@@ -191,8 +189,7 @@ def enumerate_posets(n: int) -> list:
     Every poset has a natural labelling, so it suffices to close each set of pairs ``i < j`` under
     transitivity and keep one per canonical form: 1, 2, 5, 16, 63 classes for n = 1..5.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 5:
-        raise ValueError(f"n must be an int in 1..5, got {n!r}")
+    n = check_int(n, "n", low=1, high=5)
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
     seen = {}
     for bits in range(1 << len(pairs)):

@@ -30,6 +30,62 @@ def _sigmoid(a):
     return 0.5 * (np.tanh(0.5 * a) + 1.0)
 
 
+# --------------------------------------------------------------------------- one LSTM cell
+# The gates of an LSTM cell (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al.
+# 2000), forward and reverse mode, shared by LSTM here and by HyperLSTM (nograd.models.hypernet),
+# whose two LSTMs differ from this one only in how the gate pre-activations are formed.
+def lstm_gates(a, n):
+    r"""The gates of an LSTM cell from their pre-activations ``a (B, 4n)``, in PyTorch's order:
+    :math:`i = \sigma(a_i),\; f = \sigma(a_f),\; g = \tanh(a_g),\; o = \sigma(a_o)`, each ``(B, n)``."""
+    return (_sigmoid(a[:, :n]), _sigmoid(a[:, n:2 * n]), np.tanh(a[:, 2 * n:3 * n]),
+            _sigmoid(a[:, 3 * n:]))
+
+
+def lstm_cell_jvp(gates, da, c_prev, dc_prev):
+    r"""Forward mode of the LSTM cell-state update :math:`c = f \odot c_{t-1} + i \odot g`.
+
+    ``gates`` = ``(i, f, g, o)`` from :func:`lstm_gates`, ``da (B, 4n)`` the tangent of their
+    pre-activations, ``c_prev``, ``dc_prev (B, n)`` the previous cell state and its tangent.
+
+    .. math::
+        \dot i = i(1-i)\,\dot a_i,\; \dot f = f(1-f)\,\dot a_f,\; \dot g = (1-g^2)\,\dot a_g,\;
+        \dot o = o(1-o)\,\dot a_o,\qquad
+        \dot c = \dot f c_{t-1} + f \dot c_{t-1} + \dot i g + i \dot g.
+
+    Returns ``(c, dc, do)``; the caller finishes :math:`h = o \odot \tanh(\tilde c)` (with
+    :math:`\tilde c = c` or a normalised :math:`c`) as :math:`\dot h = \dot o \tanh\tilde c +
+    o\,(1-\tanh^2\tilde c)\,\dot{\tilde c}`. Cost: about fifteen elementwise operations on
+    ``(B, n)`` arrays.
+    """
+    i, f, g, o = gates
+    n = i.shape[1]
+    di = i * (1 - i) * da[:, :n]
+    df = f * (1 - f) * da[:, n:2 * n]
+    dg = (1 - g * g) * da[:, 2 * n:3 * n]
+    do = o * (1 - o) * da[:, 3 * n:]
+    c = f * c_prev + i * g
+    dc = df * c_prev + f * dc_prev + di * g + i * dg
+    return c, dc, do
+
+
+def lstm_gates_vjp(dh, dc, gates, c_prev, tc):
+    r"""Reverse mode of the gates: the cotangent ``(B, 4n)`` of the pre-activations.
+
+    ``dh (B, n)`` is the cotangent of :math:`h = o \odot \tanh\tilde c`, ``dc`` the *total*
+    cotangent of :math:`c` (the carried one plus the path through :math:`h`), ``gates`` =
+    ``(i, f, g, o)``, ``c_prev`` the previous cell state and ``tc`` = :math:`\tanh\tilde c`.
+
+    .. math::
+        \bar a = [\bar c\, g\, i(1-i),\; \bar c\, c_{t-1} f(1-f),\; \bar c\, i(1-g^2),\;
+        \bar h \tanh\tilde c\; o(1-o)];
+
+    the cotangent of :math:`c_{t-1}` is :math:`\bar c \odot f`.
+    """
+    i, f, g, o = gates
+    return np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
+                           dh * tc * o * (1 - o)], axis=1)
+
+
 class _Recurrent(Module):
     """Shared parts: parameters, checks, the input projection, state handling and the time loops.
 
@@ -267,9 +323,7 @@ class LSTM(_Recurrent):
         return out, dout
 
     def _gates(self, a):
-        H = self.hidden_size
-        return (_sigmoid(a[:, :H]), _sigmoid(a[:, H:2 * H]), np.tanh(a[:, 2 * H:3 * H]),
-                _sigmoid(a[:, 3 * H:]))
+        return lstm_gates(a, self.hidden_size)
 
     def _cell(self, xp, S, p):
         h_prev, c_prev = S
@@ -291,8 +345,7 @@ class LSTM(_Recurrent):
         dh, dc = dS
         dcn = dh * o * (1 - tc * tc)
         dc = dc + (self._ln_back(dcn, lns[2], p, g_acc, "ln_c") if lns else dcn)
-        da = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
-                             dh * tc * o * (1 - o)], axis=1)
+        da = lstm_gates_vjp(dh, dc, (i, f, g, o), c_prev, tc)
         dhp = da
         if lns:
             dhp = self._ln_back(da, lns[1], p, g_acc, "ln_h")
@@ -306,16 +359,10 @@ class LSTM(_Recurrent):
             xp, dxp = self._ln_jvp(xp, dxp, p, dp, "ln_x")
             a, da = self._ln_jvp(a, da, p, dp, "ln_h")
         a, da = xp + a, dxp + da
-        i, f, g, o = self._gates(a)
-        H = self.hidden_size
-        di = i * (1 - i) * da[:, :H]
-        df = f * (1 - f) * da[:, H:2 * H]
-        dg = (1 - g * g) * da[:, 2 * H:3 * H]
-        do = o * (1 - o) * da[:, 3 * H:]
-        c = f * c_prev + i * g
-        dc = df * c_prev + f * dc_prev + di * g + i * dg
+        gates = self._gates(a)
+        c, dc, do = lstm_cell_jvp(gates, da, c_prev, dc_prev)
         cn, dcn = self._ln_jvp(c, dc, p, dp, "ln_c") if self.layer_norm else (c, dc)
-        tc = np.tanh(cn)
+        tc, o = np.tanh(cn), gates[3]
         return (o * tc, c), (do * tc + o * (1 - tc * tc) * dcn, dc)
 
 

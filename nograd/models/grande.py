@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.checks import NonFiniteError
 from ..core.losses import focal_loss, mse, softmax_cross_entropy
 from ..data.split import stratified_indices
 from .grande_base import _COMMON_DOC, NotFittedError, _GrandeBase
@@ -80,7 +81,7 @@ class GrandeClassifier(_GrandeBase):
     def _targets(self, y, fit):
         if y.dtype.kind == "f":
             if not np.isfinite(y).all():
-                raise ValueError("y contains NaN or infinity")
+                raise NonFiniteError("y contains NaN or infinity")
             if (y != np.round(y)).any():
                 raise ValueError("Unknown label type: continuous; y must hold class labels")
         elif y.dtype.kind == "O" and not all(isinstance(v, (int, str, np.integer)) for v in y):
@@ -196,7 +197,7 @@ class GrandeRegressor(_GrandeBase):
         except (TypeError, ValueError):
             raise ValueError(f"y must hold numbers for regression, got dtype {y.dtype}") from None
         if not np.isfinite(y).all():
-            raise ValueError("y contains NaN or infinity")
+            raise NonFiniteError("y contains NaN or infinity")
         if fit:
             self.y_mean_ = float(y.mean())
             self.y_std_ = float(y.std()) or 1.0

@@ -14,6 +14,8 @@ import warnings
 
 import numpy as np
 
+from ..core.checks import check_float, check_int, is_int
+from ..core.checks import NonFiniteError
 from ..core.optim import Adam, CosineLR
 from ..data.preprocess import TabularPreprocessor
 from .grande_net import GrandeNet
@@ -64,7 +66,7 @@ def _check_X(X, name="X", *, allow_nan=True, n_features=None, owner=""):
                          f"{n_features} features as input")
     X = X.astype(np.float64, copy=False)
     if np.isinf(X).any():
-        raise ValueError(f"{name} contains infinity")
+        raise NonFiniteError(f"{name} contains infinity")
     if not allow_nan and np.isnan(X).any():
         cols = np.flatnonzero(np.isnan(X).any(axis=0)).tolist()
         raise ValueError(f"{name} contains NaN (missing values) in columns {cols} and impute=False; "
@@ -92,7 +94,7 @@ def _seed(random_state):
     """An int seed from None / int / Generator / RandomState (for reproducible sub-streams)."""
     if random_state is None:
         return int(np.random.default_rng().integers(2**31))
-    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+    if is_int(random_state):
         return int(random_state)
     if isinstance(random_state, np.random.Generator):
         return int(random_state.integers(2**31))
@@ -154,9 +156,7 @@ class _GrandeBase:
     # ------------------------------------------------------------------ validation of settings
     def _check_settings(self):
         for name in ("n_estimators", "depth", "epochs", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            check_int(getattr(self, name), name, low=1)
         es = self.early_stopping
         if not (es is None or isinstance(es, (bool, int, np.integer)) and es >= 0):
             raise ValueError(f"early_stopping must be a bool or a patience in epochs (int >= 0), "
@@ -165,9 +165,7 @@ class _GrandeBase:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
         for name in ("learning_rate_split", "learning_rate_feature", "learning_rate_leaf",
                      "learning_rate_weight"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
+            check_float(getattr(self, name), name, low=0, low_open=True)
         if self.threshold_init not in ("data", "normal"):
             raise ValueError(f"threshold_init must be 'data' or 'normal', got {self.threshold_init!r}")
 

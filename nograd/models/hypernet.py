@@ -37,11 +37,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import as_rng, check_array, check_dtype, check_like, check_positive
+from ..core.checks import as_rng, check_array, check_dtype, check_int, check_like, check_positive
 from ..core.module import Module, Sequential
 from ..layers import Linear, get_activation
 from ..layers.linear import affine_tangent
-from ..layers.recurrent import _Recurrent, _sigmoid as _sig
+from ..layers.recurrent import _Recurrent, lstm_cell_jvp, lstm_gates, lstm_gates_vjp
 
 
 class KernelGenerator(Module):
@@ -293,9 +293,7 @@ class HyperNetwork(Module):
         if self.kind == "conv":
             return np.concatenate([p["z." + n] for n in self.names]).astype(dtype, copy=False)
         emb = p["emb"]
-        if isinstance(condition, bool) or not isinstance(condition, (int, np.integer)) \
-                or not 0 <= condition < emb.shape[0]:
-            raise ValueError(f"condition must be an int in [0, {emb.shape[0]}), got {condition!r}")
+        check_int(condition, "condition", low=0, high=emb.shape[0] - 1)
         e = np.repeat(emb[condition][None].astype(dtype, copy=False), self.num_chunks, axis=0)
         if self.chunk_size is None:
             return e
@@ -510,10 +508,6 @@ class HyperLSTM(_Recurrent):
         H, Hh = self.hidden_size, self.hyper_size
         return (H, H, Hh, Hh)
 
-    @staticmethod
-    def _lstm_gates(a, n):
-        return (_sig(a[:, :n]), _sig(a[:, n:2 * n]), np.tanh(a[:, 2 * n:3 * n]), _sig(a[:, 3 * n:]))
-
     def _z_mask(self, dtype):
         m = np.ones(3 * 4 * self.embed_size, dtype)
         m[2 * 4 * self.embed_size:] = 0
@@ -525,7 +519,7 @@ class HyperLSTM(_Recurrent):
         B = h_prev.shape[0]
         # the hyper LSTM on [h_{t-1}; x_t]
         ah = xp[:, 4 * H:] + np.concatenate([h_prev, hh_prev], axis=1) @ p["hyper_weight_hh"].T
-        hi, hf, hg, ho = self._lstm_gates(ah, Hh)
+        hi, hf, hg, ho = lstm_gates(ah, Hh)
         ch = hf * ch_prev + hi * hg
         tch = np.tanh(ch)
         hh = ho * tch
@@ -536,7 +530,7 @@ class HyperLSTM(_Recurrent):
         v = xp[:, :4 * H]
         pre = d[:, 0] * u + d[:, 1] * v + d[:, 2] + p["bias_hh"]
         a, lg = _gln(pre, p["ln_gates_weight"], p["ln_gates_bias"], 4, self.eps)
-        i, f, g, o = self._lstm_gates(a, H)
+        i, f, g, o = lstm_gates(a, H)
         c = f * c_prev + i * g
         cn, lc = _gln(c, p["ln_c_weight"], p["ln_c_bias"], 1, self.eps)
         tc = np.tanh(cn)
@@ -556,8 +550,7 @@ class HyperLSTM(_Recurrent):
         gacc["ln_c_weight"] += dw
         gacc["ln_c_bias"] += db
         dc = dc + dcn
-        da = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
-                             dh * tc * o * (1 - o)], axis=1)
+        da = lstm_gates_vjp(dh, dc, (i, f, g, o), c_prev, tc)
         dpre, dw, db = _gln_back(da, lg, p["ln_gates_weight"], 4)
         gacc["ln_gates_weight"] += dw
         gacc["ln_gates_bias"] += db
@@ -573,8 +566,7 @@ class HyperLSTM(_Recurrent):
         dhh = dhh + dz @ p["z_weight"]
         # the hyper LSTM
         dch = dch + dhh * ho * (1 - tch * tch)
-        dah = np.concatenate([dch * hg * hi * (1 - hi), dch * ch_prev * hf * (1 - hf),
-                              dch * hi * (1 - hg * hg), dhh * tch * ho * (1 - ho)], axis=1)
+        dah = lstm_gates_vjp(dhh, dch, (hi, hf, hg, ho), ch_prev, tch)
         gacc["hyper_weight_hh"] += dah.T @ np.concatenate([h_prev, hh_prev], axis=1)
         dcat = dah @ p["hyper_weight_hh"]
         dxp = np.concatenate([dv, dah], axis=1)
@@ -591,13 +583,9 @@ class HyperLSTM(_Recurrent):
         dah = dxp[:, 4 * H:] + dcat @ W.T
         if "hyper_weight_hh" in dp:
             dah = dah + cat @ dp["hyper_weight_hh"].T
-        hi, hf, hg, ho = self._lstm_gates(ah, Hh)
-        dhi = hi * (1 - hi) * dah[:, :Hh]
-        dhf = hf * (1 - hf) * dah[:, Hh:2 * Hh]
-        dhg = (1 - hg * hg) * dah[:, 2 * Hh:3 * Hh]
-        dho = ho * (1 - ho) * dah[:, 3 * Hh:]
-        ch = hf * ch_prev + hi * hg
-        dch = dhf * ch_prev + hf * dch_prev + dhi * hg + hi * dhg
+        hgates = lstm_gates(ah, Hh)
+        ch, dch, dho = lstm_cell_jvp(hgates, dah, ch_prev, dch_prev)
+        ho = hgates[3]
         tch = np.tanh(ch)
         hh = ho * tch
         dhh = dho * tch + ho * (1 - tch * tch) * dch
@@ -625,13 +613,9 @@ class HyperLSTM(_Recurrent):
             dpre = dpre + dp["bias_hh"]
         a, da = _gln_jvp(pre, dpre, p["ln_gates_weight"], p["ln_gates_bias"], dp.get("ln_gates_weight"),
                          dp.get("ln_gates_bias"), 4, self.eps)
-        i, f, g, o = self._lstm_gates(a, H)
-        di = i * (1 - i) * da[:, :H]
-        df = f * (1 - f) * da[:, H:2 * H]
-        dg = (1 - g * g) * da[:, 2 * H:3 * H]
-        do = o * (1 - o) * da[:, 3 * H:]
-        c = f * c_prev + i * g
-        dc = df * c_prev + f * dc_prev + di * g + i * dg
+        gates = lstm_gates(a, H)
+        c, dc, do = lstm_cell_jvp(gates, da, c_prev, dc_prev)
+        o = gates[3]
         cn, dcn = _gln_jvp(c, dc, p["ln_c_weight"], p["ln_c_bias"], dp.get("ln_c_weight"),
                            dp.get("ln_c_bias"), 1, self.eps)
         tc = np.tanh(cn)

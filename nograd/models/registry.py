@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
-
-from ..core.checks import as_rng, check_positive
+from ..core.checks import as_rng, check_positive, is_int
 from ..core.module import Module
 
 _MODELS: dict[str, tuple[Callable, str]] = {}
@@ -63,7 +61,7 @@ def get_model(name: str, input_shape, num_classes: int, *, rng=None, **options) 
     weights). ``options`` go to the builder (e.g. ``hidden=(128,)`` for ``"mlp"``).
     """
     builder = _lookup(name)
-    if isinstance(input_shape, (int, np.integer)) and not isinstance(input_shape, bool):
+    if is_int(input_shape):
         input_shape = (int(input_shape),)
     try:
         shape = tuple(input_shape)

@@ -121,7 +121,9 @@ def train_classifier(model, X, y, *, epochs: int = 100, batch_size: int = 32, lr
     No early stopping: there is no validation set to stop on inside a cross-validation fold (the
     test fold must not choose the epoch). When ``len(X) % batch_size == 1`` the batch size is raised
     by one until it is not, because the last batch of an epoch would hold a single sample, which
-    batch normalisation cannot standardise in training (``fit`` has no ``drop_last``).
+    batch normalisation cannot standardise in training. ``fit(..., drop_last=True)`` would avoid the
+    batch of one too, but by leaving a sample out of every epoch; raising the batch size trains on
+    every sample.
     """
     from ..core.optim import get_optimizer
     from ..rules import Backprop

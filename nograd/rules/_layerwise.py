@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import as_rng
+from ..core.checks import as_rng, check_seed  # check_seed: re-exported, its home is core
 from ..core.module import Module, Sequential
 from ..layers import Activation, Flatten, Linear, Reshape
 
@@ -105,12 +105,6 @@ def run_pre(pre, x):
     for _, m in pre:
         x = m(x)
     return x.reshape(x.shape[0], -1)
-
-
-def check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    return int(seed)
 
 
 class SeededRule:

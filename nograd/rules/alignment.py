@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from ..core.checks import check_int
 from ..metrics import angle
 from ..train import Callback
 from .backprop import Backprop
@@ -81,8 +82,7 @@ class AlignmentLogger(Callback):
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"probe batch x has {len(x)} samples and y has {len(y)}; they must "
                              f"match and be non-empty")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
+        check_int(every, "every", low=1)
         self.x, self.y, self.every, self.seed = x, y, every, int(seed)
         self.weights_only = bool(weights_only)
 

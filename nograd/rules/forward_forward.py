@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-from ..core.checks import check_array
+from ..core.checks import check_array, check_float, is_int
 from ..core.losses import softmax_cross_entropy
 from ._layerwise import SeededRule, class_labels, parse_blocks, run_pre, sigmoid, softplus
 from .base import Rule, register
@@ -51,9 +51,7 @@ def _choice(value, options, name):
 
 
 def _number(value, name, *, low=None, high=None, allow_low=True):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    check_float(value, name)          # "must be a finite number"
     if low is not None and (value < low or (value == low and not allow_low)):
         raise ValueError(f"{name} must be {'≥' if allow_low else '>'} {low}, got {value!r}")
     if high is not None and value >= high:
@@ -119,8 +117,7 @@ class ForwardForward(SeededRule, Rule):
         self.negatives = _choice(negatives, NEGATIVES, "negatives")
         self.schedule = _choice(schedule, SCHEDULES, "schedule")
         if schedule == "greedy":
-            if isinstance(steps_per_layer, bool) \
-                    or not isinstance(steps_per_layer, (int, np.integer)) or steps_per_layer < 1:
+            if not is_int(steps_per_layer) or steps_per_layer < 1:
                 raise ValueError(f"schedule='greedy' needs steps_per_layer, a positive int "
                                  f"(training steps per layer), got {steps_per_layer!r}")
         elif steps_per_layer is not None:

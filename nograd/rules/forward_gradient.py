@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import as_rng, check_positive
+from ..core.checks import as_rng, check_positive, is_int
 from ..core.losses import directional, get_loss
 from ..core.module import Module, Sequential
 from ..core.optim import Adam
@@ -175,8 +175,7 @@ class _Base(Rule):
             raise ValueError(f"target must be 'global' or 'local', got {target!r}")
         self.target = target
         if blocks is not None:
-            if not isinstance(blocks, (list, tuple)) or not all(
-                    isinstance(b, (int, np.integer)) and not isinstance(b, bool) for b in blocks):
+            if not isinstance(blocks, (list, tuple)) or not all(is_int(b) for b in blocks):
                 raise TypeError(f"blocks must be None or a list of child indices where blocks "
                                 f"start, got {blocks!r}")
             if list(blocks) != sorted(set(blocks)) or (blocks and blocks[0] <= 0):

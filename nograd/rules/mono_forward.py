@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import check_array
+from ..core.checks import check_array, check_float
 from ..core.losses import softmax_cross_entropy
 from ..core.optim import get_optimizer
 from ._layerwise import SeededRule, class_labels, parse_blocks, run_pre
@@ -68,8 +68,7 @@ class MonoForward(SeededRule, Rule):
 
     applies_update = True
     #: 40 epochs, twice backprop's 20: the first layers learn only through their own projections
-    #: and need longer (digits MLP, seeds 0–2: within 0.9 points of backprop at 40 epochs, up to
-    #: 1.6 points behind at 20)
+    #: (measurements: ``docs/notes/performance-notes.md``)
     defaults = {"optimizer": "adam", "lr": 1e-3, "epochs": 40, "batch_size": 64}
 
     def __init__(self, *, predict_mode="last", projection_optimizer=None, projection_lr=None,
@@ -79,10 +78,7 @@ class MonoForward(SeededRule, Rule):
         if projection_optimizer is not None and not isinstance(projection_optimizer, str):
             raise TypeError(f"projection_optimizer must be None or an optimizer name, "
                             f"got {projection_optimizer!r}")
-        if projection_lr is not None:
-            if isinstance(projection_lr, bool) or not isinstance(projection_lr, (int, float)) \
-                    or not 0 < projection_lr < float("inf"):
-                raise ValueError(f"projection_lr must be a positive number, got {projection_lr!r}")
+        check_float(projection_lr, "projection_lr", low=0, low_open=True, allow_none=True)
         self.predict_mode = predict_mode
         self.projection_optimizer, self.projection_lr = projection_optimizer, projection_lr
         self._init_seed(seed)

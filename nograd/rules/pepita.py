@@ -40,6 +40,7 @@ import math
 
 import numpy as np
 
+from ..core.checks import check_float
 from ..layers import Activation, Dropout, Linear
 from ._chain import backward_segment, chain, forward_chain, is_projecting, ordered, per_sample_error
 from .base import register
@@ -68,8 +69,7 @@ class _TopDown(_LossRule):
         super().__init__(loss, seed, **loss_options)
         for name, v in (("f_scale", f_scale), ("mirror_lr", mirror_lr),
                         ("mirror_decay", mirror_decay), ("mirror_noise", mirror_noise)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or not math.isfinite(v):
-                raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+            check_float(v, name, low=0)
         if not isinstance(mirror, (bool, np.bool_)):
             raise TypeError(f"mirror must be a bool, got {mirror!r}")
         self.f_scale, self.mirror = float(f_scale), bool(mirror)

@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from ..core.checks import as_rng, check_positive
+from ..core.checks import NonFiniteError, as_rng, check_positive
 from ..core.losses import get_loss
 from ..core.module import Module
 from ..layers import BatchNorm1d, GroupNorm, LayerNorm
@@ -235,7 +235,7 @@ class SPSA(Rule):
                         output = out if output is None else (output + out) / 2
                 coef = (values[0] - values[1]) / (2.0 * self.eps)
                 if not math.isfinite(coef):
-                    raise FloatingPointError(f"SPSA: the objective is not finite at the perturbed "
+                    raise NonFiniteError(f"SPSA: the objective is not finite at the perturbed "
                                              f"parameters ({values[0]}, {values[1]})")
                 for k in names:
                     est[k] += live[k].dtype.type(coef / self.n) * delta[k]
@@ -432,7 +432,7 @@ class MeZO(Rule):
             (lp, op), (lm, om) = vals
             g = (lp - lm) / (2.0 * self.eps)
             if not math.isfinite(g):
-                raise FloatingPointError(f"MeZO: the objective is not finite at the perturbed "
+                raise NonFiniteError(f"MeZO: the objective is not finite at the perturbed "
                                          f"parameters (l+ = {lp}, l- = {lm}); lower the lr or eps")
             coefs.append(g)
             losses.append(0.5 * (lp + lm))
