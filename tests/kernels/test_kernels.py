@@ -219,3 +219,28 @@ def test_masked_softmax_kernels_equal_the_numpy_reference(dtype, offset):
         assert np.all(p[..., hidden] == 0) and np.all(p[1:][..., ~hidden] > 0)
     v = rng.normal(size=s.shape).astype(dtype)
     np.testing.assert_allclose(softmax_jvp(p, v, 0.37), softmax_jvp_ref(p, v, 0.37), rtol=0, atol=10 * tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_fused_adam_kernel_is_bit_equal_to_the_ufunc_path(dtype, name):
+    from nograd.core.optim import get_optimizer
+    from nograd.kernels.adam import adam_update, adam_update_ref
+
+    rng = np.random.default_rng(6)
+    w0 = rng.normal(size=(7, 5)).astype(dtype)
+    fused, plain = {"w": w0.copy()}, {"w": w0.copy()}
+    kw = dict(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1, clip_norm=0.5)
+    opt_f, opt_p = get_optimizer(name, fused, **kw), get_optimizer(name, plain, **kw)
+    for _ in range(4):
+        g = rng.normal(size=w0.shape).astype(dtype)
+        opt_f.step({"w": g})                        # C-contiguous: the fused kernel
+        opt_p.step({"w": np.asfortranarray(g)})     # not C-contiguous: the NumPy ufuncs
+    assert np.array_equal(fused["w"], plain["w"]) and not np.array_equal(fused["w"], w0)
+    p, g, m, v = (rng.normal(size=50).astype(dtype) for _ in range(4))
+    v = np.abs(v)
+    a, b = [x.copy() for x in (p, g, m, v)], [x.copy() for x in (p, g, m, v)]
+    args = dict(kwd=0.999, scale=0.8, l2=0.01, b1=0.9, b2=0.999, bias_c2=0.05, eps=1e-8, a=-0.01)
+    adam_update(*a, **args)
+    adam_update_ref(*b, **args)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))

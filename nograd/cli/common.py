@@ -1,0 +1,161 @@
+"""What every family of commands shares: the program name, the one-line error type and the parser
+that reports argument errors in one line, the argument types, the data/model/training/output
+options of ``train`` and ``compare``, and the exit on divergence.
+
+Exit statuses (one place states them, :func:`nograd.cli.main` applies them):
+
+* 0 — the command ran;
+* 2 — a mistake in the command line or its inputs (:class:`UserError`, or argparse's own errors
+  through :class:`Parser`): one line on stderr, no traceback;
+* 1 — training diverged (a loss or an update turned NaN/inf): one line on stderr
+  (:func:`exit_diverged`).
+
+Nothing here imports NumPy or the rest of nograd at module level, so ``--help`` stays quick.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import NoReturn
+
+PROG = "python -m nograd"
+
+MEMORY_HELP = ("peak memory is measured with Python's tracemalloc (NumPy reports its array "
+               "allocations to it) from model construction to the end of training: parameters, "
+               "optimizer state, activations, gradients and batches, not the dataset; "
+               "--no-memory turns the tracing (and its small time overhead) off")
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs: reported in one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are the line ``PROG command: error: ...`` alone (no usage
+    block) and exit status 2, like a :class:`UserError`."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# --------------------------------------------------------------------------- argument types
+def positive_int(s):
+    """``s`` as an integer ≥ 1; otherwise an ``ArgumentTypeError`` that quotes it."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+    return v
+
+
+def positive_float(s):
+    """``s`` as a finite number > 0; otherwise an ``ArgumentTypeError`` that quotes it."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {s!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
+    return v
+
+
+def fraction(s):
+    """``s`` as a number strictly between 0 and 1 (a test fraction)."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {s!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {s}")
+    return v
+
+
+def target(s):
+    """A CSV class column: an index when ``s`` reads as an integer (negative counts from the end),
+    otherwise a header name."""
+    try:
+        return int(s)
+    except ValueError:
+        return s
+
+
+# --------------------------------------------------------------------------- shared steps
+def user_errors(fn):
+    """Call ``fn()`` and return its result, turning the ``ValueError``/``TypeError`` a user's input
+    can cause (an unknown name, a malformed file) into a one-line :class:`UserError`."""
+    try:
+        return fn()
+    except (ValueError, TypeError) as e:
+        raise UserError(str(e)) from None
+
+
+def exit_diverged(command, message) -> NoReturn:
+    """Report a run that turned NaN/inf as the line ``PROG command: message`` on stderr and leave
+    with exit status 1 (``SystemExit``)."""
+    print(f"{PROG} {command}: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def check_writable(path, option):
+    """Refuse (UserError naming ``option``) an output ``path`` whose folder does not exist, before
+    any training time is spent."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"{option} {path}: folder {folder} does not exist")
+
+
+def load_data(args):
+    """The dataset named by ``--data`` (with ``--data-dir``, ``--target``, ``--seed`` for the split,
+    ``--download``), as :func:`nograd.data.load_dataset` returns it."""
+    from ..data import load_dataset
+
+    return load_dataset(args.data, data_dir=args.data_dir, target=args.target, seed=args.seed,
+                        download=args.download)
+
+
+def hyperparameters(rule_cls, args):
+    """The rule's defaults (``rule_cls.hyperparameters()``), overridden by the options the user gave
+    (``--optimizer``, ``--lr``, ``--epochs``, ``--batch-size``). Options of the rule's own optimizer
+    (``optimizer_options``, e.g. SGD momentum) are dropped when the user picks another optimizer."""
+    hp = rule_cls.hyperparameters()
+    if args.optimizer is not None and args.optimizer != hp["optimizer"]:
+        hp.pop("optimizer_options", None)
+    for key in ("optimizer", "lr", "epochs", "batch_size"):
+        value = getattr(args, key)
+        if value is not None:
+            hp[key] = value
+    return hp
+
+
+# --------------------------------------------------------------------------- shared options
+def add_common(p):
+    """The options ``train`` and ``compare`` share: data and model, training hyper-parameters
+    (each left unset means the rule's own default), and output (``--json``, ``--no-memory``)."""
+    g = p.add_argument_group("data and model")
+    g.add_argument("--data", default="digits", metavar="NAME",
+                   help="digits (default, embedded), mnist, fashion-mnist, cifar10, spirals, moons, "
+                        "blobs, teacher, csv:PATH or npz:PATH (see `list`)")
+    g.add_argument("--target", type=target, default=-1, metavar="COL",
+                   help="class column of a CSV: a header name or an index (negative counts from the "
+                        "end; default -1, the last column)")
+    g.add_argument("--data-dir", metavar="DIR",
+                   help="folder of the mnist / fashion-mnist IDX files or the cifar10 batches")
+    g.add_argument("--download", action="store_true",
+                   help="let mnist / fashion-mnist fetch missing files (SHA-256 checked) into "
+                        "--data-dir or the cache folder")
+    g.add_argument("--model", default="mlp", help="a registered model (default mlp; see `list`)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of the split, the initial weights and the batch order (default 0)")
+    h = p.add_argument_group("training (default: each rule's own defaults, see `list`)")
+    h.add_argument("--epochs", type=positive_int)
+    h.add_argument("--batch-size", type=positive_int)
+    h.add_argument("--lr", type=positive_float, help="learning rate")
+    h.add_argument("--optimizer", choices=OPTIMIZERS)
+    o = p.add_argument_group("output")
+    o.add_argument("--json", action="store_true", help="print JSON only (no table or epoch lines)")
+    o.add_argument("--no-memory", action="store_true", help=MEMORY_HELP)

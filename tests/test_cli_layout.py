@@ -1,0 +1,103 @@
+"""The command line's layout (nograd/cli/): `python -m nograd` hands over to nograd.cli, the old
+import path still works, every module stays within the size budget, and the pieces `train` and
+`compare` share — the warm-up on a throwaway rule, the peak-memory window — behave as documented."""
+import os
+import tracemalloc
+
+import pytest
+
+import nograd.__main__ as entry
+import nograd.cli as cli
+from nograd.cli.rules import PeakMemory
+from nograd.rules import Backprop
+from nograd.rules import base as rules_base
+
+PACKAGE = os.path.dirname(os.path.abspath(cli.__file__))
+
+
+def test_main_module_hands_over_to_the_cli_package():
+    assert entry.main is cli.main and entry.build_parser is cli.build_parser
+    assert entry.UserError is cli.UserError and entry.PROG == cli.PROG == "python -m nograd"
+    for name in ("cmd_train", "cmd_compare", "cmd_list", "cmd_demo", "cmd_diabetes", "cmd_grande"):
+        assert getattr(entry, name) is getattr(cli, name), name
+    with open(entry.__file__) as f:
+        assert len(f.read().splitlines()) <= 30
+
+
+def test_every_cli_module_within_500_lines():
+    sizes = {}
+    for name in sorted(os.listdir(PACKAGE)):
+        if name.endswith(".py"):
+            with open(os.path.join(PACKAGE, name)) as f:
+                sizes[name] = len(f.read().splitlines())
+    assert {"__init__.py", "common.py", "rules.py", "tabular.py"} <= set(sizes)
+    assert all(n <= 500 for n in sizes.values()), sizes
+
+
+def test_commands_in_help_order():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert list(sub.choices) == ["compare", "train", "diabetes", "grande", "list", "demo"]
+
+
+def test_warm_up_runs_on_a_throwaway_rule(monkeypatch, capsys):
+    """`train` warms up on its own rule instance (one batch), then trains another: the rule that
+    trains never sees the warm-up batch."""
+    calls = []
+
+    class Probe(Backprop):
+        """Backprop that records (instance, batch size) for every grads call."""
+
+        def grads(self, model, x, y, *, rng=None):
+            calls.append((id(self), len(x)))
+            return super().grads(model, x, y, rng=rng)
+
+    monkeypatch.setattr(rules_base, "_REGISTRY", {"backprop": Backprop})
+    rules_base.register("test-probe")(Probe)
+    code = cli.main(["train", "--rule", "test-probe", "--epochs", "1", "--batch-size", "512",
+                     "--json", "--no-memory"])
+    capsys.readouterr()
+    assert code == 0
+    instances = list(dict.fromkeys(i for i, _ in calls))
+    assert len(instances) == 2, calls
+    warm = [n for i, n in calls if i == instances[0]]
+    trained = [n for i, n in calls if i == instances[1]]
+    assert warm == [512]                                  # one batch, before any training step
+    assert sum(trained) == 1348 and len(trained) == 3     # digits' 1348 training samples, batch 512
+
+
+def test_peak_memory_window():
+    with PeakMemory(False) as off:
+        _ = bytearray(1 << 20)
+    assert off.peak is None and not tracemalloc.is_tracing()
+    with PeakMemory(True) as on:
+        block = bytearray(4 << 20)
+        del block
+    assert on.peak >= 4 << 20 and not tracemalloc.is_tracing()
+    tracemalloc.start()
+    try:
+        block = bytearray(8 << 20)
+        del block                             # the caller's peak is now at least 8 MiB
+        with PeakMemory(True) as inner:       # a caller's tracing is reset, not stopped
+            pass
+        assert tracemalloc.is_tracing() and inner.peak < 8 << 20
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--rule", "test-picky"], "rule test-picky, model mlp: test-picky needs a model"),
+    (["compare", "--rules", "test-picky,backprop"], "rule test-picky cannot train model mlp"),
+])
+def test_rule_model_mismatch_names_both(monkeypatch, capsys, argv, message):
+    class Picky(Backprop):
+        """Refuses every model."""
+
+        def check_model(self, model):
+            raise ValueError("test-picky needs a model without bias")
+
+    monkeypatch.setattr(rules_base, "_REGISTRY", {"backprop": Backprop})
+    rules_base.register("test-picky")(Picky)
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and message in err, err
