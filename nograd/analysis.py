@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .core.checks import NonFiniteError, check_float
+from .core.module import Module
 from .metrics import hoyer_sparsity
 
 __all__ = ["hidden_activities", "sparsity", "sparsity_by_class", "active_fraction", "class_means",
@@ -59,15 +60,37 @@ def hidden_activities(model, x):
     """The activity of every hidden layer of a ``[Flatten] (Linear, activation)* Linear`` model in
     evaluation mode: ``[(N, J_1), …]``, each taken after the layer's activations (the output layer
     is left out). For Forward-Forward use :meth:`~nograd.rules.ForwardForward.hidden_states`,
-    which writes the label into the input and normalises between layers as FF does."""
-    from .rules._layerwise import parse_blocks, run_pre
+    which writes the label into the input and normalises between layers as FF does.
 
-    pre, blocks = parse_blocks(model, "hidden_activities")
-    z = run_pre(pre, x)
-    out = []
-    for block in blocks[:-1]:
-        z, _ = block.forward(z, train=False)
-        out.append(z)
+    The model is read through its structural view (:meth:`~nograd.core.module.Module.chain`) and
+    what its leaves declare: ``shape_only`` leaves first (their output is flattened to
+    ``(N, features)``), then ``dense`` layers, each followed by activations (``elementwise`` with a
+    derivative ``df`` and no arrays)."""
+    if not isinstance(model, Module):
+        raise TypeError(f"hidden_activities: model must be a nograd Module, "
+                        f"got {type(model).__name__}")
+    steps = model.chain()
+    dense = False
+    for name, m in steps:
+        activation = m.elementwise and m.df is not None and not m.params
+        if m.children or not (m.dense or (activation and dense) or (m.shape_only and not dense)):
+            raise ValueError(f"hidden_activities cannot read {type(m).__name__} (at "
+                             f"{name or 'the model'!r}): it reads a chain [Flatten] (Linear, "
+                             f"activation)* of fully connected layers; only Flatten/Reshape may "
+                             f"come before the first Linear and only elementwise activations "
+                             f"between Linear layers")
+        dense = dense or m.dense
+    if not dense:
+        raise ValueError("hidden_activities: the model has no Linear layer")
+    out, z, started = [], x, False
+    for _, m in steps:
+        if m.dense:
+            if started:
+                out.append(z)           # the previous layer's activity, after its activations
+            else:
+                z = z.reshape(z.shape[0], -1)
+            started = True
+        z = m(z)
     return out
 
 

@@ -334,29 +334,33 @@ def _leaf_flops(module, x, y):
 
 
 def _walk(module, x, name, table):
-    from .core.module import Residual, Sequential
+    """Run ``module`` on ``x`` block by block along its structural view (:meth:`Module.chain`),
+    entering ``"sum"`` composites (Residual) branch by branch; record each leaf's (or hooked
+    block's) count in ``table`` under its dotted name. Returns ``(y, forward, backward)``."""
+    from .core.module import dotted
 
-    if callable(getattr(module, "flops", None)) or not module.children:
-        y = module(x)
-        fwd, bwd = _leaf_flops(module, x, y)
-        table[name or type(module).__name__] = (fwd, bwd)
-        return y, fwd, bwd
-    if isinstance(module, Sequential):
-        fwd = bwd = 0
-        for cname, child in module.children.items():
-            x, f, b = _walk(child, x, f"{name}.{cname}" if name else cname, table)
-            fwd, bwd = fwd + f, bwd + b
-        return x, fwd, bwd
-    if isinstance(module, Residual):
-        kids = module.children
-        yb, fwd, bwd = _walk(kids["body"], x, f"{name}.body" if name else "body", table)
-        if "shortcut" in kids:
-            _, f, b = _walk(kids["shortcut"], x, f"{name}.shortcut" if name else "shortcut", table)
-            fwd, bwd = fwd + f, bwd + b
-        fwd += yb.size          # the sum of the two branches
-        return module(x), fwd, bwd
-    raise ValueError(f"count_flops cannot walk {type(module).__name__}; give it a method "
-                     f"flops(input_shape, output_shape)")
+    if callable(getattr(module, "flops", None)):
+        blocks = [(name, module)]
+    else:
+        blocks = module.chain(name)
+    fwd = bwd = 0
+    for bname, m in blocks:
+        if callable(getattr(m, "flops", None)) or not m.children:
+            y = m(x)
+            f, b = _leaf_flops(m, x, y)
+            table[bname or type(m).__name__] = (f, b)
+        elif m.combinator == "sum":
+            f = b = 0
+            for cname, branch in m.children.items():
+                _, fb, bb = _walk(branch, x, dotted(bname, cname), table)
+                f, b = f + fb, b + bb
+            y = m(x)
+            f += y.size * max(len(m.children) - 1, 1)     # the additions of the branches
+        else:
+            raise ValueError(f"count_flops cannot walk {type(m).__name__}; give it a method "
+                             f"flops(input_shape, output_shape)")
+        x, fwd, bwd = y, fwd + f, bwd + b
+    return x, fwd, bwd
 
 
 def count_flops(model, input_shape, *, batch_size: int = 1) -> dict:

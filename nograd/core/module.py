@@ -23,6 +23,14 @@ children's arrays with dotted paths (``"0.weight"``, ``"body.1.bias"``) in a fix
 >>> dx, grads = net.backward(cache, np.ones_like(y))
 >>> dx.shape, grads["0.weight"].shape
 ((5, 3), (4, 3))
+
+Rules, metrics and analysis read a model through one structural view, :meth:`Module.leaves` and
+:meth:`Module.chain`, and through what its layers declare (see :class:`Module`):
+
+>>> [name for name, _ in net.leaves()]
+['0', '1', '2']
+>>> [(name, type(m).__name__) for name, m in Sequential(net, Residual(ReLU())).chain()]
+[('0.0', 'Linear'), ('0.1', 'ReLU'), ('0.2', 'Linear'), ('1', 'Residual')]
 """
 from __future__ import annotations
 
@@ -31,13 +39,49 @@ import numpy as np
 from .checks import check_dtype, check_like
 
 
+def dotted(prefix: str, name: str) -> str:
+    """``"prefix.name"``, or ``name`` alone under the root (``prefix == ""``)."""
+    return f"{prefix}.{name}" if prefix else name
+
+
 class Module:
-    """Base class of every differentiable piece.
+    r"""Base class of every differentiable piece.
 
     Subclasses put their trainable arrays in ``self._own`` (name → array), non-trainable state in
     ``self._buffers`` and child modules in ``self._children`` — all ordered dicts filled in
     ``__init__`` — and implement :meth:`forward`, :meth:`backward` and :meth:`jvp`.
+
+    **Declarations.** Class attributes state what a learning rule may rely on, so rules read them
+    instead of testing classes (the defaults below promise nothing):
+
+    - ``feedback_weight`` — the name of the own array :math:`W` that a feedback rule (FA, DFA)
+      replaces in the backward pass: the layer is linear in :math:`W` and in its input, so
+      ``backward(cache, dy, params={feedback_weight: B})`` sends ``dy`` down through ``B`` and
+      still returns the exact gradient of :math:`W`. ``"weight"`` on Linear and Conv2d.
+    - ``dense`` — a fully connected layer :math:`y = x W^\top + b` over the last axis, with
+      ``weight (out_features, in_features)``, optional ``bias`` and the attributes
+      ``in_features``, ``out_features`` (Linear): the layers of the forward-only rules' blocks.
+    - ``elementwise`` — :math:`y_i` depends on :math:`x_i` alone (a diagonal Jacobian, same
+      shape): activations, dropout. ``df(x, y)`` is :math:`f'(x)` where the layer is a fixed
+      function :math:`y = f(x)` (activations); ``None`` otherwise (dropout's Jacobian is its mask).
+    - ``normalization`` — a normalisation layer (LayerNorm, BatchNorm, GroupNorm): its arrays are
+      per-feature scales and shifts and its backward transports no weight matrix.
+    - ``shape_only`` — only moves entries (Flatten, Reshape): no arrays, the backward is the
+      inverse reshape.
+    - ``combinator`` — how a composite combines its children: ``"chain"`` runs them one after
+      another (Sequential); ``"sum"`` adds their outputs on the same input, plus the input itself
+      when there is a single child (Residual); ``None``: the module's own maps (attention, GPT),
+      which a rule that needs the structure refuses. A ``"chain"`` or ``"sum"`` composite passes
+      each child its part of ``params=`` and has no arrays of its own.
     """
+
+    feedback_weight: str | None = None
+    dense: bool = False
+    elementwise: bool = False
+    df = None
+    normalization: bool = False
+    shape_only: bool = False
+    combinator: str | None = None
 
     def __init__(self):
         self._own: dict[str, np.ndarray] = {}
@@ -96,7 +140,31 @@ class Module:
         """Yield ``(dotted_name, module)`` for this module and every descendant, in order."""
         yield prefix, self
         for cname, child in self._children.items():
-            yield from child.modules(f"{prefix}.{cname}" if prefix else cname)
+            yield from child.modules(dotted(prefix, cname))
+
+    def leaves(self, prefix: str = ""):
+        """Yield ``(dotted_name, leaf)`` for every module without children, depth first in the
+        order of the children: the execution order of a chain (a Residual gives its body's leaves,
+        then its shortcut's). ``dotted(name, k)`` is the key in ``params`` of the leaf's array
+        ``k``; a module that is itself a leaf yields ``(prefix, self)``."""
+        for name, m in self.modules(prefix):
+            if not m._children:
+                yield name, m
+
+    def chain(self, prefix: str = "") -> list:
+        """The blocks this module runs one after another, ``[(dotted_name, block), ...]``.
+
+        A ``combinator == "chain"`` module (Sequential) gives its children's chains concatenated,
+        so nested Sequentials flatten; any other module is one block, itself: a leaf, or a
+        composite (a Residual, an attention block) that a rule needing a plain chain refuses by
+        name.
+        """
+        if self.combinator != "chain":
+            return [(prefix, self)]
+        out = []
+        for cname, child in self._children.items():
+            out += child.chain(dotted(prefix, cname))
+        return out
 
     @property
     def num_params(self) -> int:
@@ -223,6 +291,8 @@ class Sequential(Module):
     ``dy_i = J_i dy_{i-1} + ∂_θ f_i · dθ_i``.
     """
 
+    combinator = "chain"
+
     def __init__(self, *layers: Module):
         super().__init__()
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
@@ -290,6 +360,8 @@ class Residual(Module):
 
     Backward adds the two branches' input cotangents; jvp adds their tangents.
     """
+
+    combinator = "sum"
 
     def __init__(self, body: Module, shortcut: Module | None = None):
         super().__init__()

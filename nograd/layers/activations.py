@@ -28,8 +28,11 @@ from ..core.module import Module
 class Activation(Module):
     """``y = f(x)`` entrywise, given the pair ``f(x)`` and ``df(x, y) = f'(x)``.
 
-    Shapes: any ``x``; ``y`` has the same shape and dtype.
+    Shapes: any ``x``; ``y`` has the same shape and dtype. Declares ``elementwise`` with its
+    derivative ``df`` (see :class:`~nograd.core.module.Module`).
     """
+
+    elementwise = True
 
     def __init__(self, f=None, df=None, name: str | None = None):
         super().__init__()

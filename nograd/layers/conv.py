@@ -130,7 +130,12 @@ class Conv2d(_ConvBase):
     Parameters: ``kernel_size, stride, padding, dilation`` (int or pair), ``groups`` (channels of
     each group see only their group), ``bias``, ``rng`` (seed or Generator for the initial
     weights), ``init`` (default He-uniform on ``fan_in = C/groups·KH·KW``), ``dtype``.
+
+    Declares ``feedback_weight = "weight"``: the weight gradient does not depend on the kernel, so
+    a feedback rule's kernel-shaped ``B`` runs the transposed convolution in its place.
     """
+
+    feedback_weight = "weight"
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, *, rng=None, init="he_uniform", dtype=np.float32):

@@ -28,7 +28,10 @@ class Dropout(Module):
     In evaluation (``train=False``) it is the identity. The mask is drawn from the ``rng`` passed
     to ``forward``/``jvp`` (required when training) and returned in the cache, so a rule can
     replay the same mask (PEPITA's second pass) by passing an identically seeded generator.
+    Declares ``elementwise`` (with no fixed derivative: ``df`` is ``None``).
     """
+
+    elementwise = True
 
     def __init__(self, p: float = 0.5):
         super().__init__()

@@ -41,7 +41,12 @@ class Linear(Module):
         ``(shape, rng, dtype) -> array``; default ``"he_uniform"``, ``U(±√(6/in))``
         (He et al. 2015), which keeps activation variance through ReLU layers.
     dtype : float32 (default) or float64.
+
+    Declares ``dense`` and ``feedback_weight = "weight"`` (see :class:`~nograd.core.module.Module`).
     """
+
+    feedback_weight = "weight"
+    dense = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rng=None,
                  init="he_uniform", dtype=np.float32):

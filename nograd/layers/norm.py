@@ -36,7 +36,13 @@ def standardize_tangent(xhat, r, v, axes):
 
 
 class _AffineNorm(Module):
-    """Shared affine part ``y = γ x̂ + β`` and its three maps; subclasses supply the statistics."""
+    """Shared affine part ``y = γ x̂ + β`` and its three maps; subclasses supply the statistics.
+
+    Declares ``normalization`` (see :class:`~nograd.core.module.Module`). The instance attribute
+    ``affine`` says whether the layer has the learned ``γ, β``.
+    """
+
+    normalization = True
 
     def _init_affine(self, shape, affine, dtype, bias=True):
         dt = check_dtype(dtype)

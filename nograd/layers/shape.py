@@ -11,8 +11,10 @@ from ..core.module import Module
 class Flatten(Module):
     """Merge axes ``start_dim..end_dim`` into one (PyTorch's ``nn.Flatten``; default keeps the batch axis).
 
-    Shapes: ``x (N, C, H, W) -> y (N, C·H·W)`` with the defaults.
+    Shapes: ``x (N, C, H, W) -> y (N, C·H·W)`` with the defaults. Declares ``shape_only``.
     """
+
+    shape_only = True
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1):
         super().__init__()
@@ -48,7 +50,10 @@ class Flatten(Module):
 class Reshape(Module):
     """Reshape each sample to ``shape``, keeping the batch axis (e.g. flat digits ``(N, 64)`` to
     images ``(N, 1, 8, 8)``). Shapes: ``x (N, *in) -> y (N, *shape)`` with ``prod(in) == prod(shape)``.
+    Declares ``shape_only``.
     """
+
+    shape_only = True
 
     def __init__(self, *shape):
         super().__init__()

@@ -1,73 +1,64 @@
-"""Walking a model layer by layer, for the rules that replace the backward pass (FA, DFA, PEPITA).
+"""A model as a chain of leaves, for the rules that replace the backward pass (DFA, PEPITA, AFA).
 
 These rules cannot call ``model.backward``: they need the signal at chosen points of the network.
-They see a model only through the module contract (DESIGN.md §2): each leaf's ``forward`` (with
-its returned cache), ``backward`` and ``jvp``. Here a (possibly nested) :class:`Sequential` is
-flattened into its chain of leaves with the dotted prefix of each, and every leaf is sorted into
-one of three kinds:
+They see a model only through the module contract (DESIGN.md §2): its structural view
+(:meth:`~nograd.core.module.Module.chain`), the layers' declarations, and each leaf's ``forward``
+(with its returned cache), ``backward`` and ``jvp``. A (possibly nested) Sequential is read as
+its chain of leaves with the dotted prefix of each, and every leaf is sorted into one of three kinds:
 
-- *projecting*: ``Linear`` and ``Conv2d`` — the layers whose weight a feedback signal trains;
-- *local*: any module without trainable arrays (activations, dropout, pooling, flatten, ...),
-  and normalisation layers, whose backward uses no weight matrix (only elementwise scales);
+- *projecting*: a layer that declares ``feedback_weight`` (Linear, Conv2d) — the array a feedback
+  signal trains;
+- *local*: any leaf without trainable arrays (activations, dropout, pooling, flatten, ...), and
+  normalisation layers (``normalization``), whose backward uses no weight matrix;
 - anything else — refused by the rules with a ``ValueError`` naming the layer.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..core.module import Module, Residual, Sequential
-from ..layers import BatchNorm1d, Conv2d, GroupNorm, LayerNorm, Linear
-
-_NORMS = (BatchNorm1d, LayerNorm, GroupNorm)      # BatchNorm2d is a BatchNorm1d subclass
+from ..core.module import Module
 
 
 def is_projecting(m: Module) -> bool:
-    """A layer whose weight matrix the feedback rules replace in the backward pass."""
-    return isinstance(m, (Linear, Conv2d))
+    """A layer whose weight (its ``feedback_weight``) the feedback rules replace in the backward."""
+    return m.feedback_weight is not None
 
 
 def is_local(m: Module) -> bool:
     """A leaf whose backward transports no weight matrix: parameter-free modules and norms."""
     if m.children:
         return False
-    return not m.params or isinstance(m, _NORMS)
+    return not m.params or m.normalization
 
 
 def chain(model: Module, who: str, *, allow_norms: bool = True):
     """The leaves of ``model`` in execution order as ``[(prefix, module), ...]``.
 
     ``prefix`` is the dotted path of the leaf followed by a dot (``"0."``, ``"block.2."``), so that
-    ``prefix + "weight"`` is the key of its weight in ``model.params``. Nested ``Sequential``
-    containers are flattened; any other composite module (``Residual``, attention blocks, ...)
-    and any leaf that is neither projecting nor local raises ``ValueError`` saying why ``who``
-    (the rule's name) cannot train it.
+    ``prefix + m.feedback_weight`` is the key of its weight in ``model.params``. Nested
+    Sequentials are flattened (:meth:`~nograd.core.module.Module.chain`); a composite block
+    (``Residual``, attention blocks, ...) and any leaf that is neither projecting nor local raise
+    ``ValueError`` saying why ``who`` (the rule's name) cannot train it.
     """
     if not isinstance(model, Module):
         raise TypeError(f"{who}: model must be a nograd Module, got {type(model).__name__}")
     out = []
-
-    def walk(m, prefix):
-        if isinstance(m, Sequential):
-            for name, child in m.children.items():
-                walk(child, f"{prefix}{name}.")
-            return
-        where = prefix[:-1] or "the model"
-        if isinstance(m, Residual):
-            raise ValueError(f"{who} cannot train a Residual block (at {where!r}): the rule needs "
-                             f"a single chain of layers, and a skip connection has no single "
-                             f"path for its feedback signal; use FA or backprop for residual nets")
+    for name, m in model.chain():
+        where = name or "the model"
+        if m.combinator == "sum":
+            raise ValueError(f"{who} cannot train a {type(m).__name__} block (at {where!r}): the "
+                             f"rule needs a single chain of layers, and a skip connection has no "
+                             f"single path for its feedback signal; use FA or backprop for "
+                             f"residual nets")
         if m.children:
             raise ValueError(f"{who} cannot train {type(m).__name__} (at {where!r}): it only "
                              f"walks Sequential chains of Linear/Conv2d, activations, pooling, "
                              f"dropout, flatten and norm layers")
-        if is_projecting(m) or (is_local(m) and (allow_norms or not m.params)):
-            out.append((prefix, m))
-            return
-        raise ValueError(f"{who} cannot train {type(m).__name__} (at {where!r}): its trainable "
-                         f"arrays {list(m.params)} are not a Linear/Conv2d weight the rule knows "
-                         f"how to give a feedback signal")
-
-    walk(model, "")
+        if not (is_projecting(m) or (is_local(m) and (allow_norms or not m.params))):
+            raise ValueError(f"{who} cannot train {type(m).__name__} (at {where!r}): its trainable "
+                             f"arrays {list(m.params)} are not a Linear/Conv2d weight the rule "
+                             f"knows how to give a feedback signal")
+        out.append((f"{name}." if name else "", m))
     if not any(is_projecting(m) for _, m in out):
         raise ValueError(f"{who}: the model has no Linear or Conv2d layer to train")
     return out

@@ -1,10 +1,11 @@
 """A model as a chain of blocks, for the forward-only rules (Forward-Forward, Mono-Forward, FOTON).
 
 These rules train each layer from quantities available at that layer, so they need the network as
-a list of *blocks*: a ``Linear`` layer followed by its elementwise activations. A (possibly nested)
-:class:`~nograd.core.module.Sequential` is read as
+a list of *blocks*: a fully connected layer followed by its elementwise activations. The chain of
+a (possibly nested) :class:`~nograd.core.module.Sequential`
+(:meth:`~nograd.core.module.Module.chain`) is read, by what its leaves declare, as
 
-    [shape-only leaves: Flatten, Reshape]  (Linear  [Activation ...])+
+    [shape_only leaves: Flatten, Reshape]  (dense layer: Linear  [activation: elementwise with df ...])+
 
 and each block is run and differentiated only through the module contract (DESIGN.md §2): the
 leaves' own ``forward`` (with returned caches) and ``backward``. A block's backward stops at its
@@ -15,21 +16,21 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.checks import as_rng, check_seed  # check_seed: re-exported, its home is core
-from ..core.module import Module, Sequential
-from ..layers import Activation, Flatten, Linear, Reshape
+from ..core.module import Module
 
-__all__ = ["Block", "parse_blocks", "run_pre", "check_seed", "SeededRule", "class_labels", "softplus",
-           "sigmoid"]
+__all__ = ["Block", "parse_blocks", "run_pre", "is_activation", "check_seed", "SeededRule",
+           "class_labels", "softplus", "sigmoid"]
 
 
 class Block:
     """One layer of a forward-only rule: ``h = act_k(… act_1(x Wᵀ + b))``.
 
-    ``prefix`` is the dotted path of the Linear followed by a dot (``"1."``), so
-    ``prefix + "weight"`` is its key in ``model.params``; ``acts`` are the elementwise leaves after it.
+    ``linear`` is a ``dense`` layer (Linear); ``prefix`` is its dotted path followed by a dot
+    (``"1."``), so ``prefix + "weight"`` is its key in ``model.params``; ``acts`` are the
+    elementwise activations after it, as ``[(prefix, module)]``.
     """
 
-    def __init__(self, prefix: str, linear: Linear, acts):
+    def __init__(self, prefix: str, linear: Module, acts):
         self.prefix, self.linear, self.acts = prefix, linear, list(acts)
 
     @property
@@ -55,23 +56,23 @@ class Block:
 
 
 def _leaves(model, who):
-    out = []
-
-    def walk(m, prefix):
-        if isinstance(m, Sequential):
-            for name, child in m.children.items():
-                walk(child, f"{prefix}{name}.")
-        elif m.children:
-            where = prefix[:-1] or "the model"
-            raise ValueError(f"{who} cannot train {type(m).__name__} (at {where!r}): it needs a "
-                             f"Sequential chain of Linear layers and elementwise activations")
-        else:
-            out.append((prefix, m))
-
+    """The chain of ``model`` as ``[(prefix + ".", leaf)]``; a composite block raises ``ValueError``."""
     if not isinstance(model, Module):
         raise TypeError(f"{who}: model must be a nograd Module, got {type(model).__name__}")
-    walk(model, "")
+    out = []
+    for name, m in model.chain():
+        if m.children:
+            raise ValueError(f"{who} cannot train {type(m).__name__} (at {name or 'the model'!r}): "
+                             f"it needs a Sequential chain of Linear layers and elementwise "
+                             f"activations")
+        out.append((f"{name}." if name else "", m))
     return out
+
+
+def is_activation(m: Module) -> bool:
+    """An elementwise leaf that is a fixed function ``y = f(x)`` with derivative ``df`` and no
+    arrays (the activations; not dropout, whose Jacobian is a random mask)."""
+    return m.elementwise and m.df is not None and not m.params
 
 
 def parse_blocks(model, who: str):
@@ -84,11 +85,11 @@ def parse_blocks(model, who: str):
     pre, blocks = [], []
     for prefix, m in leaves:
         where = prefix[:-1] or "the model"
-        if isinstance(m, Linear):
+        if m.dense:
             blocks.append(Block(prefix, m, []))
-        elif isinstance(m, Activation) and not m.params and blocks:
+        elif is_activation(m) and blocks:
             blocks[-1].acts.append((prefix, m))
-        elif isinstance(m, (Flatten, Reshape)) and not blocks:
+        elif m.shape_only and not blocks:
             pre.append((prefix, m))
         else:
             raise ValueError(f"{who} cannot train {type(m).__name__} (at {where!r}): it trains a "

@@ -19,11 +19,14 @@ but replace the transported :math:`W_l^\top` by another signal:
   co-processor (Launay et al. 2020, "Hardware beyond backpropagation: a photonic co-processor for
   direct feedback alignment").
 
-All work on the layers only through the module contract: a ``Linear``/``Conv2d`` layer's
-``backward`` run with ``params={"weight": B}`` returns the cotangent :math:`\bar y B` (or its
-convolutional equivalent) *and* the exact weight gradient :math:`\bar y^\top x`, because that
-gradient does not depend on the weight's value (the layer is linear in :math:`W`). The feedback
-matrices live in the rule, keyed by the parameter name of the weight they serve (DESIGN.md §3).
+All work on the layers only through the module contract and its structural view (DESIGN.md §2):
+a layer that declares ``feedback_weight`` (Linear, Conv2d), run backward with
+``params={"weight": B}``, returns the cotangent :math:`\bar y B` (or its convolutional
+equivalent) *and* the exact weight gradient :math:`\bar y^\top x`, because that gradient does not
+depend on the weight's value (the layer is linear in :math:`W`). The FA family therefore needs no
+walk of its own: its gradients are ``model.backward(cache, dout, params=B)`` with every feedback
+weight overridden by its :math:`B`. The feedback matrices live in the rule, keyed by the parameter
+name of the weight they serve (DESIGN.md §3).
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ import numpy as np
 
 from ..core.checks import NonFiniteError, as_rng, check_float, check_int, check_seed
 from ..core.losses import get_loss
-from ..core.module import Module, Residual, Sequential
+from ..core.module import Module, dotted
 from ._chain import backward_segment, chain, forward_chain, is_local, is_projecting, ordered
 from .base import Rule, register
 
@@ -51,6 +54,12 @@ def _check_feedback(feedback):
         if not np.isfinite(v).all():
             raise NonFiniteError(f"feedback[{k!r}] contains NaN or inf")
     return {k: v.copy() for k, v in feedback.items()}
+
+
+def _weight_key(leaf) -> str:
+    """The ``model.params`` key of the feedback weight of a ``(prefix, layer)`` chain entry."""
+    prefix, m = leaf
+    return prefix + m.feedback_weight
 
 
 def _fan_in(w: np.ndarray) -> int:
@@ -87,8 +96,13 @@ class FA(_LossRule):
     :math:`U(\pm\sqrt{6/\mathrm{fan\_in}})` (a Conv2d layer uses its
     kernel-shaped :math:`B` in the transposed convolution). Every other module — activations,
     pooling, dropout, flatten, norm layers, ``Residual`` sums — uses its own backward, which
-    transports no weight matrix. The top layer's gradient is therefore exact, and with
-    :math:`B = W` the rule *is* backprop.
+    transports no weight matrix: the gradients are the model's own backward with the feedback
+    weights overridden, ``model.backward(cache, dout, params=B)``. The top layer's gradient is
+    therefore exact, and with :math:`B = W` the rule *is* backprop.
+
+    Models: any tree of ``Sequential`` and ``Residual`` blocks whose leaves declare
+    ``feedback_weight`` (Linear, Conv2d) or have no arrays, or are norm layers; other layers with
+    arrays and composites with their own maps (attention blocks) raise ``ValueError``.
 
     Parameters
     ----------
@@ -110,24 +124,24 @@ class FA(_LossRule):
 
     def _weights(self, model):
         """Names of the weights that get feedback matrices, checking the whole module tree."""
+        who = type(self).__name__
         if not isinstance(model, Module):
-            raise TypeError(f"{type(self).__name__}: model must be a nograd Module, "
-                            f"got {type(model).__name__}")
+            raise TypeError(f"{who}: model must be a nograd Module, got {type(model).__name__}")
+        for name, m in model.modules():             # composites: Sequential, Residual only
+            if m.children and m.combinator is None:
+                raise ValueError(f"{who} cannot train {type(m).__name__} (at "
+                                 f"{name or 'the model'!r}): only Linear/Conv2d weights get "
+                                 f"feedback matrices, passed through Sequential and Residual "
+                                 f"blocks; a composite with its own backward is not one of those")
         names = []
-
-        def walk(m, prefix):
-            if isinstance(m, (Sequential, Residual)):
-                for cname, child in m.children.items():
-                    walk(child, f"{prefix}{cname}.")
-            elif is_projecting(m):
-                names.append(prefix + "weight")
+        for name, m in model.leaves():
+            if is_projecting(m):
+                names.append(dotted(name, m.feedback_weight))
             elif not is_local(m):
-                where = prefix[:-1] or "the model"
-                raise ValueError(f"{type(self).__name__} cannot train {type(m).__name__} (at "
-                                 f"{where!r}): only Linear/Conv2d weights get feedback matrices; "
-                                 f"other modules must be parameter-free or norm layers")
-
-        walk(model, "")
+                raise ValueError(f"{who} cannot train {type(m).__name__} (at "
+                                 f"{name or 'the model'!r}): only Linear/Conv2d weights get "
+                                 f"feedback matrices; other modules must be parameter-free or "
+                                 f"norm layers")
         if not names:
             raise ValueError(f"{type(self).__name__}: the model has no Linear or Conv2d layer")
         params = model.params
@@ -176,59 +190,11 @@ class FA(_LossRule):
     def grads(self, model, x, y, *, rng=None):
         gen = self._gen(rng)
         self._weights(model)
-        out, cache = self._forward(model, x, gen)
+        out, cache = model.forward(x, train=True, rng=gen)
         value, dout = self.loss(out, y, **self.loss_options)
         B = self.feedback_matrices(model, rng=gen)
-        grads: dict = {}
-        self._backward(model, "", cache, dout, B, grads, need_dx=False)
+        _, grads = model.backward(cache, dout, params=B, need_dx=False)
         return ordered(grads, model), {"loss": value, "output": out}
-
-    def _forward(self, m, x, rng):
-        if isinstance(m, Sequential):
-            caches = []
-            for child in m:
-                x, c = self._forward(child, x, rng)
-                caches.append(c)
-            return x, caches
-        if isinstance(m, Residual):
-            kids = m.children
-            yb, cb = self._forward(kids["body"], x, rng)
-            if "shortcut" in kids:
-                ys, cs = self._forward(kids["shortcut"], x, rng)
-            else:
-                ys, cs = x, None
-            if yb.shape != ys.shape:
-                raise ValueError(f"Residual: body output shape {yb.shape} differs from shortcut "
-                                 f"output shape {ys.shape}")
-            return yb + ys, (cb, cs)
-        return m.forward(x, train=True, rng=rng)
-
-    def _backward(self, m, prefix, cache, dy, B, grads, need_dx):
-        """Reverse walk; Linear/Conv2d use B for ``dx``; returns the input cotangent."""
-        if isinstance(m, Sequential):
-            items = list(m.children.items())
-            for i in range(len(items) - 1, -1, -1):
-                name, child = items[i]
-                dy = self._backward(child, f"{prefix}{name}.", cache[i], dy, B, grads,
-                                    need_dx or i > 0)
-            return dy
-        if isinstance(m, Residual):
-            cb, cs = cache
-            kids = m.children
-            dxb = self._backward(kids["body"], prefix + "body.", cb, dy, B, grads, need_dx)
-            if "shortcut" in kids:
-                dxs = self._backward(kids["shortcut"], prefix + "shortcut.", cs, dy, B, grads,
-                                     need_dx)
-            else:
-                dxs = dy
-            return dxb + dxs if need_dx else None
-        if is_projecting(m):
-            dx, g = m.backward(cache, dy, params={"weight": B[prefix + "weight"]}, need_dx=need_dx)
-        else:
-            dx, g = m.backward(cache, dy, need_dx=need_dx)
-        for k, v in g.items():
-            grads[prefix + k] = v
-        return dx
 
     def __repr__(self):
         return f"{type(self).__name__}(seed={self.seed})"
@@ -325,7 +291,7 @@ class DFA(_LossRule):
 
     def _sizes(self, leaves, proj, inputs):
         """``{weight name of hidden layer: projected size}`` in layer order."""
-        return {leaves[proj[j]][0] + "weight": int(np.prod(inputs[proj[j + 1]].shape[1:]))
+        return {_weight_key(leaves[proj[j]]): int(np.prod(inputs[proj[j + 1]].shape[1:]))
                 for j in range(len(proj) - 1)}
 
     def _setup(self, sizes, n_out, dtype):
@@ -370,7 +336,7 @@ class DFA(_LossRule):
             signals = self._project(e, sizes, gen)
             for j in range(len(proj) - 1):
                 lo, hi = proj[j], proj[j + 1]
-                dy = signals[leaves[lo][0] + "weight"].astype(dout.dtype, copy=False)
+                dy = signals[_weight_key(leaves[lo])].astype(dout.dtype, copy=False)
                 backward_segment(leaves, caches, dy.reshape(inputs[hi].shape), lo, hi, grads)
         return ordered(grads, model), {"loss": value, "output": out}
 

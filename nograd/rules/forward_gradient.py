@@ -208,7 +208,7 @@ class _Base(Rule):
     def _groups(self, model):
         """The model's top-level children cut into blocks: ``[[(name, child), ...], ...]``."""
         who = type(self).__name__
-        if not isinstance(model, Sequential):
+        if getattr(model, "combinator", None) != "chain":      # a Sequential (DESIGN §2)
             raise ValueError(f"{who} with block-wise guesses or target='local' needs a "
                              f"Sequential model (a chain of blocks), got {type(model).__name__}")
         children = list(model.children.items())

@@ -41,7 +41,6 @@ import math
 import numpy as np
 
 from ..core.checks import check_float
-from ..layers import Activation, Dropout, Linear
 from ._chain import backward_segment, chain, forward_chain, is_projecting, ordered, per_sample_error
 from .base import register
 from .feedback import _LossRule
@@ -50,9 +49,10 @@ __all__ = ["PEPITA", "AFA"]
 
 
 def _elementwise_end(leaves, i, stop):
-    """Index of the last leaf of the elementwise run (activations, dropout) after leaf ``i``: the
-    point whose output is the layer's activity :math:`h_l` (same shape as the layer's output)."""
-    while i + 1 < stop and isinstance(leaves[i + 1][1], (Activation, Dropout)):
+    """Index of the last leaf of the run of ``elementwise`` leaves (activations, dropout) after
+    leaf ``i``: the point whose output is the layer's activity :math:`h_l` (same shape as the
+    layer's output)."""
+    while i + 1 < stop and leaves[i + 1][1].elementwise:
         i += 1
     return i
 
@@ -82,7 +82,7 @@ class _TopDown(_LossRule):
         leaves = chain(model, type(self).__name__, allow_norms=False)
         if self.mirror:
             proj = [m for _, m in leaves if is_projecting(m)]
-            if not all(isinstance(m, Linear) for m in proj):
+            if not all(m.dense for m in proj):
                 raise ValueError(f"{type(self).__name__}(mirror=True) needs Linear layers only: "
                                  f"weight mirroring learns one matrix per Linear layer")
         return leaves
@@ -142,7 +142,7 @@ class _TopDown(_LossRule):
             raise ValueError("F is drawn on the first grads() call; call grads once first")
         leaves = chain(model, type(self).__name__, allow_norms=False)
         first = next(m for _, m in leaves if is_projecting(m))
-        if not isinstance(first, Linear):
+        if not first.dense:
             raise ValueError("effective_first_feedback needs a Linear first layer")
         return -(first.params["weight"].astype(np.float64) @ self.F.astype(np.float64))
 

@@ -35,12 +35,10 @@ import numpy as np
 from ..core.checks import NonFiniteError, as_rng, check_positive
 from ..core.losses import get_loss
 from ..core.module import Module
-from ..layers import BatchNorm1d, GroupNorm, LayerNorm
 from .base import Rule, register
 
 __all__ = ["SPSA", "MeZO", "loss_objective", "zero_one_loss", "select_params"]
 
-_NORMS = (BatchNorm1d, LayerNorm, GroupNorm)       # BatchNorm2d subclasses BatchNorm1d
 _CHUNK = 1 << 16                                   # elements of z drawn at a time by MeZO
 
 
@@ -146,7 +144,7 @@ def _no_decay_names(model: Module, no_decay) -> set:
     if isinstance(no_decay, str) and no_decay == "auto":
         out = {n for n in model.params if n.rsplit(".", 1)[-1] == "bias"}
         for prefix, m in model.modules():
-            if isinstance(m, _NORMS):
+            if m.normalization:                    # the layers that declare it (DESIGN §2)
                 out |= {f"{prefix}.{k}" if prefix else k for k in m.params}
         return out
     skip = _matcher(no_decay, "no_decay")
