@@ -12,6 +12,8 @@ below with ``torch.nn``; it starts from nograd's initial weights and its first l
 1e-4. The GEMM bound times the step's matrix products alone in float32: per layer the forward
 products ``x Wqkvᵀ``, ``q kᵀ`` and ``p v`` (batched over B·H), ``o Woᵀ``, ``h W1ᵀ``, ``a W2ᵀ``, the
 head ``x Wteᵀ``, and for every one of them the two backward products (input and weight cotangents).
+The process keeps freed memory for reuse (:func:`nograd.malloc.retain_freed_memory`, as
+``python -m nograd train`` does on text) unless ``--no-retain-memory``; it applies to both contenders.
 Step figures are medians over ``--repeats`` steps after warm-up, each contender timed in one
 block (interleaving steps lets torch's OpenMP threads and OpenBLAS's fight over the cores).
 Generation draws from a 1-token prompt, batch 1: ``block - 1`` new tokens (the window fills up) and ``--gen-long`` new
@@ -142,8 +144,15 @@ def main(argv=None):
     ap.add_argument("--gen-long", type=int, default=200, help="new tokens of the sliding-window run")
     ap.add_argument("--gen-repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-retain-memory", action="store_true",
+                    help="leave glibc's malloc thresholds alone (default: nograd.malloc.retain_freed_memory)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = ap.parse_args(argv)
+    retained = False
+    if not args.no_retain_memory:            # for the whole process: both contenders run under it
+        from nograd.malloc import retain_freed_memory
+
+        retained = retain_freed_memory()
     if args.embd % args.heads:
         ap.error(f"--embd ({args.embd}) must be divisible by --heads ({args.heads})")
 
@@ -190,12 +199,13 @@ def main(argv=None):
         "gen_tokens_per_s_cache": round(gen["cache"], 1), "gen_tokens_per_s_nocache": round(gen["nocache"], 1),
         "gen_slide_tokens_per_s_cache": round(gen["slide_cache"], 1),
         "gen_slide_tokens_per_s_nocache": round(gen["slide_nocache"], 1),
-        "threads": thread_settings(torch_info), "numpy": np.__version__,
+        "threads": thread_settings(torch_info), "numpy": np.__version__, "retain_memory": retained,
     }
     print(f"GPT V={args.vocab} L={args.layers} H={args.heads} E={args.embd} T={args.block} B={args.batch}, "
           f"float32, median of {args.repeats} steps (forward, loss, backward, AdamW)")
     th = res["threads"]
-    print(f"threads: BLAS {th['blas']}, env {th['env']}, {torch_info or 'torch not installed'}")
+    print(f"threads: BLAS {th['blas']}, env {th['env']}, {torch_info or 'torch not installed'}; "
+          f"freed memory {'retained' if retained else 'returned (glibc defaults)'}")
     if check is not None:
         print(f"first loss: nograd {check['nograd']:.6f}  torch {check['torch']:.6f}  "
               f"|diff| {check['abs_diff']:.2e}  {'OK' if check['ok'] else 'MISMATCH'} (tolerance 1e-4)")

@@ -94,6 +94,11 @@ def main(argv=None):
     ap.add_argument("--blas-threads", type=int, default=None, help="NumPy BLAS threads (default: unchanged)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    # train_lm keeps freed memory for reuse (nograd.malloc); set it for the whole process first so
+    # the PyTorch runs get the same allocator settings
+    from nograd.malloc import retain_freed_memory
+
+    retain_freed_memory()
     if args.iters < 1 or args.eval_iters < 1:
         ap.error("--iters and --eval-iters must be positive")
     if args.blas_threads is not None:
