@@ -51,10 +51,12 @@ def operations(model, x, y, seed):
     def mono_forward():
         mf.step(model, x, y, optimizer=opt)
 
+    opt_b = nograd.SGD(model.params, lr=1e-4)        # its own: the two rules' projections share names
+
     def mono_forward_batched():
-        grads, info = mf_batched.grads(model, x, y)
-        opt.step(grads)
-        mf_batched._own_optimizer(opt).step(info["rule_grads"])
+        grads, _ = mf_batched.grads(model, x, y)
+        mf_batched.add_params_to(opt_b)
+        opt_b.step(grads)
 
     return {"inference": inference, "backprop": backprop, "mono_forward": mono_forward,
             "mono_forward_batched": mono_forward_batched}

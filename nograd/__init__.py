@@ -13,7 +13,9 @@ from .layers import (GELU, BatchNorm1d, Dropout, Embedding, Flatten, Identity, L
                      Linear, ReLU, Sigmoid, Softplus, Softsign, Tanh)
 from .rules import Backprop, Rule, available_rules, get_rule
 from . import lora, metrics, models, train
-from .models import GrandeClassifier, GrandeRegressor, available_models, get_model, register_model
+from .models import available_models, get_model, register_model
+from . import callbacks, estimators
+from .estimators import GrandeClassifier, GrandeRegressor
 from .threads import blas_libraries, blas_threads, set_blas_threads
 from .train import History, fit
 
@@ -24,6 +26,7 @@ __all__ = ["core", "data", "layers", "rules", "testing", "Module", "Sequential",
            "Linear", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid", "Softsign", "Softplus",
            "Identity", "Dropout", "LayerNorm", "BatchNorm1d", "Flatten", "Embedding", "Backprop",
            "Rule", "get_rule", "available_rules", "metrics", "models", "train", "fit", "History",
+           "callbacks", "estimators",
            "get_model", "available_models", "register_model", "GrandeClassifier", "GrandeRegressor",
            "blas_threads", "set_blas_threads", "blas_libraries", "lora", "NonFiniteError"]
 

@@ -3,8 +3,10 @@ per-epoch :class:`History`, callbacks (early stopping, checkpoints, epoch lines)
 
 One step is the rule contract (DESIGN.md §3)::
 
-    grads, info = rule.grads(model, x, y, rng=rng)      # info["loss"], info["output"]
-    optimizer.step(grads)
+    info = rule.step(model, x, y, optimizer=optimizer, rng=rng)   # info["loss"], info["output"]
+
+by default ``grads, info = rule.grads(...)`` then ``optimizer.step(grads)``; the rule's own arrays
+(``rule.params``) are in the same optimizer, as parameter groups.
 
 >>> import numpy as np
 >>> from nograd import Adam, Backprop, Linear, ReLU, Sequential
@@ -446,21 +448,24 @@ def evaluate(model, X, y, *, loss="cross-entropy", batch_size: int = 1024, loss_
 
 # --------------------------------------------------------------------------- fit
 def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, callbacks=(),
-        progress=True, schedule=None, loss=None, eval_batch_size=1024, drop_last=False) -> History:
+        progress=True, schedule=None, loss=None, eval_batch_size=1024, drop_last=False,
+        schedule_every="epoch") -> History:
     """Train ``model`` with a learning ``rule`` and an ``optimizer`` for ``epochs`` epochs.
 
     Parameters
     ----------
     model : a nograd Module.
-    rule : a learning rule (``rule.grads(model, x, y, rng=rng) -> (grads, info)``); its
-        ``check_model`` runs first, so a rule that cannot train the model fails at once. A rule
-        with ``applies_update = True`` (MeZO) updates in place itself: fit calls
-        ``rule.step(model, x, y, optimizer=optimizer, rng=rng) -> info`` instead.
+    rule : a learning rule (:class:`nograd.rules.Rule`); fit calls
+        ``rule.step(model, x, y, optimizer=optimizer, rng=rng) -> info`` for every batch (by
+        default ``rule.grads`` then ``optimizer.step``). Its ``check_model`` runs first, so a rule
+        that cannot train the model fails at once; then ``rule.prepare(model, X[:batch_size])``
+        (the rule creates its own arrays, ``rule.params``) and ``rule.add_params_to(optimizer)``:
+        those arrays join the optimizer as one parameter group with its default hyper-parameters
+        (or the rule's ``param_options()``), so ``schedule`` reaches them too.
     optimizer : built over ``model.params`` — the very arrays, after any ``model.astype`` — or a
-        subset of them, plus the rule's own ``rule.params`` if it has any
-        (``optimizer.step(grads)`` updates them in place). An optimizer over other arrays (another
-        model's, or the ones ``astype`` replaced) would train nothing: it is refused with a
-        ``ValueError`` before the first step.
+        subset of them, and possibly ``rule.params`` (``optimizer.step(grads)`` updates them in
+        place). An optimizer over other arrays (another model's, or the ones ``astype`` replaced)
+        would train nothing: it is refused with a ``ValueError`` before the first step.
     train, val : pairs ``(X, y)``: float inputs with samples first, and integer labels ``(N,)`` or
         float targets ``(N, C)``. ``val`` (optional) is evaluated after every epoch, through
         ``rule.predict(model, x)`` when the rule has one (see :func:`predictor`).
@@ -472,7 +477,8 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
     progress : draw a progress line (epoch, batch, loss, accuracy, ETA) on stderr — with ``tqdm``
         when installed, a plain ``\\r`` line otherwise — only when stderr is a terminal.
     schedule : an lr schedule from :mod:`nograd.core.optim` (``StepLR``, ``CosineLR``, …) built on
-        ``optimizer``; stepped once per epoch.
+        ``optimizer``; stepped once per epoch, or after every optimizer step with
+        ``schedule_every="batch"`` (a schedule whose horizon counts steps, as GRANDE's cosine).
     loss : the loss for ``val_loss`` (a name or function); default: the rule's own ``loss``
         attribute when it has one, else softmax cross-entropy.
 
@@ -482,8 +488,9 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
     """
     if not isinstance(model, Module):
         raise TypeError(f"model must be a nograd Module, got {type(model).__name__}")
-    if not callable(getattr(rule, "grads", None)):
-        raise TypeError(f"rule must be a learning rule with a grads(model, x, y, rng=) method, "
+    if not (callable(getattr(rule, "grads", None)) and callable(getattr(rule, "step", None))):
+        raise TypeError(f"rule must be a learning rule (a nograd.rules.Rule) with grads(model, x, "
+                        f"y, rng=) and step(model, x, y, optimizer=, rng=) methods, "
                         f"got {type(rule).__name__}")
     if not callable(getattr(optimizer, "step", None)):
         raise TypeError(f"optimizer must have a step(grads) method, got {type(optimizer).__name__}")
@@ -504,12 +511,18 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
     if schedule is not None and not callable(getattr(schedule, "step", None)):
         raise TypeError(f"schedule must have a step() method (e.g. nograd.core.optim.StepLR), "
                         f"got {type(schedule).__name__}")
+    if schedule_every not in ("epoch", "batch"):
+        raise ValueError(f"schedule_every must be 'epoch' or 'batch', got {schedule_every!r}")
+    step_schedule_per_batch = schedule is not None and schedule_every == "batch"
     if not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"progress must be a bool, got {progress!r}")
     check = getattr(rule, "check_model", None)
     if callable(check):
         check(model)
     _check_optimizer_arrays(model, rule, optimizer)
+    for hook, arg in (("prepare", (model, X[:batch_size])), ("add_params_to", (optimizer,))):
+        if callable(getattr(rule, hook, None)):        # rule.params exist, then join the optimizer
+            getattr(rule, hook)(*arg)
     loss_fn, loss_opts = _loss_of(rule, loss)
     _labels(y)                       # targets that give no labels fail here, not mid-epoch
 
@@ -532,14 +545,9 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
             lr = _current_lr(optimizer)
             loss_sum, correct, seen, counted = 0.0, 0, 0, 0
             for b, (xb, yb) in enumerate(batches(X, y, batch_size, rng, drop_last=drop_last), start=1):
-                try:
-                    if getattr(rule, "applies_update", False):   # e.g. MeZO: updates in place itself
-                        grads, info = None, rule.step(model, xb, yb, optimizer=optimizer, rng=rng)
-                    else:
-                        grads, info = rule.grads(model, xb, yb, rng=rng)
+                try:             # the rule leaves the weights as they are when the loss is NaN
+                    info = rule.step(model, xb, yb, optimizer=optimizer, rng=rng)
                     value = float(info["loss"])
-                    if grads is not None and math.isfinite(value):
-                        optimizer.step(grads)
                 except NonFiniteError as e:
                     # the data passed the finiteness check above, so NaN/inf here means divergence
                     raise NonFiniteError(f"training diverged at epoch {epoch}, batch {b} ({e}); "
@@ -547,6 +555,8 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
                 if not math.isfinite(value):
                     raise NonFiniteError(f"training diverged: the loss is {value} at epoch {epoch}, "
                                          f"batch {b}; lower the learning rate")
+                if step_schedule_per_batch:
+                    schedule.step()
                 n = len(xb)
                 loss_sum += value * n
                 seen += n
@@ -555,7 +565,7 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
                     correct += int(np.sum(predicted_labels(out, "info['output']") == _labels(yb)))
                     counted += n
                 bar.update(epoch, b, loss_sum / seen, correct / counted if counted else None)
-            if schedule is not None:
+            if schedule is not None and not step_schedule_per_batch:
                 schedule.step()
             record = {"epoch": epoch, "loss": loss_sum / seen,
                       "train_accuracy": correct / counted if counted else None, "lr": lr}
@@ -590,6 +600,10 @@ def _check_optimizer_arrays(model, rule, optimizer) -> None:
     live, own = model.params, getattr(rule, "params", None)
     what = "model.params"
     if isinstance(own, Mapping) and own:
+        clash = [name for name in own if name in live]
+        if clash:
+            raise ValueError(f"rule.params and model.params both have {clash}; a rule's own "
+                             f"arrays are named 'rule.<...>'")
         live, what = {**own, **live}, "model.params (or rule.params)"
     for name, p in held.items():
         q = live.get(name)

@@ -3,11 +3,7 @@ r"""Training a language model by iterations, as nanoGPT's ``train.py`` does, wit
 Each iteration draws a fresh batch of random windows ``x, y`` (token ids ``(B, T)``, ``y`` shifted
 by one) and hands it to a learning rule exactly as :func:`nograd.train.fit` does (DESIGN.md §3)::
 
-    if rule.applies_update:                        # MeZO: probes and updates in place itself
-        info = rule.step(model, x, y, optimizer=opt, rng=rng)
-    else:                                          # backprop, SPSA, forward gradients
-        grads, info = rule.grads(model, x, y, rng=rng)
-        opt.step(grads)
+    info = rule.step(model, x, y, optimizer=opt, rng=rng)   # grads, then opt.step; MeZO in place
 
 Every rule sees the token-level cross-entropy of the logits ``(B, T, V)`` against ``y``: the mean
 over all ``B·T`` positions of :math:`-\log \operatorname{softmax}(z_{bt})_{y_{bt}}`
@@ -103,13 +99,7 @@ def _step(rule, model, x, y, opt, rng, it):
     Divergence (a non-finite loss, output, estimate or gradient; token ids are always finite)
     raises :class:`~nograd.core.checks.NonFiniteError`, a ``FloatingPointError``, naming ``it``."""
     try:
-        if getattr(rule, "applies_update", False):
-            grads, info = None, rule.step(model, x, y, optimizer=opt, rng=rng)
-        else:
-            grads, info = rule.grads(model, x, y, rng=rng)
-        loss = float(info["loss"])
-        if grads is not None and math.isfinite(loss):
-            opt.step(grads)
+        loss = float(rule.step(model, x, y, optimizer=opt, rng=rng)["loss"])   # no update if not finite
     except FloatingPointError as e:        # NonFiniteError, or a rule's own check (SPSA, MeZO)
         raise NonFiniteError(f"training diverged at iteration {it} ({e}); lower the learning "
                              f"rate") from e

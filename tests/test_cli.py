@@ -1,5 +1,6 @@
 """The command line end to end on the embedded digits: train, compare, list, argument errors."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -237,7 +238,6 @@ def test_rule_defaults_can_carry_optimizer_options(capsys):
     class MomentumProbe(Backprop):
         defaults = {"optimizer": "sgd", "lr": 0.05, "epochs": 1, "batch_size": 256,
                     "optimizer_options": {"momentum": 0.9}}
-        applies_update = True
 
         def step(self, model, x, y, *, optimizer, rng=None):
             seen.append((type(optimizer), optimizer.groups[0].get("momentum")))
@@ -256,3 +256,13 @@ def test_rule_defaults_can_carry_optimizer_options(capsys):
     finally:
         _REGISTRY.pop("test-momentum-probe", None)
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("rule", ["mono-forward", "forward-gradient-local", "foton"])
+def test_rules_with_their_own_arrays_or_hooks_train_from_the_command_line(rule, capsys):
+    # the warm-up and the run both go through rule.step, which adds rule.params to the optimizer
+    from nograd.__main__ import main
+
+    assert main(["train", "--rule", rule, "--epochs", "1", "--no-memory", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["rule"] == rule and math.isfinite(out["test_loss"])

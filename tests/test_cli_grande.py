@@ -92,7 +92,7 @@ def test_grande_plumbing_with_a_stand_in(tmp_path, capsys, monkeypatch):
             X = np.where(np.isnan(X), self.fill_, X)
             return np.argmin(((X[:, None, :] - self.means_) ** 2).sum(-1), axis=1)
 
-    monkeypatch.setitem(sys.modules, "nograd.models.grande",
+    monkeypatch.setitem(sys.modules, "nograd.estimators.grande",
                         types.SimpleNamespace(GrandeClassifier=StandIn))
     p = write_table(tmp_path)
     code, out, err = run(["grande", "--data", f"csv:{p}", "--target", "label", "--cv", "4",

@@ -15,7 +15,7 @@ from nograd.data import cross_validate
 from nograd.layers import BatchNorm1d, Linear, ReLU
 from nograd.metrics import accuracy, confusion_matrix, macro_f1, roc_auc, sensitivity, specificity
 from nograd.models import DiabetesNet, TabularMLP, available_models, get_model
-from nograd.models.tabular import make_fit_predict, train_classifier
+from nograd.estimators.tabular import make_fit_predict, train_classifier
 from nograd.testing import check_adjoint, check_jvp, check_vjp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

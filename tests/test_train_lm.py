@@ -95,7 +95,7 @@ def test_backprop_is_the_nanogpt_step():
 
 
 def test_mezo_is_driven_as_fit_drives_it():
-    """MeZO (applies_update) gets rule.step(model, x, y, optimizer=SGD, rng=rng) each iteration,
+    """MeZO (its own step) gets rule.step(model, x, y, optimizer=SGD, rng=rng) each iteration,
     the batches and perturbation seeds both from the one generator, as in nograd.train.fit."""
     from nograd.core.optim import SGD
     from nograd.rules import MeZO

@@ -50,8 +50,7 @@ def warm_up(rule_name, ds, args, hp):
 
     rule, model, optimizer = build(rule_name, ds, args, hp, np.random.default_rng(0))
     n = min(hp["batch_size"], len(ds.X_train))
-    grads, _ = rule.grads(model, ds.X_train[:n], ds.y_train[:n], rng=np.random.default_rng(0))
-    optimizer.step(grads)
+    rule.step(model, ds.X_train[:n], ds.y_train[:n], optimizer=optimizer, rng=np.random.default_rng(0))
     model(ds.X_test[:n])
 
 

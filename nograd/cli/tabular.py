@@ -45,14 +45,14 @@ def zero_columns(spec, info):
 
 def cmd_diabetes(args, out=None):
     """``diabetes``: stratified k-fold cross-validation of a binary tabular classifier trained with
-    backprop (:func:`nograd.data.cross_validate` with :func:`nograd.models.tabular.make_fit_predict`);
+    backprop (:func:`nograd.data.cross_validate` with :func:`nograd.estimators.tabular.make_fit_predict`);
     a table of accuracy, sensitivity, specificity, macro-F1 and ROC-AUC, mean ± std and per fold
     (or one JSON object). Returns the summary."""
     out = sys.stdout if out is None else out
     import numpy as np
 
     from ..data import cross_validate, load_csv, zeros_as_missing
-    from ..models.tabular import make_fit_predict
+    from ..estimators.tabular import make_fit_predict
 
     if not args.data.startswith("csv:") or len(args.data) == 4:
         raise UserError(f"--data {args.data}: diabetes cross-validates a CSV table; give csv:PATH")
@@ -161,7 +161,7 @@ def cmd_grande(args, out=None):
     except ValueError as e:
         raise UserError(f"{os.path.basename(path)}: {e}") from None
     try:
-        from ..models.grande import GrandeClassifier
+        from ..estimators.grande import GrandeClassifier
     except ImportError as e:
         raise UserError(f"GRANDE is not available in this installation: {e}") from None
     options = {k: getattr(args, k) for k in ("n_estimators", "depth", "epochs", "batch_size")

@@ -141,6 +141,12 @@ class Optimizer:
 
     An optimizer holds arrays, not a model: :meth:`step` refuses an array made read-only after it
     was built, which is what :meth:`nograd.core.Module.astype` does to the arrays it replaces.
+
+    What a learning rule may use (DESIGN.md §3), instead of reading ``groups`` or testing the
+    optimizer's class: :meth:`add_param_group` (a rule's own arrays join the same optimizer, so
+    schedules reach them), :meth:`hyper` / :meth:`lr_of` (the hyper-parameters that govern one
+    array, the lr as a schedule last set it) and :meth:`plain_sgd` (whether a step on an array is
+    plain SGD, which a rule may then apply itself in place, as MeZO does).
     """
 
     def __init__(self, params, *, lr, clip_norm=None, **hyper):
@@ -157,45 +163,52 @@ class Optimizer:
             raise ValueError("params is an empty list of parameter groups")
         self.groups: list[dict] = []
         self._where: dict = {}                      # name -> (array, group)
-        seen_ids: dict = {}
         for i, group in enumerate(raw):
-            where = "" if isinstance(params, Mapping) else f" (group {i})"
             if not isinstance(group, Mapping) or "params" not in group:
                 raise TypeError(f"params[{i}] must be a dict with a 'params' entry, got {group!r}")
-            arrays = group["params"]
-            if not isinstance(arrays, Mapping):
-                raise TypeError(f"params[{i}]['params'] must be a dict name -> array, "
-                                f"got {type(arrays).__name__}")
-            resolved = dict(self.defaults)
-            for key, value in group.items():
-                if key == "params":
-                    continue
-                if key not in self.defaults:
-                    raise ValueError(f"params[{i}] has unknown hyper-parameter {key!r}; valid: "
-                                     f"{', '.join(self.defaults)}")
-                resolved[key] = value
-            resolved["lr"] = float(check_positive(resolved["lr"], "lr" + where))
-            resolved.update(self._check_hyper(resolved, where))
-            resolved["initial_lr"] = resolved["lr"]
-            resolved["params"] = dict(arrays)
-            for name, p in arrays.items():
-                if not isinstance(p, np.ndarray) or p.dtype not in FLOAT_DTYPES:
-                    raise TypeError(f"params[{name!r}] must be a float32 or float64 numpy.ndarray, "
-                                    f"got {getattr(p, 'dtype', type(p).__name__)}")
-                if not p.flags.writeable:
-                    raise ValueError(f"params[{name!r}] is read-only; the optimizer updates in place")
-                if name in self._where:
-                    raise ValueError(f"parameter {name!r} appears in more than one group")
-                if id(p) in seen_ids:
-                    raise ValueError(f"params[{name!r}] is the same array as "
-                                     f"params[{seen_ids[id(p)]!r}]")
-                seen_ids[id(p)] = name
-                self._where[name] = (p, resolved)
-            self.groups.append(resolved)
+            self._add_group(group, f"params[{i}]",
+                            "" if isinstance(params, Mapping) else f" (group {i})")
         if not self._where:
             raise ValueError("params holds no arrays; the optimizer has nothing to update")
         self.state: dict = {}
         self._scratch: dict = {}
+
+    def _add_group(self, group: Mapping, label: str, where: str) -> dict:
+        """Validate ``group`` (``{"params": {name: array}, <hyper overrides>}``) against the
+        defaults and the arrays already held, then append it; nothing changes if it is refused."""
+        arrays = group["params"]
+        if not isinstance(arrays, Mapping):
+            raise TypeError(f"{label}['params'] must be a dict name -> array, "
+                            f"got {type(arrays).__name__}")
+        resolved = dict(self.defaults)
+        for key, value in group.items():
+            if key == "params":
+                continue
+            if key not in self.defaults:
+                raise ValueError(f"{label} has unknown hyper-parameter {key!r}; valid: "
+                                 f"{', '.join(self.defaults)}")
+            resolved[key] = value
+        resolved["lr"] = float(check_positive(resolved["lr"], "lr" + where))
+        resolved.update(self._check_hyper(resolved, where))
+        resolved["initial_lr"] = resolved["lr"]
+        resolved["params"] = dict(arrays)
+        seen_ids = {id(p): name for name, (p, _) in self._where.items()}
+        for name, p in arrays.items():
+            if not isinstance(p, np.ndarray) or p.dtype not in FLOAT_DTYPES:
+                raise TypeError(f"params[{name!r}] must be a float32 or float64 numpy.ndarray, "
+                                f"got {getattr(p, 'dtype', type(p).__name__)}")
+            if not p.flags.writeable:
+                raise ValueError(f"params[{name!r}] is read-only; the optimizer updates in place")
+            if name in self._where:
+                raise ValueError(f"parameter {name!r} appears in more than one group")
+            if id(p) in seen_ids:
+                raise ValueError(f"params[{name!r}] is the same array as "
+                                 f"params[{seen_ids[id(p)]!r}]")
+            seen_ids[id(p)] = name
+        for name, p in arrays.items():
+            self._where[name] = (p, resolved)
+        self.groups.append(resolved)
+        return resolved
 
     def _temp(self, p: np.ndarray, k: int = 0) -> np.ndarray:
         """Scratch array ``k`` shaped like ``p`` (a view of one growing buffer per dtype and k)."""
@@ -219,6 +232,51 @@ class Optimizer:
         """Flat dict name → array over every group."""
         return {name: p for name, (p, _) in self._where.items()}
 
+    def add_param_group(self, params: Mapping, **hyper) -> dict:
+        """Add ``params`` (name → array) as a new parameter group and return the group.
+
+        ``hyper`` overrides the optimizer's defaults (the keywords it was built with, e.g.
+        ``lr``, ``weight_decay``, ``momentum``) for this group only; the group's ``initial_lr`` is
+        its lr, so a schedule (which sets every group's lr from its ``initial_lr`` when it steps)
+        reaches it from its next step on. Names and arrays already held are refused, as in the
+        constructor; a refused group changes nothing.
+        """
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params must be a dict name -> array, got {type(params).__name__}")
+        if not params:
+            raise ValueError("params is empty; a parameter group needs at least one array")
+        if "params" in hyper or "initial_lr" in hyper:
+            raise TypeError("add_param_group takes the arrays as its first argument and "
+                            "hyper-parameters as keywords (initial_lr is the lr)")
+        return self._add_group({"params": params, **hyper}, "add_param_group",
+                               f" (group {len(self.groups)})")
+
+    def _group_of(self, name) -> dict:
+        try:
+            return self._where[name][1]
+        except (KeyError, TypeError):
+            raise ValueError(f"the optimizer holds no parameter {name!r}; it holds "
+                             f"{', '.join(map(repr, self._where))}") from None
+
+    def hyper(self, name) -> dict:
+        """The hyper-parameters governing ``params[name]``: a copy of its group without the
+        arrays — ``lr`` (current, as a schedule last set it), ``initial_lr`` and the optimizer's
+        own (``weight_decay``, ``momentum``, ``betas``, ...). ``ValueError`` for an unknown name."""
+        return {k: v for k, v in self._group_of(name).items() if k != "params"}
+
+    def lr_of(self, name) -> float:
+        """The current learning rate of ``params[name]`` (its group's ``lr``)."""
+        return float(self._group_of(name)["lr"])
+
+    def plain_sgd(self, name) -> tuple[float, float] | None:
+        """``(lr, weight_decay)`` when one step on ``params[name]`` is exactly
+        :math:`\\theta \\leftarrow \\theta - \\eta\\,(g + \\lambda\\theta)` — no state (momentum,
+        moments), no clipping — so a rule may apply it itself without materialising ``g`` (MeZO's
+        in-place update); ``None`` otherwise. Here ``None``: subclasses that can say yes override it.
+        """
+        self._group_of(name)
+        return None
+
     def zero_state(self) -> None:
         """Forget momentum/moment buffers and step counts (the lrs are left as they are)."""
         self.state.clear()
@@ -236,8 +294,10 @@ class Optimizer:
         items, norms = [], []
         for name, g in grads.items():
             if name not in self._where:
+                hint = ("; a rule's own arrays (rule.params) join with add_param_group, as fit "
+                        "does" if str(name).startswith("rule.") else "")
                 raise ValueError(f"grads has unknown parameter name {name!r}; the optimizer knows "
-                                 f"{', '.join(map(repr, self._where))}")
+                                 f"{', '.join(map(repr, self._where))}{hint}")
             p, group = self._where[name]
             if not isinstance(g, np.ndarray) or g.dtype not in FLOAT_DTYPES:
                 raise TypeError(f"grads[{name!r}] must be a float32 or float64 numpy.ndarray, "
@@ -293,6 +353,14 @@ class SGD(Optimizer):
             raise ValueError(f"nesterov{where} requires momentum > 0 and dampening == 0, got "
                              f"momentum={out['momentum']!r}, dampening={out['dampening']!r}")
         return out
+
+    def plain_sgd(self, name):
+        """``(lr, weight_decay)`` of ``params[name]`` when its group has no momentum and the
+        optimizer does not clip (then a step is θ ← θ − lr (g + λθ)); ``None`` otherwise."""
+        group = self._group_of(name)
+        if self.clip_norm is not None or group["momentum"] != 0.0:
+            return None
+        return float(group["lr"]), float(group["weight_decay"])
 
     def _update(self, name, p, g, group, scale):
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]

@@ -86,8 +86,9 @@ def lstm_gates_vjp(dh, dc, gates, c_prev, tc):
                            dh * tc * o * (1 - o)], axis=1)
 
 
-class _Recurrent(Module):
-    """Shared parts: parameters, checks, the input projection, state handling and the time loops.
+class RecurrentBase(Module):
+    """Base of the recurrent layers (and of :class:`~nograd.models.hypernet.HyperLSTM`): parameters,
+    checks, the input projection, state handling and the time loops.
 
     A subclass sets ``gates`` and ``state_parts`` and defines one step three ways:
     ``_cell(xp, S, p) -> (S', cache)``, ``_cell_back(cache, dS', p, g) -> (dxp, dS)`` (adding its
@@ -237,7 +238,10 @@ class _Recurrent(Module):
         return da @ p["weight_hh"]
 
 
-class RNN(_Recurrent):
+_Recurrent = RecurrentBase          # the former private name, kept for old imports
+
+
+class RNN(RecurrentBase):
     r"""Elman recurrent layer, :math:`h_t = \tanh(x_t W_{ih}^\top + b_{ih} + h_{t-1} W_{hh}^\top + b_{hh})`.
 
     Shapes: ``x (B, T, F) -> y (B, T, H)``; state ``h (B, H)``.
@@ -265,7 +269,7 @@ class RNN(_Recurrent):
         return (h,), ((1 - h * h) * (dxp + da),)
 
 
-class LSTM(_Recurrent):
+class LSTM(RecurrentBase):
     r"""Long short-term memory (Hochreiter & Schmidhuber 1997; PyTorch's gate order i, f, g, o).
 
     Shapes: ``x (B, T, F) -> y (B, T, H)``; state ``(h, c)``, each ``(B, H)``.
@@ -366,7 +370,7 @@ class LSTM(_Recurrent):
         return (o * tc, c), (do * tc + o * (1 - tc * tc) * dcn, dc)
 
 
-class GRU(_Recurrent):
+class GRU(RecurrentBase):
     r"""Gated recurrent unit (Cho et al. 2014), as PyTorch defines it (gates r, z, n).
 
     Shapes: ``x (B, T, F) -> y (B, T, H)``; state ``h (B, H)``.

@@ -6,11 +6,18 @@
 ['Flatten', 'Linear', 'ReLU', 'Linear']
 >>> "mlp" in available_models()
 True
+
+This room holds modules and the builders that make them; it imports neither :mod:`nograd.rules`
+nor :mod:`nograd.train`. What trains itself lives in :mod:`nograd.estimators`: the GRANDE
+estimators and the tabular training helpers moved there. Their old names here
+(``nograd.models.GrandeClassifier``, ``nograd.models.grande``, ``nograd.models.grande_base``,
+``nograd.models.tabular.make_fit_predict``, ...) still work: they are looked up in
+:mod:`nograd.estimators` on first use, by :func:`_from_above`, the one place in this room that
+reaches up (a test holds it to that).
 """
 from .cnn import cnn
 from .flow import InverseFlow, dequantize
 from .flow_steps import ActNorm, AffineCoupling, Bijector, FlowStep
-from .grande import GrandeClassifier, GrandeRegressor
 from .gpt import GPT, generate, gpt
 from .grande_net import GrandeNet
 from .hypernet import HyperLSTM, HyperNetwork, KernelGenerator
@@ -21,6 +28,27 @@ from .vit import ViT, vit
 
 __all__ = ["get_model", "available_models", "register_model", "model_description", "mlp", "cnn",
            "TabularMLP", "DiabetesNet", "logistic_regression", "HyperNetwork",
-           "KernelGenerator", "HyperLSTM", "GrandeNet", "GrandeClassifier", "GrandeRegressor",
+           "KernelGenerator", "HyperLSTM", "GrandeNet",
            "InverseFlow", "dequantize", "Bijector", "ActNorm",
            "AffineCoupling", "FlowStep", "GPT", "gpt", "generate", "ViT", "vit"]
+
+# names that moved up to nograd.estimators (old name here -> the module that holds it now)
+_MOVED = {"GrandeClassifier": "nograd.estimators.grande", "GrandeRegressor": "nograd.estimators.grande"}
+
+
+def _from_above(module: str, name: str):
+    """``getattr(module, name)`` for a name that moved out of this room into ``module`` above it.
+
+    The import happens here, at first use, never when :mod:`nograd.models` is imported; the
+    alias modules ``models/grande.py``, ``models/grande_base.py`` and ``models/tabular.py`` call
+    this from their module ``__getattr__`` (PEP 562).
+    """
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        return _from_above(_MOVED[name], name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -41,7 +41,7 @@ from ..core.checks import as_rng, check_array, check_dtype, check_int, check_lik
 from ..core.module import Module, Sequential
 from ..layers import Linear, get_activation
 from ..layers.linear import affine_tangent
-from ..layers.recurrent import _Recurrent, lstm_cell_jvp, lstm_gates, lstm_gates_vjp
+from ..layers.recurrent import RecurrentBase, lstm_cell_jvp, lstm_gates, lstm_gates_vjp
 
 
 class KernelGenerator(Module):
@@ -444,7 +444,7 @@ def _project(z, W):
     return np.matmul(z.transpose(1, 2, 0, 3), W.transpose(0, 1, 3, 2)).transpose(2, 0, 1, 3)
 
 
-class HyperLSTM(_Recurrent):
+class HyperLSTM(RecurrentBase):
     r"""The HyperLSTM of Ha, Dai & Le (2016) §3.2: a small LSTM generates, at every step, the row
     scalings and the bias of the main LSTM's weights.
 

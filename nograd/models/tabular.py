@@ -1,5 +1,7 @@
 r"""Networks for tables of numbers: a configurable MLP with batch normalisation, DiabetesNet, and
-logistic regression — plus the training call that :func:`nograd.data.cross_validate` needs.
+logistic regression. Training them (:func:`~nograd.estimators.tabular.train_classifier`,
+:func:`~nograd.estimators.tabular.make_fit_predict` for :func:`nograd.data.cross_validate`) lives in
+:mod:`nograd.estimators.tabular`; the old names here still work.
 
 DiabetesNet (Zhang, Ahmed, Hasan, Gedeon & Hossain 2024, "DiabetesNet: A Deep Learning Approach
 to Diabetes Diagnosis", arXiv:2403.07483) is a backprop MLP, input → 64 → 32 → 16 → 2, with batch
@@ -20,10 +22,9 @@ import numpy as np
 from ..core.checks import as_rng, check_positive
 from ..core.module import Sequential
 from ..layers import BatchNorm1d, Dropout, Linear, get_activation
-from .registry import available_models, get_model, register_model
+from .registry import register_model
 
-__all__ = ["TabularMLP", "DiabetesNet", "logistic_regression", "train_classifier",
-           "make_fit_predict"]
+__all__ = ["TabularMLP", "DiabetesNet", "logistic_regression"]
 
 
 class TabularMLP(Sequential):
@@ -112,54 +113,14 @@ register_model("diabetesnet", _diabetesnet)
 register_model("logistic", _logistic)
 
 
-# --------------------------------------------------------------------------- training
-def train_classifier(model, X, y, *, epochs: int = 100, batch_size: int = 32, lr: float = 1e-3,
-                     optimizer: str = "adam", rng=None):
-    """Train ``model`` with backprop on softmax cross-entropy for ``epochs`` epochs; returns the
-    :class:`nograd.train.History`. ``rng`` draws the batch order (and dropout masks).
-
-    No early stopping: there is no validation set to stop on inside a cross-validation fold (the
-    test fold must not choose the epoch). When ``len(X) % batch_size == 1`` the batch size is raised
-    by one until it is not, because the last batch of an epoch would hold a single sample, which
-    batch normalisation cannot standardise in training. ``fit(..., drop_last=True)`` would avoid the
-    batch of one too, but by leaving a sample out of every epoch; raising the batch size trains on
-    every sample.
-    """
-    from ..core.optim import get_optimizer
-    from ..rules import Backprop
-    from ..train import fit
-
-    check_positive(batch_size, "batch_size", integer=True)
-    n = len(X)
-    bs = int(batch_size)
-    while n > 1 and bs < n and n % bs == 1:
-        bs += 1
-    opt = get_optimizer(optimizer, model.params, lr=lr)
-    return fit(model, Backprop("cross-entropy"), opt, (X, y), epochs=epochs, batch_size=bs,
-               rng=as_rng(rng), progress=False)
+# --------------------------------------------------------------------------- moved names
+_MOVED = ("train_classifier", "make_fit_predict")
 
 
-def make_fit_predict(model: str = "diabetesnet", *, epochs: int = 100, batch_size: int = 32,
-                     lr: float = 1e-3, optimizer: str = "adam", **model_options):
-    """A ``fit_predict(X_train, y_train, X_test, *, rng) -> logits (N_test, C)`` for
-    :func:`nograd.data.cross_validate`: builds the registered ``model`` afresh (initial weights from
-    ``rng``), trains it with :func:`train_classifier`, and scores ``X_test`` in evaluation mode.
-    The arguments are checked here, before any fold runs.
-    """
-    check_positive(epochs, "epochs", integer=True)
-    check_positive(batch_size, "batch_size", integer=True)
-    check_positive(lr, "lr")
-    if model not in available_models():
-        raise ValueError(f"unknown model {model!r}; registered models: {', '.join(available_models())}")
+def __getattr__(name):
+    # training moved up to nograd.estimators.tabular; the old names are looked up there on first use
+    if name in _MOVED:
+        from . import _from_above
 
-    def fit_predict(X_train, y_train, X_test, *, rng=None):
-        rng = as_rng(rng)
-        num_classes = max(2, int(y_train.max()) + 1)
-        net = get_model(model, X_train.shape[1:], num_classes, rng=rng,
-                        **{"dtype": X_train.dtype, **model_options})
-        train_classifier(net, X_train, y_train, epochs=epochs, batch_size=batch_size, lr=lr,
-                         optimizer=optimizer, rng=rng)
-        return np.concatenate([net(X_test[i:i + 1024]) for i in range(0, len(X_test), 1024)])
-
-    fit_predict.__name__ = f"fit_predict_{model.replace('-', '_')}"
-    return fit_predict
+        return _from_above("nograd.estimators.tabular", name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,6 @@ from .backprop import Backprop
 from .base import Rule, available_rules, get_rule, register
 from .feedback import BRSF, DFA, FA, FRSF, USF, OpticalDFA
 from .pepita import AFA, PEPITA
-from .alignment import AlignmentLogger, feedback_angles, update_angles
 from .forward_gradient import ForwardGradient, ForwardGradientLocal
 from .zeroth_order import SPSA, MeZO
 from .forward_forward import ForwardForward
@@ -12,6 +11,15 @@ from .foton import FOTON
 
 __all__ = ["Rule", "register", "get_rule", "available_rules", "Backprop",
            "FA", "USF", "FRSF", "BRSF", "DFA", "OpticalDFA", "PEPITA", "AFA",
-           "update_angles", "feedback_angles", "AlignmentLogger",
            "ForwardGradient", "ForwardGradientLocal", "SPSA", "MeZO",
            "ForwardForward", "MonoForward", "FOTON"]
+
+
+def __getattr__(name):
+    # the alignment measures moved to nograd.callbacks.alignment (a fit callback, not a rule);
+    # loaded on first use so that importing the rules does not import train
+    if name in ("AlignmentLogger", "update_angles", "feedback_angles"):
+        from ..callbacks import alignment
+
+        return getattr(alignment, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

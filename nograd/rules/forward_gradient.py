@@ -29,10 +29,12 @@ Guesses (Fournier et al. 2023, §3 and Table 1, the grid of guesses × targets):
   Forward Gradient With Local Losses", ICLR). This uses each layer's own parameter VJP, never the
   chain through the network.
 - local (:class:`ForwardGradientLocal`): the model is cut into blocks, each (but the last) with a
-  small auxiliary head (Flatten + Linear to the output size) trained on the same loss; the
-  gradient of block j's local loss, by a backward confined to block j and its head, is block j's
-  guess (Fournier et al. 2023, §3.2). The last block's guess is its exact gradient (its "head"
-  is the rest of the model: nothing).
+  small auxiliary head :math:`\ell_j = \operatorname{flat}(z_j) A_j^\top + c_j` to the output size,
+  trained on the same loss; the gradient of block j's local loss, by a backward confined to block j
+  and its head, is block j's guess (Fournier et al. 2023, §3.2). The last block's guess is its exact
+  gradient (its "head" is the rest of the model: nothing). :math:`A_j` ``(C, F_j)`` and :math:`c_j`
+  are the rule's own arrays (``rule.params``: ``"rule.heads.<j>.weight"``, ``".bias"``), which
+  ``grads`` returns beside the model's and the model's optimizer updates (schedules reach them).
 
 Targets: ``"global"`` — the end-to-end loss, :math:`\langle\nabla_{\theta_j}L, v_j\rangle` by a JVP
 from block j's input to the model's output; ``"local"`` — block j's own local loss, by a JVP
@@ -42,11 +44,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import as_rng, check_positive, is_int
+from ..core.checks import as_rng, check_float, check_positive, is_int
+from ..core.init import get_initializer
 from ..core.losses import directional, get_loss
-from ..core.module import Module, Sequential
-from ..core.optim import Adam
-from ..layers import Flatten, Linear
+from ..core.module import Module
 from .base import Rule, register
 
 __all__ = ["ForwardGradient", "ForwardGradientLocal", "forward_gradient"]
@@ -88,9 +89,7 @@ def forward_gradient(model, x, y, v, *, loss="cross-entropy", scaling="projectio
 
     ``v`` is a parameter tangent keyed like ``model.params`` (any subset of the names). One
     ``model.jvp`` with ``dparams=v`` and the loss's :func:`~nograd.core.losses.directional` give
-    :math:`\langle
-abla L, v
-angle` exactly; returns ``(g, info)`` with
+    :math:`\langle\nabla L, v\rangle` exactly; returns ``(g, info)`` with
     ``g = ⟨∇L, v⟩/‖v‖² · v`` (``scaling="projection"``) or ``⟨∇L, v⟩ · v`` (``"unbiased"``),
     keyed like ``v``, and ``info`` holding ``loss``, ``output`` and ``directional`` (⟨∇L, v⟩).
 
@@ -165,6 +164,19 @@ def _names(children):
     return [f"{name}.{k}" for name, m in children for k in m.params]
 
 
+# --------------------------------------------------------------------------- auxiliary heads
+def _head(A, c, h, dh=None):
+    r"""Head :math:`\ell = \operatorname{flat}(h) A^\top + c` (``A (C, F)``, ``c (C,)``) and, given
+    ``dh``, :math:`\dot\ell = \operatorname{flat}(\dot h) A^\top`: ``(logits, flat(h), dlogits|None)``.
+    Backward (in :meth:`_Base._estimate`): :math:`\bar h = \bar\ell A`, :math:`\bar A = \bar\ell^\top
+    \operatorname{flat}(h)`, :math:`\bar c = \sum_n \bar\ell_n`."""
+    hf = h.reshape(len(h), -1)
+    W = A if A.dtype == hf.dtype else A.astype(hf.dtype)
+    out = hf @ W.T
+    out += c
+    return out, hf, None if dh is None else dh.reshape(len(dh), -1) @ W.T
+
+
 class _Base(Rule):
     """Shared machinery: options, blocks, auxiliary heads, the block-wise estimate, cosine."""
 
@@ -181,13 +193,12 @@ class _Base(Rule):
             if list(blocks) != sorted(set(blocks)) or (blocks and blocks[0] <= 0):
                 raise ValueError(f"blocks must be increasing indices > 0, got {list(blocks)}")
         self.blocks = None if blocks is None else [int(b) for b in blocks]
-        self.head_lr = float(check_positive(head_lr, "head_lr"))
+        self.head_lr = check_float(head_lr, "head_lr", low=0, low_open=True, allow_none=True)
         if not isinstance(track_cosine, (bool, np.bool_)):
             raise TypeError(f"track_cosine must be a bool, got {track_cosine!r}")
         self.track_cosine = bool(track_cosine)
-        self.seed = seed
-        self._rng = as_rng(seed, "seed")
-        self._heads = None           # (model, [(head, optimizer) for every block but the last])
+        self.seed, self._rng = seed, as_rng(seed, "seed")
+        self.params: dict[str, np.ndarray] = {}     # the heads' arrays, drawn at first use
         self._kept = (None, None)    # buffers after the first pass of a step
 
     # ------------------------------------------------------------------ hooks of the subclasses
@@ -235,32 +246,59 @@ class _Base(Rule):
         if self._blockwise():
             self._groups(model)
 
-    def _head_list(self, model, hidden, width):
-        """Auxiliary heads, Flatten + Linear(features, width), built at first use on a model."""
-        if self._heads is not None and self._heads[0] is model:
-            return self._heads[1]
-        rng = self._rng if self.seed is None else np.random.default_rng([int(self.seed), 7])
-        heads = []
-        for h in hidden:
-            layers = [Flatten()] if h.ndim > 2 else []
-            layers.append(Linear(int(np.prod(h.shape[1:])), width, rng=rng, dtype=h.dtype))
-            head = Sequential(*layers)
-            heads.append((head, Adam(head.params, lr=self.head_lr)))
-        self._heads = (model, heads)
-        return heads
+    def _head_list(self, hidden, width):
+        """``[(A_j, c_j)]``, the heads of the blocks whose outputs are ``hidden``: drawn at first
+        use like a Linear layer's arrays (``A ~ U(±√(6/F))``, ``c = 0``, the activation's dtype);
+        a model that needs other shapes is refused."""
+        keys = [(f"rule.heads.{j}.weight", f"rule.heads.{j}.bias") for j in range(len(hidden))]
+        shapes = [(width, int(np.prod(h.shape[1:]))) for h in hidden]
+        if not self.params:
+            rng = self._rng if self.seed is None else np.random.default_rng([int(self.seed), 7])
+            for (kw, kb), shape, h in zip(keys, shapes, hidden):
+                self.params[kw] = get_initializer("he_uniform")(shape, rng, h.dtype)
+                self.params[kb] = np.zeros(width, dtype=h.dtype)
+        want = {k: s for (kw, kb), shape in zip(keys, shapes) for k, s in ((kw, shape), (kb, shape[:1]))}
+        have = {k: v.shape for k, v in self.params.items()}
+        if have != want:
+            raise ValueError(f"{type(self).__name__} was set up for heads {have}, but this model "
+                             f"needs {want}; use a new rule per model")
+        return [(self.params[kw], self.params[kb]) for kw, kb in keys]
+
+    def prepare(self, model, x):
+        """Draw the auxiliary heads when the rule uses them, their shapes read from one
+        evaluation-mode pass of the example batch ``x`` through the blocks."""
+        if not self.params and self._needs_heads() and len(groups := self._groups(model)) > 1:
+            outs = [x]
+            for g in groups:
+                outs.append(_fwd(g, outs[-1], False, 0)[0])
+            self._head_list(outs[1:-1], outs[-1].shape[-1])
+
+    def param_options(self):
+        return {} if self.head_lr is None else {"lr": self.head_lr}
 
     # ------------------------------------------------------------------ the estimate
     def _directional(self, j, groups, inputs, seeds, heads, v, y):
         """⟨∇_{θ_j} L_target, v⟩ by a JVP from block j's input (no backward)."""
         h, dh = _jvp(groups[j], inputs[j], None, v, True, seeds[j])
         if self.target == "local" and j < len(groups) - 1:
-            lo, dlo = heads[j][0].jvp(h, dh, train=True)
+            lo, _, dlo = _head(*heads[j], h, dh)
             return directional(self.loss, lo, y, dlo, **self.loss_options)[1]
         for i in range(j + 1, len(groups)):
             h, dh = _jvp(groups[i], h, dh, None, True, seeds[i])
         return directional(self.loss, h, y, dh, **self.loss_options)[1]
 
-    def _blockwise_grads(self, model, x, y, rng):
+    def grads(self, model, x, y, *, rng=None):
+        """Descent directions keyed like ``model.params``, then the heads' (``rule.params``) when
+        the rule has heads; ``info``: ``loss``, ``output`` (and ``local_losses``, ``cosine``)."""
+        rng = self._rng if rng is None else as_rng(rng)
+        est, info, streams = self._estimate(model, x, y, rng)
+        if self.track_cosine:
+            self._log_cosine(model, x, y, est, info, streams)
+        _put_back(self._kept)
+        return est, info
+
+    def _estimate(self, model, x, y, rng):
+        """The block-wise estimate: ``(grads, info, (groups, dropout seeds))``."""
         groups = self._groups(model)
         last = len(groups) - 1
         base = int(rng.integers(0, 2 ** 62))
@@ -277,12 +315,13 @@ class _Base(Rule):
         heads, local = [], {}
         if self._needs_heads() and last > 0:
             hidden = [records[j][-1][2] for j in range(last)]
-            heads = self._head_list(model, hidden, out.shape[-1])
-            for j, (head, _) in enumerate(heads):
-                logits, hc = head.forward(hidden[j], train=True)
+            heads = self._head_list(hidden, out.shape[-1])
+            for j, (A, c) in enumerate(heads):          # each head's loss and backward (_head)
+                logits, hf, _ = _head(A, c, hidden[j])
                 lv, dlog = self.loss(logits, y, **self.loss_options)
-                dh, hg = head.backward(hc, dlog, need_dx=True)
-                local[j] = (lv, dh, hg)
+                dh = (dlog @ A.astype(dlog.dtype, copy=False)).reshape(hidden[j].shape)
+                local[j] = (lv, dh, {f"rule.heads.{j}.weight": (dlog.T @ hf).astype(A.dtype),
+                                     f"rule.heads.{j}.bias": dlog.sum(axis=0).astype(A.dtype)})
         est = {}
         for j, g in enumerate(groups):
             acc = {k: np.zeros_like(model.params[k]) for k in _names(g)}
@@ -295,12 +334,13 @@ class _Base(Rule):
                 count += 1
             for k, a in acc.items():
                 est[k] = a / a.dtype.type(count) if count > 1 else a
-        for j, (_, opt) in enumerate(heads):
-            opt.step(local[j][2])
+        ordered = {k: est[k] for k in model.params}               # the model's, then the heads'
+        for j in range(len(heads)):
+            ordered.update(local[j][2])
         info = {"loss": value, "output": out}
         if local:
             info["local_losses"] = [local[j][0] for j in range(last)]
-        return {k: est[k] for k in model.params}, info, (groups, seeds)
+        return ordered, info, (groups, seeds)
 
     def _log_cosine(self, model, x, y, est, info, streams):
         """info["cosine"]: cosine between the estimate and backprop's gradient (same masks)."""
@@ -321,8 +361,8 @@ class _Base(Rule):
             out, cache = model.forward(x, train=True, rng=np.random.default_rng(streams))
             _, dout = self.loss(out, y, **self.loss_options)
             _, true = model.backward(cache, dout, need_dx=False)
-        try:
-            info["cosine"] = cosine(est, {k: true[k] for k in est})
+        try:                                          # the model's arrays (not the heads')
+            info["cosine"] = cosine({k: est[k] for k in true}, true)
         except ValueError:                            # an all-zero side
             info["cosine"] = float("nan")
 
@@ -350,7 +390,8 @@ class ForwardGradient(_Base):
     scaling : ``"projection"`` or ``"unbiased"`` (see the module docstring).
     blocks : for ``target="local"``: indices of the top-level children where blocks 2, 3, …
         start; default one block per child with parameters (activations join the block before).
-    head_lr : Adam learning rate of the auxiliary heads (``target="local"``).
+    head_lr : the initial lr of the heads' group in the model's optimizer (``target="local"``);
+        ``None``: the optimizer's lr. A schedule scales it like every other group's.
     track_cosine : also compute the true gradient by backprop (costs a backward) and put the
         cosine between it and the estimate in ``info["cosine"]``.
     seed : seed of the rule's generator (used when ``grads`` gets no ``rng``) and of the heads.
@@ -359,7 +400,7 @@ class ForwardGradient(_Base):
     defaults = {"optimizer": "adam", "lr": 3e-3, "epochs": 60, "batch_size": 64}
 
     def __init__(self, loss="cross-entropy", *, guess="weight", target="global", tangents=1,
-                 distribution="gaussian", scaling="projection", blocks=None, head_lr=1e-3,
+                 distribution="gaussian", scaling="projection", blocks=None, head_lr=None,
                  track_cosine=False, seed=0, **loss_options):
         super().__init__(loss, target=target, blocks=blocks, head_lr=head_lr,
                          track_cosine=track_cosine, seed=seed, loss_options=loss_options)
@@ -400,28 +441,23 @@ class ForwardGradient(_Base):
             else:
                 yield self._pullback(group, record, rng)
 
-    def grads(self, model, x, y, *, rng=None):
-        rng = self._rng if rng is None else as_rng(rng)
+    def _estimate(self, model, x, y, rng):
         if self._blockwise():
-            est, info, streams = self._blockwise_grads(model, x, y, rng)
-        else:                          # one projection of the whole gradient per tangent
-            streams = int(rng.integers(0, 2 ** 62))
-            params = model.params
-            est = {k: np.zeros_like(a) for k, a in params.items()}
-            info = None
-            for _ in range(self.tangents):
-                v = {k: _draw(rng, a.shape, a.dtype, self.distribution) for k, a in params.items()}
-                g, step = forward_gradient(model, x, y, v, loss=self.loss, scaling=self.scaling,
-                                           rng=np.random.default_rng(streams), **self.loss_options)
-                for k, a in g.items():
-                    est[k] += a / a.dtype.type(self.tangents)
-                if info is None:
-                    info = {"loss": step["loss"], "output": step["output"]}
-                    self._kept = _keep_one_update(model)
-        if self.track_cosine:
-            self._log_cosine(model, x, y, est, info, streams)
-        _put_back(self._kept)
-        return est, info
+            return super()._estimate(model, x, y, rng)
+        streams = int(rng.integers(0, 2 ** 62))     # one projection of the whole gradient per tangent
+        params = model.params
+        est = {k: np.zeros_like(a) for k, a in params.items()}
+        info = None
+        for _ in range(self.tangents):
+            v = {k: _draw(rng, a.shape, a.dtype, self.distribution) for k, a in params.items()}
+            g, step = forward_gradient(model, x, y, v, loss=self.loss, scaling=self.scaling,
+                                       rng=np.random.default_rng(streams), **self.loss_options)
+            for k, a in g.items():
+                est[k] += a / a.dtype.type(self.tangents)
+            if info is None:
+                info = {"loss": step["loss"], "output": step["output"]}
+                self._kept = _keep_one_update(model)
+        return est, info, streams
 
     def __repr__(self):
         return (f"ForwardGradient(guess={self.guess!r}, target={self.target!r}, "
@@ -433,14 +469,15 @@ class ForwardGradient(_Base):
 class ForwardGradientLocal(_Base):
     r"""Forward gradient with local guesses from auxiliary heads (Fournier et al. 2023, §3.2).
 
-    The model (a Sequential) is cut into blocks; block j < last has a head :math:`h_j` (Flatten +
-    Linear) and a local loss :math:`L_j = L(h_j(z_j), y)`. The guess is the local gradient
+    The model (a Sequential) is cut into blocks; block j < last has an affine head :math:`h_j` on
+    its flattened output and a local loss :math:`L_j = L(h_j(z_j), y)`. The guess is the local gradient
     :math:`v_j = \nabla_{\theta_j} L_j` (a backward confined to block j and its head; the last
     block uses :math:`\nabla_{\theta_J} L`, exact). The estimate projects the target onto it,
     :math:`g_j = \langle \nabla_{\theta_j} L_{\text{target}}, v_j\rangle / \|v_j\|^2 \; v_j`, where
     the inner product is a JVP from block j's input: to the model output for ``target="global"``
     (the end-to-end loss), through the head for ``target="local"`` (then :math:`g_j = v_j`: purely
-    local learning). Heads are trained on their local loss by Adam (``head_lr``), inside the rule.
+    local learning). The heads (:attr:`params`) learn their local loss in the model's optimizer, at
+    its lr unless ``head_lr`` is given (they no longer have an Adam of their own at lr 1e-3).
 
     Parameters: ``loss``, ``target``, ``blocks``, ``head_lr``, ``track_cosine``, ``seed``,
     ``**loss_options`` as in :class:`ForwardGradient`.
@@ -448,7 +485,7 @@ class ForwardGradientLocal(_Base):
 
     defaults = {"optimizer": "adam", "lr": 1e-3, "epochs": 20, "batch_size": 64}
 
-    def __init__(self, loss="cross-entropy", *, target="global", blocks=None, head_lr=1e-3,
+    def __init__(self, loss="cross-entropy", *, target="global", blocks=None, head_lr=None,
                  track_cosine=False, seed=0, **loss_options):
         super().__init__(loss, target=target, blocks=blocks, head_lr=head_lr,
                          track_cosine=track_cosine, seed=seed, loss_options=loss_options)
@@ -458,14 +495,6 @@ class ForwardGradientLocal(_Base):
 
     def _block_guesses(self, j, group, record, rng, local, dout, last):
         yield _bwd(group, record, dout if j == last else local[j][1])[1]
-
-    def grads(self, model, x, y, *, rng=None):
-        rng = self._rng if rng is None else as_rng(rng)
-        est, info, streams = self._blockwise_grads(model, x, y, rng)
-        if self.track_cosine:
-            self._log_cosine(model, x, y, est, info, streams)
-        _put_back(self._kept)
-        return est, info
 
     def __repr__(self):
         return f"ForwardGradientLocal(target={self.target!r}, blocks={self.blocks})"

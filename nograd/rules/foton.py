@@ -105,11 +105,12 @@ class FOTON(SeededRule, Rule):
       :math:`Δb_L = \bar e`; they cancel in :math:`h_l - h_l^{\rm mod}`, so the linear-case
       equivalence with backprop holds with biases too (tested).
 
-    Updates. :meth:`grads` returns the FOTON directions and changes nothing. :meth:`step` (what
-    ``fit`` calls: ``applies_update = True``) applies them with the given optimizer and then
-    re-orthonormalises every weight with ``bjorck_iters`` Björck iterations (every
-    ``bjorck_every`` steps). On its first step it replaces the initial weights by their polar
-    factors (``orthogonal_init=True``), so training starts orthogonal as in the paper.
+    Updates. :meth:`grads` returns the FOTON directions and changes nothing; the step is the
+    rule contract's (:meth:`Rule.step <nograd.rules.base.Rule.step>`): the optimizer applies
+    them, then the :meth:`after_step` hook re-orthonormalises every weight with ``bjorck_iters``
+    Björck iterations (every ``bjorck_every`` steps). :meth:`prepare` — run by ``fit`` before
+    training, and by the first step — replaces the initial weights by their polar factors
+    (``orthogonal_init=True``), once per rule, so training starts orthogonal as in the paper.
 
     Parameters
     ----------
@@ -126,7 +127,6 @@ class FOTON(SeededRule, Rule):
     seed : int (FOTON itself draws no random numbers; kept for a uniform rule interface).
     """
 
-    applies_update = True
     #: 40 epochs, twice backprop's 20 (why: ``docs/notes/performance-notes.md``)
     defaults = {"optimizer": "adam", "lr": 1e-3, "epochs": 40, "batch_size": 64}
 
@@ -139,7 +139,7 @@ class FOTON(SeededRule, Rule):
         self.bjorck_every = check_int(bjorck_every, "bjorck_every", low=1)
         self.orthogonal_init = bool(orthogonal_init)
         self._init_seed(seed)
-        self._steps = 0
+        self._steps, self._started = 0, False
 
     # ------------------------------------------------------------------ the model
     def _net(self, model):
@@ -201,17 +201,20 @@ class FOTON(SeededRule, Rule):
             w = b.linear.params["weight"]
             w[...] = polar_factor(w) if exact else bjorck_orthonormalise(w, self.bjorck_iters)
 
-    def step(self, model, x, y, *, optimizer, rng=None):
-        """One training step: the orthogonal start (first call), :meth:`grads`, the optimizer
-        step, then Björck's projection."""
-        if self._steps == 0 and self.orthogonal_init:
-            self.orthonormalise(model, exact=True)
-        grads, info = self.grads(model, x, y, rng=rng)
-        optimizer.step(grads)
+    def prepare(self, model, x):
+        """The orthogonal start: the first call (per rule) replaces every weight by its polar
+        factor when ``orthogonal_init``; later calls do nothing."""
+        if not self._started:
+            self._net(model)
+            if self.orthogonal_init:
+                self.orthonormalise(model, exact=True)
+            self._started = True
+
+    def after_step(self, model, optimizer):
+        """After every optimizer step: Björck's projection, every ``bjorck_every`` steps."""
         self._steps += 1
         if self._steps % self.bjorck_every == 0:
             self.orthonormalise(model)
-        return info
 
     def __repr__(self):
         name = getattr(self.loss, "__name__", repr(self.loss))

@@ -16,8 +16,9 @@ ones such as the error rate :func:`zero_one_loss` or ``1 - macro-F1``. The objec
 - :class:`SPSA` (Spall 1992) returns the estimate as an ordinary gradient dict, so any optimizer
   applies it; it keeps a copy of the perturbed arrays and restores them exactly.
 - :class:`MeZO` (Malladi et al. 2023) never stores :math:`z`: it perturbs the parameters in place,
-  regenerating :math:`z` from a seed each time, and applies its own SGD update the same way, so a
-  step needs the memory of inference (see ``bench/memory_zo.py``).
+  regenerating :math:`z` from a seed each time, and — when the optimizer's step is plain SGD —
+  applies the update the same way, so a step needs the memory of inference
+  (see ``bench/memory_zo.py``).
 
 References: J. C. Spall (1992), "Multivariate stochastic approximation using a simultaneous
 perturbation gradient approximation", IEEE Trans. Automatic Control 37(3), eq. 2.2; S. Malladi,
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -185,6 +187,8 @@ class SPSA(Rule):
     objective : ``None`` (the loss), ``"zero-one"`` (error rate), a loss name, or a callable
         ``(model, x, y) -> float | (float, output)`` — minimised, need not be differentiable.
     params : which parameters to train (see :func:`select_params`); the rest get no gradient.
+        Kept as ``param_spec`` (``rule.params`` is the rule contract's dict of the rule's own
+        arrays: none here).
     seed : seed of the rule's own generator, used when ``grads`` gets no ``rng``.
     """
 
@@ -201,11 +205,11 @@ class SPSA(Rule):
         self.loss = get_loss(loss)
         self.loss_options = loss_options
         self.objective = _resolve_objective(objective, loss, loss_options)
-        self.params = params
+        self.param_spec = params
         self._rng = as_rng(seed, "seed")
 
     def check_model(self, model):
-        select_params(model, self.params, who="SPSA")
+        select_params(model, self.param_spec, who="SPSA")
 
     def _draw(self, rng, shape, dtype):
         if self.distribution == "gaussian":
@@ -214,7 +218,7 @@ class SPSA(Rule):
 
     def grads(self, model, x, y, *, rng=None):
         rng = self._rng if rng is None else as_rng(rng)
-        names = select_params(model, self.params, who="SPSA")
+        names = select_params(model, self.param_spec, who="SPSA")
         live = model.params
         saved = {k: live[k].copy() for k in names}
         est = {k: np.zeros_like(live[k]) for k in names}
@@ -284,12 +288,15 @@ class MeZO(Rule):
     entries of a 4×4096 MLP at ε = 1e-3: twice the memory of inference there, see
     ``bench/memory_zo.py``; ``info["restore_entries"]`` counts them).
 
-    **Use.** :meth:`step` is the whole of Algorithm 1, in place (``lr=`` or ``optimizer=``);
-    :func:`nograd.fit` calls it because ``applies_update`` is true. With a plain ``SGD`` optimizer
-    (no momentum, no clipping) the update is done in place with each group's lr (and its
-    ``weight_decay`` added to λ); with any other optimizer the direction
-    :math:`\frac1n\sum_j g_j z_j + \lambda\theta` is materialised as a dict and handed to it (memory
-    of one gradient). :meth:`grads` (the rule contract) returns that dict without updating.
+    **Use.** :meth:`step` is the whole of Algorithm 1, in place (``lr=`` or ``optimizer=``), and
+    what :func:`nograd.fit` calls (it overrides :meth:`Rule.step <nograd.rules.base.Rule.step>`).
+    It asks the optimizer, through its public API, what a step on each chosen array is:
+    when :meth:`~nograd.core.optim.Optimizer.plain_sgd` answers ``(lr, weight_decay)`` — SGD
+    without momentum or clipping — the update is done in place with that lr, as the schedule last
+    set it, and that weight decay added to λ; with any other optimizer (momentum, Adam, clipping)
+    the direction :math:`\frac1n\sum_j g_j z_j + \lambda\theta` is materialised as a dict and
+    handed to ``optimizer.step`` (memory of one gradient). :meth:`grads` (the rule contract)
+    returns that dict without updating.
 
     Parameters
     ----------
@@ -300,7 +307,7 @@ class MeZO(Rule):
     weight_decay : λ.
     no_decay : ``"auto"``, ``None`` (decay everything), patterns or a callable name -> bool.
     params : the parameters to train (see :func:`select_params`), e.g. ``"4.*"`` for the last layer
-        of an MLP; the others are neither perturbed nor updated.
+        of an MLP; the others are neither perturbed nor updated. Kept as ``param_spec``.
     objective : ``None`` (the loss), ``"zero-one"`` (error rate), a loss name, or a callable
         ``(model, x, y) -> float | (float, output)``, minimised; need not be differentiable.
     exact_restore : see above.
@@ -308,8 +315,6 @@ class MeZO(Rule):
     """
 
     defaults = {"optimizer": "sgd", "lr": 1e-3, "epochs": 100, "batch_size": 64}
-    #: ``fit`` calls :meth:`step` (which updates the parameters itself) instead of ``grads``
-    applies_update = True
 
     def __init__(self, loss="cross-entropy", *, eps=1e-3, n=1, weight_decay=0.0, no_decay="auto",
                  params=None, objective=None, exact_restore=False, seed=0, **loss_options):
@@ -320,7 +325,7 @@ class MeZO(Rule):
             raise TypeError(f"no_decay must be 'auto', None, patterns or a callable, "
                             f"got {no_decay!r}")
         self.no_decay = no_decay
-        self.params = params
+        self.param_spec = params
         self.loss = get_loss(loss)
         self.loss_options = loss_options
         self.objective = _resolve_objective(objective, loss, loss_options)
@@ -332,7 +337,7 @@ class MeZO(Rule):
     # ------------------------------------------------------------------ the chosen arrays
     def _selection(self, model):
         """``[(k, name, array)]``: k is the parameter's index in ``model.params`` (its z stream)."""
-        names = set(select_params(model, self.params, who="MeZO"))
+        names = set(select_params(model, self.param_spec, who="MeZO"))
         sel = []
         for k, (name, a) in enumerate(model.params.items()):
             if name in names:
@@ -500,7 +505,9 @@ class MeZO(Rule):
     def step(self, model, x, y, *, lr=None, optimizer=None, rng=None):
         """One MeZO step (Algorithm 1): probe, then update θ in place. Returns the info dict.
 
-        Give either ``lr`` (plain ZO-SGD with this rule's weight decay) or ``optimizer``.
+        Give either ``lr`` (plain ZO-SGD with this rule's weight decay) or ``optimizer`` (any
+        optimizer holding the chosen arrays; see *Use* above). The loss being non-finite raises
+        :class:`~nograd.core.checks.NonFiniteError` after θ is restored, before any update.
         """
         if (lr is None) == (optimizer is None):
             raise TypeError("MeZO.step needs exactly one of lr= and optimizer=")
@@ -508,11 +515,7 @@ class MeZO(Rule):
         decay = self._decay(model)
         table = None
         if optimizer is not None:
-            table = _plain_sgd_table(optimizer)
-            if table is not None:
-                missing = [name for _, name, _ in sel if name not in table]
-                if missing:
-                    raise ValueError(f"MeZO: the optimizer does not hold parameters {missing}")
+            table = _in_place_rates(optimizer, [name for _, name, _ in sel])
         else:
             lr = float(check_positive(lr, "lr", allow_zero=True))
         seed = self._seed(rng)
@@ -524,6 +527,8 @@ class MeZO(Rule):
                                   lambda name: decay(name) + table[name][1])
         else:
             optimizer.step(self._direction(sel, seed, coefs, decay))
+        if optimizer is not None:
+            self.after_step(model, optimizer)
         return info
 
     def __repr__(self):
@@ -531,16 +536,23 @@ class MeZO(Rule):
                 f"exact_restore={self.exact_restore})")
 
 
-def _plain_sgd_table(optimizer):
-    """``{name: (lr, weight_decay)}`` when ``optimizer`` is SGD without momentum or clipping."""
-    from ..core.optim import SGD
-
-    if not isinstance(optimizer, SGD) or optimizer.clip_norm is not None:
+def _in_place_rates(optimizer, names):
+    """``{name: (lr, weight_decay)}`` when a step of ``optimizer`` on every one of ``names`` is plain
+    SGD (its :meth:`~nograd.core.optim.Optimizer.plain_sgd` says so), else ``None``: then MeZO hands
+    it the direction. An optimizer that does not hold one of the names is refused at once."""
+    held = getattr(optimizer, "params", None)
+    if isinstance(held, Mapping):
+        missing = [name for name in names if name not in held]
+        if missing:
+            raise ValueError(f"MeZO: the optimizer does not hold parameters {missing}; build it "
+                             f"over model.params")
+    probe = getattr(optimizer, "plain_sgd", None)
+    if not callable(probe):
         return None
     table = {}
-    for group in optimizer.groups:
-        if group["momentum"] != 0.0:
+    for name in names:
+        rates = probe(name)
+        if rates is None:
             return None
-        for name in group["params"]:
-            table[name] = (float(group["lr"]), float(group["weight_decay"]))
+        table[name] = rates
     return table

@@ -10,11 +10,10 @@ from hypothesis import strategies as st
 
 from nograd.layers import MaxPool2d, PosetPool2d
 from nograd.layers.poset import Poset, enumerate_posets, four_point_posets, get_poset, up_set_table
-from nograd.layers.tropical import (TropicalPolynomial, convex_hull, disjoint_union, minkowski_sum,
-                                    newton_polytope, ordinal_sum, ordinal_sum_polynomial,
-                                    poset_polynomial, product_polynomial, substitute,
-                                    substitute_polynomial, tropical_eval)
 from nograd.testing import check_adjoint, check_jvp, check_vjp
+from nograd.tropical import (TropicalPolynomial, convex_hull, disjoint_union, minkowski_sum,
+                             newton_polytope, ordinal_sum, ordinal_sum_polynomial, poset_polynomial,
+                             product_polynomial, substitute, substitute_polynomial, tropical_eval)
 from registry import poset_generic
 
 POSETS = four_point_posets()

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from nograd.layers.entmax import entmax15, entmax15_vjp
-from nograd.models import GrandeClassifier, GrandeNet, GrandeRegressor
+from nograd.estimators import GrandeClassifier, GrandeRegressor
+from nograd.models import GrandeNet
 from nograd.testing import check_adjoint, check_jvp, check_vjp
 
 

@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 
 import nograd as ng
+from nograd.callbacks import AlignmentLogger, feedback_angles, update_angles
 from nograd.core import Residual, Sequential
 from nograd.core.optim import Adam
 from nograd.data import load_digits
 from nograd.layers import (Conv2d, Dropout, Embedding, Flatten, LayerNorm, Linear, MaxPool2d,
                            ReLU, Tanh)
 from nograd.metrics import accuracy
-from nograd.rules import (AFA, BRSF, DFA, FA, FRSF, PEPITA, USF, AlignmentLogger, Backprop,
-                          OpticalDFA, available_rules, feedback_angles, get_rule, update_angles)
+from nograd.rules import (AFA, BRSF, DFA, FA, FRSF, PEPITA, USF, Backprop, OpticalDFA,
+                          available_rules, get_rule)
 
 RULES = {"fa": FA, "usf": USF, "frsf": FRSF, "brsf": BRSF, "dfa": DFA, "optical-dfa": OpticalDFA,
          "pepita": PEPITA, "afa": AFA}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nograd.core import Sequential
-from nograd.core.optim import SGD, Adam
+from nograd.core.optim import SGD, Adam, StepLR
 from nograd.data import blobs
 from nograd.layers import Dropout, Flatten, Linear, ReLU, Tanh
 from nograd.rules import Backprop, MonoForward, available_rules, get_rule
@@ -41,7 +41,7 @@ def test_each_layer_gets_the_gradient_of_its_own_loss_and_nothing_more():
     x, y = rng.normal(size=(7, D)), rng.integers(0, K, 7)
     rule = MonoForward(seed=3)
     grads, info = rule.grads(model, x, y)
-    M1, M2 = rule.params["0.projection"], rule.params["2.projection"]
+    M1, M2 = rule.params["rule.0.projection"], rule.params["rule.2.projection"]
     assert M1.shape == (K, 16) and M2.shape == (K, 12)
     W = {k: v.copy() for k, v in model.params.items()}
     # layer 1 alone, with its projection as a bias-free output layer, trained by backprop
@@ -65,8 +65,10 @@ def test_each_layer_gets_the_gradient_of_its_own_loss_and_nothing_more():
              ("2.bias", g2["0.bias"]), ("4.weight", g3["0.weight"]), ("4.bias", g3["0.bias"])]
     for k, ref in pairs:
         np.testing.assert_allclose(grads[k], ref, rtol=1e-12, atol=1e-14, err_msg=k)
-    np.testing.assert_allclose(info["rule_grads"]["0.projection"], g1["2.weight"], rtol=1e-12)
-    np.testing.assert_allclose(info["rule_grads"]["2.projection"], g2["2.weight"], rtol=1e-12)
+    # one dict: the model's names, then the rule's own (the projections)
+    assert list(grads) == list(model.params) + ["rule.0.projection", "rule.2.projection"]
+    np.testing.assert_allclose(grads["rule.0.projection"], g1["2.weight"], rtol=1e-12)
+    np.testing.assert_allclose(grads["rule.2.projection"], g2["2.weight"], rtol=1e-12)
     # the reported loss is the output layer's, i.e. the model's own cross-entropy
     assert info["loss"] == pytest.approx(Backprop().grads(model, x, y)[1]["loss"])
     assert len(info["layer_losses"]) == 3
@@ -80,9 +82,9 @@ def test_streaming_step_equals_grads_then_step():
     oa, ob = Adam(a.params, lr=1e-2), Adam(b.params, lr=1e-2)
     for _ in range(4):
         ra.step(a, x, y, optimizer=oa)
-        grads, info = rb.grads(b, x, y)
+        grads, _ = rb.grads(b, x, y)
+        rb.add_params_to(ob)                 # the projections join the model's optimizer
         ob.step(grads)
-        rb._own_optimizer(ob).step(info["rule_grads"])
     for k in a.params:
         assert np.array_equal(a.params[k], b.params[k]), k
     for k in ra.params:
@@ -90,18 +92,28 @@ def test_streaming_step_equals_grads_then_step():
 
 
 def test_projections_follow_the_optimizers_learning_rate():
+    """The projections are in the model's optimizer (a group of their own): its lr, its
+    schedule, or ``projection_lr`` as that group's lr."""
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(8, D)).astype(np.float32), rng.integers(0, K, 8)
     model, rule = net(), MonoForward()
     opt = SGD(model.params, lr=0.1)
+    sched = StepLR(opt, step_size=1, gamma=0.1)
     rule.step(model, x, y, optimizer=opt)
-    assert isinstance(rule.optimizer, SGD) and rule.optimizer.groups[0]["lr"] == 0.1
-    opt.groups[0]["lr"] = 0.01
+    assert set(rule.params) == {"rule.0.projection", "rule.2.projection"}
+    assert all(opt.params[k] is v for k, v in rule.params.items())       # the same optimizer
+    assert all(opt.lr_of(k) == 0.1 for k in rule.params)
+    moved = {k: v.copy() for k, v in rule.params.items()}
+    sched.step()                                                         # the schedule reaches them
+    assert all(opt.lr_of(k) == pytest.approx(0.01) for k in rule.params)
     rule.step(model, x, y, optimizer=opt)
-    assert rule.optimizer.groups[0]["lr"] == 0.01
-    fixed = MonoForward(projection_optimizer="adam", projection_lr=0.5)
-    fixed.step(net(), x, y, optimizer=opt)
-    assert isinstance(fixed.optimizer, Adam) and fixed.optimizer.groups[0]["lr"] == 0.5
+    assert not any(np.array_equal(moved[k], rule.params[k]) for k in rule.params)
+    other = net()
+    fixed, opt2 = MonoForward(projection_lr=0.5), SGD(other.params, lr=0.1)
+    fixed.step(other, x, y, optimizer=opt2)
+    assert all(opt2.lr_of(k) == 0.5 for k in fixed.params)
+    assert opt2.lr_of("0.weight") == 0.1
+    assert not any(isinstance(v, (SGD, Adam)) for r in (rule, fixed) for v in vars(r).values())
 
 
 def test_learns_a_synthetic_task(task):
