@@ -10,8 +10,10 @@ set and ``P`` itself included). Its tropical polynomial is the max over those ve
     f_P(x) = \max_{U \text{ up-set of } P} \; \sum_{i \in U} x_i ,
 
 a parameter-free, convex, positively homogeneous map with :math:`f_P \ge 0` (the empty set gives 0).
-Placed on the four positions of a 2×2 window (row-major: 0 1 / 2 3), it is a pooling filter: the
-antichain gives :math:`\sum_i \mathrm{ReLU}(x_i)`, the 4-chain ``0 < 1 < 2 < 3`` the largest suffix sum
+Placed on the four positions of a 2×2 window (row-major: 0 1 / 2 3), it is a pooling filter. The
+placement matters (a poset and a relabelling of it are different filters); the 16 named posets sit
+where the authors' code puts them (:func:`get_poset`). The antichain gives
+:math:`\sum_i \mathrm{ReLU}(x_i)`, the 4-chain ``0 < 1 < 2 < 3`` the largest suffix sum
 ``max(0, x3, x2+x3, x1+x2+x3, x0+…+x3)``. Away from ties ``f_P`` is linear with gradient the arg-max
 vertex, so backward sends ``dy`` to every point of the winning up-set (max pooling sends it to one).
 
@@ -22,7 +24,7 @@ every poset, so every poset filter then equals sum pooling; the filters differ o
 >>> len(P), [p.name for p in P][:3], P[-1].name
 (16, ['antichain', '2+1+1', 'wedge+1'], 'chain')
 >>> N = get_poset("N"); N.covers, len(N.up_sets())
-(((0, 1), (0, 3), (2, 3)), 8)
+(((0, 1), (2, 1), (2, 3)), 8)
 """
 from __future__ import annotations
 
@@ -202,42 +204,61 @@ def enumerate_posets(n: int) -> list:
                   key=lambda P: (len(P.relations), P.canonical_form()))
 
 
-# Readable names of the 4-point posets, each with covers in some labelling (only the names are
-# typed in: the posets themselves are enumerated, and every name must match exactly one of them).
-_NAMES = {
-    "antichain": [], "2+1+1": [(0, 1)], "2+2": [(0, 1), (2, 3)], "vee+1": [(0, 1), (0, 2)],
-    "wedge+1": [(0, 2), (1, 2)], "3-chain+1": [(0, 1), (1, 2)], "claw": [(0, 1), (0, 2), (0, 3)],
-    "co-claw": [(0, 3), (1, 3), (2, 3)], "bowtie": [(0, 2), (0, 3), (1, 2), (1, 3)],
-    "N": [(0, 2), (1, 2), (1, 3)], "diamond": [(0, 1), (0, 2), (1, 3), (2, 3)],
-    "Y": [(0, 1), (1, 2), (1, 3)], "co-Y": [(0, 2), (1, 2), (2, 3)],
-    "hook": [(0, 1), (1, 2), (0, 3)], "co-hook": [(0, 1), (1, 2), (3, 2)],
-    "chain": [(0, 1), (1, 2), (2, 3)],
+# The 16 posets on a 2×2 window (positions 0 1 / 2 3), placed as in the authors' code: their
+# ``dict_posets`` (poset_utils.py of github.com/mendozacortesgroup/Poset-filters) lists, for each row
+# 0..15 of the paper's table, the up-set indicator vectors as coefficient tuples over the row-major
+# window. Each entry here is ``name: (row, covers)``, the covers read off that list; only these
+# placements are typed in: the classes are enumerated, and every entry must fall into its own class.
+_PLACEMENT = {
+    "co-claw": (0, [(0, 3), (1, 3), (2, 3)]), "antichain": (1, []), "2+1+1": (2, [(0, 1)]),
+    "co-Y": (3, [(0, 2), (1, 2), (2, 3)]), "wedge+1": (4, [(0, 2), (1, 2)]),
+    "vee+1": (5, [(0, 1), (0, 2)]), "2+2": (6, [(0, 1), (2, 3)]), "Y": (7, [(0, 1), (1, 2), (1, 3)]),
+    "3-chain+1": (8, [(0, 1), (1, 2)]), "claw": (9, [(0, 1), (0, 2), (0, 3)]),
+    "hook": (10, [(0, 1), (0, 2), (2, 3)]),              # the 3-chain 0<2<3, and 1 above its bottom
+    "bowtie": (11, [(0, 2), (0, 3), (1, 2), (1, 3)]),
+    "N": (12, [(0, 1), (2, 1), (2, 3)]),                 # their ``filter_n``; not a natural labelling
+    "chain": (13, [(0, 1), (1, 2), (2, 3)]), "diamond": (14, [(0, 1), (0, 2), (1, 3), (2, 3)]),
+    "co-hook": (15, [(0, 2), (2, 3), (1, 3)]),           # the 3-chain 0<2<3, and 1 below its top
 }
 
 
 @functools.lru_cache(maxsize=1)
 def four_point_posets() -> tuple:
-    """The 16 posets on 4 points up to isomorphism, computed, canonically labelled and named.
+    """The 16 posets on 4 points up to isomorphism, named and placed on the 2×2 window as in the
+    authors' code (see :func:`get_poset`).
 
-    Order: by number of relations (the antichain first, the 4-chain last). Raises ``RuntimeError``
-    if the enumeration does not give 16 classes or the names do not match them one to one.
+    The classes are enumerated (:func:`enumerate_posets`); each is then given in the authors'
+    placement, so that ``PosetPool2d(P)`` computes their filter, not an isomorphic copy of it with
+    the window positions permuted (for N, hook and co-hook the canonical labelling differs).
+    Order: that of the enumeration, by number of relations (the antichain first, the 4-chain
+    last). Raises ``RuntimeError`` if the enumeration does not give 16 classes or the placements
+    do not match them one to one.
     """
     found = enumerate_posets(4)
     if len(found) != 16:
         raise RuntimeError(f"enumerated {len(found)} posets on 4 points, expected 16")
-    by_form = {Poset(4, rel).canonical_form(): name for name, rel in _NAMES.items()}
-    names = [by_form.get(P.canonical_form()) for P in found]
-    if sorted(n for n in names if n) != sorted(_NAMES):
-        raise RuntimeError("the poset names do not match the enumerated posets one to one")
-    out = []
-    for P, name in zip(found, names):
-        P.name = name
-        out.append(P)
-    return tuple(out)
+    placed = {}
+    for name, (_, covers) in _PLACEMENT.items():
+        P = Poset(4, covers, name=name)
+        placed[P.canonical_form()] = P
+    out = tuple(placed.get(P.canonical_form()) for P in found)
+    if len(placed) != 16 or None in out:
+        raise RuntimeError("the poset placements do not match the enumerated posets one to one")
+    return out
 
 
-def get_poset(name: str) -> Poset:
-    """A 4-point poset by name (see :func:`four_point_posets`), canonically labelled."""
+def get_poset(name) -> Poset:
+    """A 4-point poset by name (see :func:`four_point_posets`) or by its row ``0..15`` in the
+    authors' table (arXiv:2412.06097; the key of ``dict_posets`` in their code, e.g. 12 is "N").
+
+    Its points are the 2×2 window positions (0 1 / 2 3) where the authors put them; e.g. N is
+    ``0 < 1 > 2 < 3``, with up-sets ``{}, {1}, {3}, {0,1}, {1,3}, {0,1,3}, {1,2,3}, {0,1,2,3}``.
+    """
+    if isinstance(name, (int, np.integer)) and not isinstance(name, bool):
+        rows = {row: n for n, (row, _) in _PLACEMENT.items()}
+        if int(name) not in rows:
+            raise ValueError(f"poset row must be in 0..15 (the authors' table), got {name}")
+        name = rows[int(name)]
     for P in four_point_posets():
         if P.name == name:
             return P
@@ -285,8 +306,9 @@ class PosetPool2d(Module):
     reach past the bottom or right edge read zeros there, so odd sizes are zero-padded as in the
     authors' code (2×2: ``OH = ⌈H/2⌉``). No parameters.
 
-    ``poset`` is a :class:`Poset` or the name of a 4-point one (``"chain"``, ``"N"``, …). Its points
-    are the window positions in row-major order, so a poset with ``n`` points needs a window with
+    ``poset`` is a :class:`Poset` or the name of a 4-point one (``"chain"``, ``"N"``, …; named ones
+    are placed as in the authors' code, :func:`get_poset`). Its points are the window positions in
+    row-major order, so a poset with ``n`` points needs a window with
     ``KH·KW = n``: ``kernel_size`` defaults to 2×2 for ``n = 4`` and must be given otherwise; the
     limit is ``n ≤ 16``, and the cost per window is one add and one compare per up-set (up to
     ``2^n``). ``stride`` defaults to the window size (2).
@@ -299,6 +321,8 @@ class PosetPool2d(Module):
     Ties (several up-sets reaching the max) go to the first in :meth:`Poset.up_sets` order: the
     smallest up-set, then the smallest bitmask; e.g. a window of zeros sends no gradient, like
     ReLU's derivative 0 at 0. The derivative is undefined at ties; the gradient checks avoid them.
+    The authors' code takes the first maximum of its own list, also ordered by size, so the two
+    can differ only at ties between up-sets of equal size.
     """
 
     def __init__(self, poset, stride=None, *, kernel_size=None):

@@ -1,6 +1,7 @@
 """Poset filters: the sixteen 4-point posets, their up-sets and names, the filter laws, gradients
-away from ties, the documented tie-break, kernel = NumPy reference, and the tropical composition
-rules (substitution, disjoint union ↔ Minkowski sum, ordinal sum ↔ convex envelope)."""
+away from ties, the documented tie-break, kernel = NumPy reference, the tropical composition
+rules (substitution, disjoint union ↔ Minkowski sum, ordinal sum ↔ convex envelope), and the
+authors' placement on the window (their 16 coefficient lists and their unit tests)."""
 import itertools
 
 import numpy as np
@@ -74,7 +75,7 @@ def test_isomorphism_is_invariant_under_relabelling_and_duality_pairs_names():
     rng = np.random.default_rng(0)
     for P in POSETS:
         Q = P.relabel(rng.permutation(4))
-        assert Q.is_isomorphic(P) and Q.canonical() == P
+        assert Q.is_isomorphic(P) and Q.canonical() == P.canonical()
     dual = {P.name: next(Q.name for Q in POSETS if Q.is_isomorphic(P.dual())) for P in POSETS}
     assert dual["claw"] == "co-claw" and dual["Y"] == "co-Y" and dual["hook"] == "co-hook"
     assert dual["vee+1"] == "wedge+1" and dual["N"] == "N" and dual["diamond"] == "diamond"
@@ -82,8 +83,10 @@ def test_isomorphism_is_invariant_under_relabelling_and_duality_pairs_names():
 
 
 def test_canonical_labelling_is_natural():
-    for P in POSETS:
-        assert all(a < b for a, b in P.relations), P.name
+    for P in POSETS + tuple(enumerate_posets(5)):
+        assert all(a < b for a, b in P.canonical().relations), P
+    for P in enumerate_posets(4):
+        assert P == P.canonical()                    # the enumeration gives canonical labellings
 
 
 def test_relations_closure_covers_and_cycles():
@@ -97,6 +100,8 @@ def test_relations_closure_covers_and_cycles():
         Poset(3, [(0, 3)])
     with pytest.raises(ValueError, match="unknown poset"):
         get_poset("pentagon")
+    with pytest.raises(ValueError, match="row"):
+        get_poset(16)
     assert "covers: 0<1 1<2 2<3" in get_poset("chain").hasse_diagram()
 
 
@@ -373,3 +378,108 @@ def test_benchmark_reports_the_ratio_to_max_pooling():
     res = _run("bench/poset_pool.py", "--shape", "2,3,8,10", "--repeats", "2")
     assert res["posetpool_over_maxpool"] > 0 and res["slowest_poset"] in NAMES
     assert len(res["posetpool_over_maxpool_by_poset"]) == 16
+
+
+# ---------------------------------------------------------------------- the authors' placement
+# The 16 coefficient lists of the authors' code, ``dict_posets`` in poset_utils.py of
+# https://github.com/mendozacortesgroup/Poset-filters (commits 58f0fcb and c110f49; the lines left
+# commented out there are omitted). A tuple (a, b, c, d) is the term a·x0 + b·x1 + c·x2 + d·x3 of a
+# 2×2 window read row-major (their ``unfold(2, 2, 2).unfold(3, 2, 2)``): 0 1 / 2 3. The key is the
+# row of the paper's table of posets (arXiv:2412.06097); their README names 1 the antichain (the
+# cube), 13 the 4-chain (the simplex), and ``filter_n`` is list 12.
+AUTHORS_LISTS = {
+    0: [(0, 0, 0, 0), (0, 0, 0, 1), (1, 0, 0, 1), (0, 1, 0, 1), (0, 0, 1, 1), (1, 1, 0, 1), (1, 0, 1, 1),
+        (0, 1, 1, 1), (1, 1, 1, 1)],
+    1: [(0, 0, 0, 0), (1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1), (1, 1, 0, 0), (1, 0, 1, 0),
+        (1, 0, 0, 1), (0, 1, 1, 0), (0, 1, 0, 1), (0, 0, 1, 1), (1, 1, 1, 0), (1, 1, 0, 1), (1, 0, 1, 1),
+        (0, 1, 1, 1), (1, 1, 1, 1)],
+    2: [(0, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1), (1, 1, 0, 0), (0, 1, 1, 0), (0, 1, 0, 1),
+        (0, 0, 1, 1), (1, 1, 1, 0), (1, 1, 0, 1), (0, 1, 1, 1), (1, 1, 1, 1)],
+    3: [(0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 1, 1), (1, 0, 1, 1), (0, 1, 1, 1), (1, 1, 1, 1)],
+    4: [(0, 0, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1), (1, 0, 1, 0), (0, 1, 1, 0), (0, 0, 1, 1), (1, 1, 1, 0),
+        (1, 0, 1, 1), (0, 1, 1, 1), (1, 1, 1, 1)],
+    5: [(0, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1), (0, 1, 1, 0), (0, 1, 0, 1), (0, 0, 1, 1),
+        (1, 1, 1, 0), (0, 1, 1, 1), (1, 1, 1, 1)],
+    6: [(0, 0, 0, 0), (0, 1, 0, 0), (0, 0, 0, 1), (1, 1, 0, 0), (0, 1, 0, 1), (0, 0, 1, 1), (1, 1, 0, 1),
+        (0, 1, 1, 1), (1, 1, 1, 1)],
+    7: [(0, 0, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1), (0, 0, 1, 1), (0, 1, 1, 1), (1, 1, 1, 1)],
+    8: [(0, 0, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1), (0, 1, 1, 0), (0, 0, 1, 1), (1, 1, 1, 0), (0, 1, 1, 1),
+        (1, 1, 1, 1)],
+    9: [(0, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1), (0, 1, 1, 0), (0, 1, 0, 1), (0, 0, 1, 1),
+        (0, 1, 1, 1), (1, 1, 1, 1)],
+    10: [(0, 0, 0, 0), (0, 1, 0, 0), (0, 0, 0, 1), (0, 1, 0, 1), (0, 0, 1, 1), (0, 1, 1, 1), (1, 1, 1, 1)],
+    11: [(0, 0, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1), (0, 0, 1, 1), (1, 0, 1, 1), (0, 1, 1, 1), (1, 1, 1, 1)],
+    12: [(0, 0, 0, 0), (0, 0, 0, 1), (0, 1, 0, 0), (0, 1, 0, 1), (1, 1, 0, 0), (0, 1, 1, 1), (1, 1, 0, 1),
+         (1, 1, 1, 1)],
+    13: [(0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 1, 1), (0, 1, 1, 1), (1, 1, 1, 1)],
+    14: [(0, 0, 0, 0), (0, 0, 0, 1), (0, 1, 0, 1), (0, 0, 1, 1), (0, 1, 1, 1), (1, 1, 1, 1)],
+    15: [(0, 0, 0, 0), (0, 0, 0, 1), (0, 1, 0, 1), (0, 0, 1, 1), (1, 0, 1, 1), (0, 1, 1, 1), (1, 1, 1, 1)],
+}
+# nograd's name of each list (isomorphism classes read off the lists by hand: e.g. list 10 has
+# 0 < 1 and the chain 0 < 2 < 3, a 3-chain with a point above its bottom, "hook")
+AUTHORS_NAMES = {0: "co-claw", 1: "antichain", 2: "2+1+1", 3: "co-Y", 4: "wedge+1", 5: "vee+1", 6: "2+2",
+                 7: "Y", 8: "3-chain+1", 9: "claw", 10: "hook", 11: "bowtie", 12: "N", 13: "chain",
+                 14: "diamond", 15: "co-hook"}
+
+
+def authors_filter(coeffs, v):
+    """Their forward pass on flat windows ``v (m, 4)``: the max over the listed linear forms."""
+    return (v @ np.array(coeffs, dtype=float).T).max(axis=1)
+
+
+@pytest.mark.parametrize("row", range(16))
+def test_placement_on_the_window_is_the_authors(row):
+    coeffs = AUTHORS_LISTS[row]
+    masks = {sum(int(c) << i for i, c in enumerate(t)) for t in coeffs}
+    assert len(masks) == len(coeffs)
+    P = get_poset(AUTHORS_NAMES[row])
+    assert set(P.up_sets()) == masks, (row, P.name, P.covers)
+    # the filter equals their forward pass: the max over their linear forms, on signed windows
+    x, v = windows(np.random.default_rng(100 + row), 500)
+    np.testing.assert_allclose(pool(P.name, x).ravel(), authors_filter(coeffs, v), rtol=1e-14, atol=1e-15)
+    assert get_poset(row) == P and get_poset(row).name == AUTHORS_NAMES[row]    # by their row number
+
+
+def test_the_authors_unit_tests_of_filter_n():
+    """The inputs and expected outputs of the authors' tests of ``filter_n`` (list 12, "N"):
+    test/test.py and test/test_pytorch.py of mendozacortesgroup/Poset-filters (commits 2316bb8,
+    3302334): forward on a 5×5 input (zero-padded) and on an 8×8 one, and the gradient of the sum
+    of the outputs on the 8×8 one."""
+    x = np.zeros((1, 4, 5, 5))
+    x[0, 0, 0::2, 0::2] = 1
+    x[0, 1:] = 1
+    x[0, 2, 1::2, :] = -1
+    x[0, 3, :, 0::2] = -1
+    expected = [[[1, 1, 1], [1, 1, 1], [1, 1, 1]], [[4, 4, 2], [4, 4, 2], [2, 2, 1]],
+                [[2, 2, 1], [2, 2, 1], [2, 2, 1]], [[2, 2, 0], [2, 2, 0], [1, 1, 0]]]
+    np.testing.assert_array_equal(pool("N", x)[0], expected)
+    x = np.ones((1, 3, 8, 8))
+    x[0, 0, 0::2, 0::2] = -1
+    x[0, 1, 0::2, :] = -1
+    x[0, 2, 1::2, :] = -1
+    x[0, 2, :, 0::2] = -1
+    layer = PosetPool2d("N")
+    y, cache = layer.forward(x)
+    np.testing.assert_array_equal(y[0], np.array([3.0, 1.0, 1.0])[:, None, None] * np.ones((3, 4, 4)))
+    dx, _ = layer.backward(cache, np.ones_like(y))
+    # per 2×2 window: channel 0 (0 1 / 1 1), channel 1 (0 0 / 0 1), channel 2 (0 1 / 0 0)
+    tiles = [[[0, 1], [1, 1]], [[0, 0], [0, 1]], [[0, 1], [0, 0]]]
+    np.testing.assert_array_equal(dx[0], np.stack([np.tile(t, (4, 4)) for t in tiles]))
+
+
+def test_canonical_form_is_the_largest_code_over_natural_labellings():
+    """The definition in :meth:`Poset.canonical_form`, written out by brute force: over every
+    relabelling that makes the order natural (a < b ⇒ label a < label b), the code reads the bits
+    ``a < b`` for the label pairs (0,1), (0,2), (0,3), (1,2), (1,3), (2,3), first most significant;
+    the form is the largest code, and :meth:`Poset.canonical` is a relabelling that reaches it."""
+    pairs = list(itertools.combinations(range(4), 2))
+    for L in labelled_posets(4):
+        codes = []
+        for perm in itertools.permutations(range(4)):
+            if all(perm[a] < perm[b] for a, b in L.relations):
+                new = {(perm[a], perm[b]) for a, b in L.relations}
+                codes.append(int("".join("1" if p in new else "0" for p in pairs), 2))
+        C = L.canonical()
+        assert L.canonical_form() == (4, max(codes))
+        assert C.is_isomorphic(L) and all(a < b for a, b in C.relations)
+        assert int("".join("1" if C.less[p] else "0" for p in pairs), 2) == max(codes)
