@@ -1,85 +1,10 @@
-"""``python -m nograd train --model gpt --data shakespeare``: a character language model from the
-command line (iterations, evaluation lines, a generated sample at the end, ``--json``).
-``--block-size``, ``--n-layer``, ``--n-head`` and ``--n-embd`` size the GPT (nanoGPT's CPU
-configuration by default: 64, 4, 4, 128).
+"""Old import path of the text (language-model) training command, which lives in
+:mod:`nograd.cli.text`; ``from nograd.cli_text import cmd_train_text, is_text`` keeps working.
 
-``--rule`` picks the learning rule among :data:`nograd.train_lm.LM_RULES` (backprop, mezo, spsa,
-forward-gradient); each brings its own optimizer and learning rate (see there), which ``--lr`` and
-``--optimizer`` override."""
-from __future__ import annotations
+>>> from nograd.cli import text
+>>> cmd_train_text is text.cmd_train_text and is_text is text.is_text
+True
+"""
+from .cli.text import cmd_train_text, is_text
 
-import json
-import sys
-
-
-def is_text(spec) -> bool:
-    """True for the datasets that are text: ``shakespeare`` and ``text:PATH``."""
-    return isinstance(spec, str) and (spec == "shakespeare" or spec.startswith("text:"))
-
-
-def cmd_train_text(args, out=None, error=ValueError):
-    """Train ``args.model`` (``gpt``) on the text ``args.data`` with ``args.rule``; print progress, a
-    sample and a summary (or, with ``--json``, one JSON line). A loss that turns NaN/inf ends the
-    command with one line on stderr and exit status 1, as for the other datasets."""
-    out = sys.stdout if out is None else out
-    import numpy as np
-
-    from .data.text import load_text
-    from .models import get_model
-    from .models.gpt import generate
-    from .train_lm import LM_RULES, lm_defaults, train_lm
-
-    if args.model != "gpt":
-        raise error(f"--data {args.data} is text: it trains a language model, use --model gpt "
-                    f"(got --model {args.model})")
-    if args.rule not in LM_RULES:
-        raise error(f"--rule {args.rule}: text training accepts --rule "
-                    f"{' | '.join(LM_RULES)}")
-    recipe = lm_defaults(args.rule)
-    optimizer = args.optimizer or recipe["optimizer"]
-    lr = args.lr or recipe["lr"]
-    if args.n_embd % args.n_head:
-        raise error(f"--n-embd {args.n_embd} must be a multiple of --n-head {args.n_head}")
-    try:
-        data = load_text(args.data)
-        model = get_model("gpt", (args.block_size,), data.vocab.size, rng=args.seed,
-                          n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
-    except (ValueError, TypeError, OSError) as e:
-        raise error(str(e)) from None
-    log = None if args.json else (lambda line: print(line, file=out, flush=True))
-    if log:
-        log(f"gpt on {args.data}: {model.num_params:,} parameters, vocabulary {data.vocab.size}, "
-            f"{len(data.train):,} train / {len(data.val):,} val tokens; rule {args.rule}, "
-            f"{optimizer} lr {lr:g}")
-    try:
-        hist = train_lm(model, data, rule=args.rule, iters=args.iters,
-                        batch_size=args.batch_size or 12, optimizer=optimizer, lr=lr,
-                        eval_interval=args.eval_interval, eval_iters=args.eval_iters,
-                        rng=np.random.default_rng(args.seed), log=log)
-    except FloatingPointError as e:
-        print(f"python -m nograd train: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    sample = ""
-    if args.sample:
-        # prompt: a newline when the text has one (a fresh line), else its first character
-        start = data.vocab.encode("\n") if "\n" in data.vocab.stoi else data.train[:1]
-        ids = generate(model, start, args.sample, rng=args.seed)
-        sample = data.vocab.decode(ids)
-    summary = {"model": "gpt", "data": args.data, "rule": args.rule, "optimizer": optimizer, "lr": lr,
-               "iters": hist["iters"], "initial_val_loss": hist["evals"][0]["val_loss"],
-               "val_loss": hist["val_loss"],
-               "train_loss": hist["train_loss"], "train_seconds": round(hist["train_seconds"], 3),
-               "num_params": model.num_params, "sample": sample}
-    if args.save:
-        from .core.params import save
-
-        save(model, args.save)
-        summary["saved"] = args.save
-    if args.json:
-        print(json.dumps(summary), file=out)
-    else:
-        print(f"--- sample ---\n{sample}\n---" if sample else "", file=out)
-        print(f"gpt on {args.data} with {args.rule}: val loss {hist['val_loss']:.4f} (train "
-              f"{hist['train_loss']:.4f}; untrained {summary['initial_val_loss']:.4f}) after "
-              f"{hist['iters']} iterations, {hist['train_seconds']:.1f} s", file=out)
-    return summary
+__all__ = ["cmd_train_text", "is_text"]

@@ -141,7 +141,7 @@ def cmd_train(args, out=None):
 
     if args.save:
         check_writable(args.save, "--save")
-    from ..cli_text import cmd_train_text, is_text
+    from .text import cmd_train_text, is_text
 
     if is_text(args.data):
         return cmd_train_text(args, out, error=UserError)
