@@ -1,4 +1,4 @@
-"""Fused in-place ``y += a·x`` over contiguous 1-D arrays (Numba, parallel, ``cache=True``).
+"""Fused in-place ``y += a·x`` over contiguous 1-D arrays (Numba, serial, ``cache=True``).
 
 One pass over memory instead of NumPy's two (``tmp = a·x`` then ``y += tmp``); used by the
 optimizers for large parameters. NumPy reference: :func:`axpy_ref`.

@@ -3,12 +3,11 @@
 Same signatures as :mod:`nograd.kernels.pool_ref`. Max pooling records the flat in-plane index of
 each window's maximum so that backward (a scatter) and jvp (a gather) need no search.
 
-Speed notes. The comparisons are written as selects (``a if a >= b else b``), which compile to
-branch-free code: with random data a branch per comparison is mispredicted half the time and
-cost 5× the whole kernel. The common 2×2, stride-2, unpadded window has its own path (max and
-average pooling) whose backward writes every input once (no zero-fill pass). Kernels are serial on purpose: on a 2-core
-machine NumPy's OpenBLAS threads keep spinning for a while after each matrix product, and a
-parallel Numba region started then waits on them (measured: a CNN step 1.8× slower, batch-1 10×).
+Cost: one pass over the input per map. The comparisons are written as selects
+(``a if a >= b else b``), which compile to branch-free code (a data-dependent branch per comparison
+is mispredicted half the time on random data). The common 2×2, stride-2, unpadded window has its
+own path (max and average pooling) whose backward writes every input once (no zero-fill pass).
+Kernels are serial (DESIGN.md §5; measurements in ``docs/notes/performance-notes.md``).
 """
 from __future__ import annotations
 

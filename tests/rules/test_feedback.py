@@ -228,7 +228,7 @@ def _recovery_error(**kw):
 
 
 def test_optical_recovery_error_bounds():
-    """Documented in OpticalDFA: ~1.7% at 8 bits, ~7% at 6, ~28% at 4; read noise of 1% of full
+    """Documented in docs/notes/performance-notes.md: ~1.7% at 8 bits, ~7% at 6, ~28% at 4; read noise of 1% of full
     scale costs ~16%; an ideal camera is exact."""
     assert _recovery_error(bit_depth=None)[1] < 1e-12
     m8, x8 = _recovery_error(bit_depth=8)
