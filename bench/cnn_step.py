@@ -27,7 +27,7 @@ sys.path.insert(0, ROOT)
 
 import nograd  # noqa: E402
 from _common import timed  # noqa: E402
-from nograd.core.losses import softmax_cross_entropy  # noqa: E402
+from nograd.losses import softmax_cross_entropy  # noqa: E402
 
 
 def reference_cnn(rng):

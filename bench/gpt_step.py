@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import nograd  # noqa: E402
-from nograd.core.losses import softmax_cross_entropy  # noqa: E402
+from nograd.losses import softmax_cross_entropy  # noqa: E402
 from nograd.models.gpt import GPT, generate  # noqa: E402
 from nograd.threads import blas_libraries  # noqa: E402
 

@@ -14,7 +14,7 @@ with no data at all the script says so and ends with a JSON line noting it (exit
 Models, all on the same folds (``nograd.data.stratified_kfold`` with ``--seed``) and the same
 ``random_state``:
 
-- ``grande``: ``nograd.models.grande.GrandeClassifier`` with its defaults (``--quick``: 10 epochs;
+- ``grande``: ``nograd.estimators.grande.GrandeClassifier`` with its defaults (``--quick``: 10 epochs;
   ``--epochs``/``--n-estimators`` override), categorical columns given as ``categorical_features``;
   it does its own preprocessing (imputation, encoding, quantile transform) inside each fit;
 - ``hgb``: ``HistGradientBoostingClassifier()`` with default parameters, the categorical columns
@@ -92,7 +92,7 @@ def load(data_dir, name):
 
 def make_model(name, seed, cat, n_features, args):
     if name in ("grande", "grande-unweighted"):
-        from nograd.models.grande import GrandeClassifier
+        from nograd.estimators.grande import GrandeClassifier
 
         options = {}
         if args.quick:
@@ -123,7 +123,7 @@ def available_models(wanted):
     for name in wanted:
         try:
             if name.startswith("grande"):
-                from nograd.models.grande import GrandeClassifier  # noqa: F401
+                from nograd.estimators.grande import GrandeClassifier  # noqa: F401
             else:
                 import sklearn.ensemble  # noqa: F401
         except ImportError as e:

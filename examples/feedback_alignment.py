@@ -29,9 +29,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import nograd as ng  # noqa: E402
 from nograd.data import load_dataset  # noqa: E402
+from nograd.callbacks import AlignmentLogger  # noqa: E402
 from nograd.models import get_model  # noqa: E402
-from nograd.rules import (AFA, DFA, FA, PEPITA, USF, AlignmentLogger, Backprop,  # noqa: E402
-                          OpticalDFA)
+from nograd.rules import AFA, DFA, FA, PEPITA, USF, Backprop, OpticalDFA  # noqa: E402
 
 RULES = {"backprop": Backprop, "fa": FA, "usf": USF, "dfa": DFA, "optical-dfa": OpticalDFA,
          "pepita": PEPITA, "afa": AFA}

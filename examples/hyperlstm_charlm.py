@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from nograd.core.losses import softmax_cross_entropy  # noqa: E402
+from nograd.losses import softmax_cross_entropy  # noqa: E402
 from nograd.core.optim import Adam  # noqa: E402
 from nograd.layers import LSTM, Embedding, Linear  # noqa: E402
 from nograd.models import HyperLSTM  # noqa: E402

@@ -7,7 +7,7 @@ numpy alone; Numba kernels, SciPy and plotting load where they are used.
 from . import core, data, layers, rules, testing
 from .core import Module, Residual, Sequential, flatten_params, load, save, unflatten_params
 from .core.checks import NonFiniteError
-from .core.losses import get_loss
+from .losses import get_loss
 from .core.optim import SGD, Adam, AdamW, get_optimizer
 from .layers import (GELU, BatchNorm1d, Dropout, Embedding, Flatten, Identity, LayerNorm, LeakyReLU,
                      Linear, ReLU, Sigmoid, Softplus, Softsign, Tanh)

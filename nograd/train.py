@@ -1,5 +1,10 @@
 """The fit loop: epochs of seeded mini-batches through any learning rule, a progress line, a
 per-epoch :class:`History`, callbacks (early stopping, checkpoints, epoch lines) and lr schedules.
+:func:`evaluate` gives the loss and accuracy of a model on a data set in batches.
+
+The history and the callbacks live in :mod:`nograd.callbacks`, one per file; the names
+:class:`History`, :class:`Callback`, :class:`TrainState`, :class:`EarlyStopping`,
+:class:`Checkpoint` and :class:`EpochLogger` are re-exported here (the very same classes).
 
 One step is the rule contract (DESIGN.md §3)::
 
@@ -21,13 +26,17 @@ by default ``grads, info = rule.grads(...)`` then ``optimizer.step(grads)``; the
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Mapping
 
 import numpy as np
 
+from .callbacks.base import Callback, TrainState
+from .callbacks.checkpoint import Checkpoint
+from .callbacks.early_stopping import EarlyStopping
+from .callbacks.epoch_logger import EpochLogger
+from .callbacks.history import History
 from .core.checks import NonFiniteError, as_rng, check_positive
 from .core.module import Module
 from .data.split import batches, num_batches
@@ -35,239 +44,6 @@ from .metrics import predicted_labels
 
 __all__ = ["fit", "evaluate", "predictor", "History", "Callback", "EarlyStopping", "Checkpoint",
            "EpochLogger", "TrainState"]
-
-
-# --------------------------------------------------------------------------- history
-class History:
-    """Per-epoch records of a :func:`fit` run.
-
-    ``records`` is a list of dicts, one per epoch, with ``epoch``, ``loss`` (mean training loss over
-    the epoch's batches), ``train_accuracy`` (accuracy of the outputs the rule produced during the
-    epoch, while the weights were moving), ``lr``, ``seconds`` (the epoch's wall time, evaluation
-    included) and, with validation data, ``val_loss`` and ``val_accuracy``. ``hist["loss"]`` is the
-    list of one column. ``info`` holds run-level facts (``train_seconds``, ``stopped_epoch``,
-    ``best_epoch``).
-    """
-
-    def __init__(self):
-        self.records: list[dict] = []
-        self.info: dict = {}
-
-    def append(self, record: dict) -> None:
-        self.records.append(dict(record))
-
-    def __len__(self):
-        return len(self.records)
-
-    def __iter__(self):
-        return iter(self.records)
-
-    def __getitem__(self, key: str) -> list:
-        if not any(key in r for r in self.records):
-            raise KeyError(f"history has no column {key!r}; columns: {self.keys()}")
-        return [r.get(key) for r in self.records]
-
-    def keys(self) -> list[str]:
-        """Column names in first-seen order."""
-        out: list[str] = []
-        for r in self.records:
-            out += [k for k in r if k not in out]
-        return out
-
-    @property
-    def last(self) -> dict:
-        return dict(self.records[-1]) if self.records else {}
-
-    def to_dict(self) -> dict:
-        return {"epochs": [dict(r) for r in self.records], **self.info}
-
-    def to_json(self, indent=None) -> str:
-        """The history as a JSON string ``{"epochs": [...], <info>}``."""
-        import json
-
-        return json.dumps(self.to_dict(), indent=indent)
-
-    def to_csv(self, path) -> None:
-        """Write one row per epoch (header: the column names) to ``path``, atomically."""
-        import csv
-        import tempfile
-
-        if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise ValueError(f"path {path!r}: folder {folder!r} does not exist")
-        cols = self.keys()
-        fd, tmp = tempfile.mkstemp(prefix=".nograd-", suffix=".csv.tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(cols)
-                for r in self.records:
-                    w.writerow(["" if r.get(c) is None else r[c] for c in cols])
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-
-    def __repr__(self):
-        return f"History({len(self)} epochs, columns {self.keys()})"
-
-
-# --------------------------------------------------------------------------- callbacks
-class TrainState:
-    """What callbacks see: the model, optimizer, rule, history, the current ``epoch`` (1-based)
-    and ``epochs``. Setting ``stop = True`` ends training after this epoch. ``log(text)`` writes a
-    line without breaking the progress line."""
-
-    def __init__(self, model, optimizer, rule, history, epochs, progress):
-        self.model, self.optimizer, self.rule, self.history = model, optimizer, rule, history
-        self.epochs, self.epoch, self.stop = epochs, 0, False
-        self._progress = progress
-
-    def log(self, text: str, file=None) -> None:
-        self._progress.write(text, sys.stdout if file is None else file)
-
-
-class Callback:
-    """Base class: override any of the hooks; each receives the :class:`TrainState`."""
-
-    def on_train_begin(self, state: TrainState) -> None:
-        pass
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        pass
-
-    def on_train_end(self, state: TrainState) -> None:
-        pass
-
-
-def _mode(monitor: str, mode: str) -> str:
-    if mode not in ("auto", "min", "max"):
-        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
-    if mode == "auto":
-        return "min" if monitor.endswith("loss") else "max"
-    return mode
-
-
-def _monitored(state: TrainState, monitor: str, who: str) -> float:
-    record = state.history.records[-1]
-    if record.get(monitor) is None:
-        hint = "; pass val=(X, y) to fit" if monitor.startswith("val_") else ""
-        raise ValueError(f"{who} monitors {monitor!r} but the history has only "
-                         f"{[k for k, v in record.items() if v is not None]}{hint}")
-    return float(record[monitor])
-
-
-class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
-
-    ``mode="auto"`` minimises a name ending in ``loss`` and maximises anything else. With
-    ``restore_best=True`` (default) the parameters and buffers of the best epoch are copied back
-    into the model's arrays (in place) when training ends, whether it stopped early or not; the
-    history records ``best_epoch`` and ``stopped_epoch``.
-    """
-
-    def __init__(self, monitor: str = "val_loss", patience: int = 5, *, min_delta: float = 0.0,
-                 mode: str = "auto", restore_best: bool = True):
-        if not isinstance(monitor, str):
-            raise TypeError(f"monitor must be a history column name, got {monitor!r}")
-        self.monitor, self.mode = monitor, _mode(monitor, mode)
-        self.patience = int(check_positive(patience, "patience", integer=True, allow_zero=True))
-        self.min_delta = float(check_positive(min_delta, "min_delta", allow_zero=True))
-        self.restore_best = bool(restore_best)
-
-    def on_train_begin(self, state):
-        self.best, self.best_epoch, self.wait, self._snapshot = None, None, 0, None
-
-    def on_epoch_end(self, state):
-        value = _monitored(state, self.monitor, "EarlyStopping")
-        better = (self.best is None or
-                  (value < self.best - self.min_delta if self.mode == "min"
-                   else value > self.best + self.min_delta))
-        if better:
-            self.best, self.best_epoch, self.wait = value, state.epoch, 0
-            if self.restore_best:
-                m = state.model
-                self._snapshot = ({k: v.copy() for k, v in m.params.items()},
-                                  {k: v.copy() for k, v in m.buffers.items()})
-        else:
-            self.wait += 1
-            if self.wait > self.patience:
-                state.stop = True
-                state.history.info["stopped_epoch"] = state.epoch
-
-    def on_train_end(self, state):
-        state.history.info["best_epoch"] = self.best_epoch
-        if self.restore_best and self._snapshot is not None and self.best_epoch != state.epoch:
-            params, buffers = self._snapshot
-            for store, saved in ((state.model.params, params), (state.model.buffers, buffers)):
-                for k, v in saved.items():
-                    store[k][...] = v
-
-
-class Checkpoint(Callback):
-    """Save the model with :func:`nograd.save` (``.npz``, atomic) during training.
-
-    Without ``monitor`` the model is saved every ``every`` epochs (and after the last); with
-    ``monitor`` (e.g. ``"val_accuracy"``) only when that column improves. ``path`` may contain
-    ``{epoch}``, filled in for each save. ``saved`` lists the files written.
-    """
-
-    def __init__(self, path, *, monitor: str | None = None, mode: str = "auto", every: int = 1):
-        if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-        self.path = os.fspath(path)
-        self.monitor = monitor
-        self.mode = None if monitor is None else _mode(monitor, mode)
-        self.every = int(check_positive(every, "every", integer=True))
-        self.saved: list[str] = []
-
-    def on_train_begin(self, state):
-        folder = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(folder):
-            raise ValueError(f"Checkpoint path {self.path!r}: folder {folder!r} does not exist")
-        self.best = None
-
-    def on_epoch_end(self, state):
-        from .core.params import save
-
-        if self.monitor is None:
-            if state.epoch % self.every and not (state.stop or state.epoch == state.epochs):
-                return
-        else:
-            value = _monitored(state, self.monitor, "Checkpoint")
-            if self.best is not None and not (value < self.best if self.mode == "min"
-                                              else value > self.best):
-                return
-            self.best = value
-        target = self.path.format(epoch=state.epoch)
-        save(state.model, target)
-        self.saved.append(target)
-
-
-class EpochLogger(Callback):
-    """Write one line per epoch (every ``every`` epochs, and the last): epoch, loss, accuracies,
-    seconds — to ``file`` (default stdout). ``val_name`` labels the validation columns."""
-
-    def __init__(self, every: int = 1, file=None, val_name: str = "val"):
-        self.every = int(check_positive(every, "every", integer=True))
-        self.file, self.val_name = file, val_name
-
-    def on_epoch_end(self, state):
-        if state.epoch % self.every and state.epoch != state.epochs and not state.stop:
-            return
-        r = state.history.records[-1]
-        width = len(str(state.epochs))
-        parts = [f"epoch {state.epoch:{width}d}/{state.epochs}", f"loss {r['loss']:.4f}"]
-        if r.get("train_accuracy") is not None:
-            parts.append(f"train acc {r['train_accuracy']:.3f}")
-        if r.get("val_loss") is not None:
-            parts += [f"{self.val_name} loss {r['val_loss']:.4f}",
-                      f"{self.val_name} acc {r['val_accuracy']:.3f}"]
-        parts.append(f"{r['seconds']:.2f} s")
-        state.log("  ".join(parts), self.file)
 
 
 # --------------------------------------------------------------------------- progress line
@@ -402,7 +178,7 @@ def _labels(y):
 
 
 def _loss_of(rule, loss):
-    from .core.losses import get_loss
+    from .losses import get_loss
 
     if loss is not None:
         return get_loss(loss), {}
@@ -431,7 +207,7 @@ def evaluate(model, X, y, *, loss="cross-entropy", batch_size: int = 1024, loss_
     Returns ``{"loss": float, "accuracy": float}``; the loss is the sample-weighted mean of the
     batch losses (exact for mean-reduced losses).
     """
-    from .core.losses import get_loss
+    from .losses import get_loss
 
     X, y = _check_xy((X, y), "data")
     check_positive(batch_size, "batch_size", integer=True)

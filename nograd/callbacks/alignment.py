@@ -12,7 +12,7 @@ r"""Alignment metrics of the feedback rules: how far an update is from the true 
 
 Angles come from :func:`nograd.metrics.angle` (degrees, float64, exact 0 for equal inputs).
 This module used to be ``nograd.rules.alignment``; it measures rules but is not one, so it sits
-with the :func:`~nograd.train.fit` callbacks, above both rules and train. The old path still works.
+with the :func:`~nograd.train.fit` callbacks, above the rules. The old path still works.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import numpy as np
 from ..core.checks import check_int
 from ..metrics import angle
 from ..rules.backprop import Backprop
-from ..train import Callback
+from .base import Callback
 
 __all__ = ["update_angles", "feedback_angles", "AlignmentLogger"]
 

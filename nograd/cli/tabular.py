@@ -1,5 +1,7 @@
-"""The tabular commands: ``diabetes`` (cross-validated binary classifiers with class re-balancing
-inside the training folds) and ``grande`` (GRANDE hard decision-tree ensembles on a CSV).
+"""The tabular commands: ``diabetes`` (binary classifiers evaluated under one of three protocols:
+cross-validated with class re-balancing inside the training folds — the default —, re-balanced
+before the split, or the DiabetesNet paper's own procedure) and ``grande`` (GRANDE hard
+decision-tree ensembles on a CSV).
 
 Both read ``--data csv:PATH`` through :func:`nograd.data.load_csv`; a malformed table, a target with
 the wrong number of classes or impossible folds is a one-line UserError (exit status 2), and a run
@@ -7,6 +9,7 @@ that turns NaN/inf leaves with exit status 1.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -43,10 +46,48 @@ def zero_columns(spec, info):
     return sorted(set(picked))
 
 
+def accuracy_or_none(s):
+    """``--stop-at``: an accuracy in (0, 1], or ``none`` for no stopping rule."""
+    if s.strip().lower() == "none":
+        return None
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an accuracy in (0, 1] or none, got {s!r}") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"must be an accuracy in (0, 1] or none, got {s}")
+    return v
+
+
+def _protocol(args):
+    """The protocol and re-balancing method that ``--protocol``, ``--leaky`` and ``--balance`` ask
+    for, or a UserError when they contradict each other."""
+    protocol = args.protocol
+    if args.leaky:
+        if protocol == "paper":
+            raise UserError("--leaky and --protocol paper contradict each other; give one")
+        protocol = "leaky"
+    flag = "--leaky" if args.leaky else f"--protocol {protocol}"
+    if protocol == "paper":
+        if args.balance not in (None, "under"):
+            raise UserError(f"--protocol paper resamples as the paper does (the majority class with "
+                            f"replacement, on the whole table); leave out --balance {args.balance}")
+        return protocol, "under"
+    balance = args.balance or "none"
+    if protocol == "leaky" and balance == "none":
+        raise UserError(f"{flag} re-balances before the split; give --balance under, over or smote")
+    if args.replace and balance != "under":
+        raise UserError("--replace applies to --balance under only")
+    return protocol, balance
+
+
 def cmd_diabetes(args, out=None):
-    """``diabetes``: stratified k-fold cross-validation of a binary tabular classifier trained with
-    backprop (:func:`nograd.data.cross_validate` with :func:`nograd.estimators.tabular.make_fit_predict`);
-    a table of accuracy, sensitivity, specificity, macro-F1 and ROC-AUC, mean ± std and per fold
+    """``diabetes``: evaluate a binary tabular classifier trained with backprop under
+    ``--protocol``: ``honest`` (default) and ``leaky`` are stratified k-fold cross-validation
+    (:func:`nograd.data.cross_validate` with :func:`nograd.estimators.tabular.make_fit_predict`),
+    re-balancing inside the training folds or before the split; ``paper`` is the DiabetesNet
+    authors' procedure (:func:`nograd.estimators.tabular.evaluate_protocol`). A table of accuracy,
+    sensitivity, specificity, macro-F1 and ROC-AUC, mean ± std and per fold for cross-validation
     (or one JSON object). Returns the summary."""
     out = sys.stdout if out is None else out
     import numpy as np
@@ -55,13 +96,10 @@ def cmd_diabetes(args, out=None):
     from ..estimators.tabular import make_fit_predict
 
     if not args.data.startswith("csv:") or len(args.data) == 4:
-        raise UserError(f"--data {args.data}: diabetes cross-validates a CSV table; give csv:PATH")
+        raise UserError(f"--data {args.data}: diabetes evaluates a CSV table; give csv:PATH")
     if args.cv < 2:
         raise UserError(f"--cv {args.cv}: cross-validation needs at least 2 folds")
-    if args.leaky and args.balance == "none":
-        raise UserError("--leaky re-balances before the split; give --balance under, over or smote")
-    if args.replace and args.balance != "under":
-        raise UserError("--replace applies to --balance under only")
+    protocol, balance = _protocol(args)
     path = args.data[4:]
     try:
         X, y, info = load_csv(path, target=args.target, missing=args.missing, return_info=True)
@@ -78,13 +116,15 @@ def cmd_diabetes(args, out=None):
         X = zeros_as_missing(X, cols)
         holes = int(np.isnan(X).sum())
         impute = "median"
+    if protocol == "paper":
+        return _paper(args, X, y, info, impute, holes, out)
     fit_predict = user_errors(lambda: make_fit_predict(args.model, epochs=args.epochs,
                                                        batch_size=args.batch_size, lr=args.lr,
                                                        optimizer=args.optimizer))
     t0 = time.perf_counter()
     try:
-        result = cross_validate(X, y, fit_predict, k=args.cv, balance=args.balance, rng=args.seed,
-                                impute=impute, balance_before_split=args.leaky,
+        result = cross_validate(X, y, fit_predict, k=args.cv, balance=balance, rng=args.seed,
+                                impute=impute, balance_before_split=protocol == "leaky",
                                 balance_options={"replace": True} if args.replace else None)
     except FloatingPointError as e:
         exit_diverged("diabetes", e)
@@ -94,7 +134,7 @@ def cmd_diabetes(args, out=None):
     classes = info["classes"]
     summary = {"command": "diabetes", "model": args.model, "data": args.data,
                "target": info["target_name"], "positive_class": classes[1] if len(classes) > 1 else None,
-               "balance": args.balance, "protocol": result["protocol"], "cv": args.cv,
+               "balance": balance, "protocol": result["protocol"], "cv": args.cv,
                "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size,
                "lr": args.lr, "optimizer": args.optimizer, "n": int(len(y)),
                "imputed_zeros": holes, "seconds": round(seconds, 2)}
@@ -107,15 +147,15 @@ def cmd_diabetes(args, out=None):
         print(json.dumps(summary), file=out)
         return summary
     counts = np.bincount(y, minlength=2)
-    where = "before the split (LEAKY)" if args.leaky else "on the training folds only"
+    where = "before the split (LEAKY)" if protocol == "leaky" else "on the training folds only"
     print(f"{args.model} on {os.path.basename(path)}: {len(y)} rows, {X.shape[1]} features; target "
           f"{info['target_name']!r}, positive class {classes[-1]!r} ({counts[-1]}) vs "
           f"{classes[0]!r} ({counts[0]})", file=out)
-    print(f"{args.cv}-fold stratified cross-validation, seed {args.seed}; balance {args.balance} "
+    print(f"{args.cv}-fold stratified cross-validation, seed {args.seed}; balance {balance} "
           f"{where}; {args.epochs} epochs, batch {args.batch_size}, {args.optimizer} lr {args.lr:g}"
           + (f"; {holes} zeros read as missing, filled with training-fold medians" if holes else ""),
           file=out)
-    if args.leaky:
+    if protocol == "leaky":
         print("warning: copies or interpolations of test samples sit in the training folds; these "
               "scores measure the leak, not diagnosis", file=out)
     print(f"{'metric':<12} {'mean':>7} {'± std':>8}   per fold", file=out)
@@ -123,6 +163,65 @@ def cmd_diabetes(args, out=None):
         per = " ".join(f"{f[m]:.3f}" for f in result["folds"])
         print(f"{m:<12} {result['mean'][m]:>7.4f} {result['std'][m]:>8.4f}   {per}", file=out)
     print(f"{seconds:.1f} s", file=out)
+    return summary
+
+
+def _paper(args, X, y, info, impute, holes, out):
+    """``diabetes --protocol paper``: one run of the authors' procedure; prints it (or one JSON
+    object) and returns the summary."""
+    from ..estimators.tabular import evaluate_protocol
+
+    path = args.data[4:]
+    try:
+        res = evaluate_protocol(X, y, protocol="paper", model=args.model, epochs=args.epochs,
+                                batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                                impute=impute, seed=args.seed, stop_at=args.stop_at,
+                                max_epochs=args.max_epochs)
+    except FloatingPointError as e:
+        exit_diverged("diabetes", e)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{os.path.basename(path)}, target {info['target_name']!r}: {e}") from None
+    classes = info["classes"]
+    summary = {"command": "diabetes", "model": args.model, "data": args.data,
+               "target": info["target_name"], "positive_class": classes[1], "balance": "under",
+               "protocol": "paper", "seed": args.seed, "batch_size": args.batch_size,
+               "lr": args.lr, "optimizer": args.optimizer, "n": int(len(y)),
+               "imputed_zeros": holes, "seconds": round(res["seconds"], 2)}
+    for m, v in res["mean"].items():
+        summary[m] = round(v, 4)
+    summary["n_resampled"] = res["n"]
+    for key in ("epoch", "stopped", "stop_at", "n_train", "n_test", "test_positives"):
+        summary[key] = res[key]
+    summary["test_in_train"] = round(res["test_in_train"], 4)
+    summary["test_accuracy"] = [round(a, 4) for a in res["test_accuracy"]]
+    if args.json:
+        print(json.dumps(summary), file=out)
+        return summary
+    acc = res["test_accuracy"]
+    best = max(range(len(acc)), key=acc.__getitem__)
+    print(f"{args.model} on {os.path.basename(path)}: {len(y)} rows; target {info['target_name']!r}, "
+          f"positive class {classes[-1]!r}", file=out)
+    print(f"paper protocol (Zhang et al. 2024): the majority class resampled with replacement to "
+          f"the minority's size on the whole table ({res['n']} rows), standardised, one shuffled "
+          f"80/20 split (random_state 0): {res['n_train']} train / {res['n_test']} test "
+          f"({res['test_positives']} positive); batch {args.batch_size}, {args.optimizer} lr "
+          f"{args.lr:g}, seed {args.seed}", file=out)
+    if res["stop_at"] is None:
+        print(f"no stopping rule: {res['epoch']} epochs", file=out)
+    elif res["stopped"]:
+        print(f"stopped after the first epoch whose test accuracy reached {res['stop_at']:g}: "
+              f"epoch {res['epoch']}", file=out)
+    else:
+        print(f"no epoch in {res['epoch']} reached test accuracy {res['stop_at']:g} (the paper "
+              f"stops after the first epoch whose test accuracy does); best {acc[best]:.4f} at "
+              f"epoch {best + 1}", file=out)
+    chose = " and the test accuracy decides when training stops" if res["stop_at"] is not None else ""
+    print(f"warning: {res['test_in_train']:.0%} of the test rows have a copy among the training "
+          f"rows{chose}; this reproduces the paper's figure, it does not estimate diagnosis",
+          file=out)
+    for m, v in res["mean"].items():
+        print(f"{m:<12} {v:>7.4f}", file=out)
+    print(f"{res['seconds']:.1f} s", file=out)
     return summary
 
 
@@ -223,21 +322,30 @@ def add_diabetes(sub):
                                     "classifier trained with backprop: accuracy, sensitivity, "
                                     "specificity, macro-F1 and ROC-AUC, mean ± std over folds. "
                                     "Imputation, standardisation and re-balancing are fitted on "
-                                    "each training fold; the test fold is never re-balanced.")
+                                    "each training fold; the test fold is never re-balanced. "
+                                    "--protocol leaky and paper reproduce leaky procedures to "
+                                    "measure them.")
     dn.add_argument("--data", required=True, metavar="csv:PATH", help="the table (plain or gzip CSV)")
     dn.add_argument("--target", type=target, default=-1, metavar="COL",
                     help="class column: a header name or an index (default -1, the last column); "
                          "two classes, the second in sorted order is the positive one")
-    dn.add_argument("--balance", choices=("none", "under", "over", "smote"), default="none",
+    dn.add_argument("--protocol", choices=("honest", "leaky", "paper"), default="honest",
+                    help="honest (default): re-balance inside the training folds; leaky: "
+                         "re-balance the whole table, then split; paper: the DiabetesNet paper's "
+                         "procedure (majority resampled with replacement on the whole table, one "
+                         "80/20 split with random_state 0, stop at the first epoch whose test "
+                         "accuracy reaches --stop-at)")
+    dn.add_argument("--balance", choices=("none", "under", "over", "smote"),
                     help="re-balance the training folds: random under-sampling, random "
-                         "over-sampling or SMOTE (default none)")
+                         "over-sampling or SMOTE (default none; --protocol paper: the paper's)")
     dn.add_argument("--replace", action="store_true",
                     help="with --balance under: draw the kept samples with replacement")
     dn.add_argument("--cv", type=positive_int, default=5, metavar="K", help="folds (default 5)")
     dn.add_argument("--model", default="diabetesnet",
                     help="a registered model (default diabetesnet; logistic, tabular-mlp, mlp ...)")
     dn.add_argument("--epochs", type=positive_int, default=50)
-    dn.add_argument("--batch-size", type=positive_int, default=32)
+    dn.add_argument("--batch-size", type=positive_int, default=16,
+                    help="default 16, the paper's")
     dn.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default 1e-3)")
     dn.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     dn.add_argument("--seed", type=int, default=0,
@@ -249,8 +357,14 @@ def add_diabetes(sub):
     dn.add_argument("--missing", choices=("error", "drop"), default="error",
                     help="empty or ?/NA cells in the file: an error (default) or drop those rows")
     dn.add_argument("--leaky", action="store_true",
-                    help="re-balance the whole table before splitting it (the leaky protocol of "
-                         "some papers), to measure how much it inflates the scores")
+                    help="the same as --protocol leaky: re-balance the whole table before "
+                         "splitting it, to measure how much that inflates the scores")
+    dn.add_argument("--stop-at", type=accuracy_or_none, default=0.89, metavar="ACC",
+                    help="--protocol paper: stop after the first epoch whose test accuracy is at "
+                         "least ACC (default 0.89, the paper's rule); none trains --epochs epochs")
+    dn.add_argument("--max-epochs", type=positive_int, default=1000,
+                    help="--protocol paper: the most epochs the stopping rule may wait "
+                         "(default 1000)")
     dn.add_argument("--json", action="store_true", help="print one JSON object only")
     dn.set_defaults(func=cmd_diabetes)
 

@@ -1,4 +1,4 @@
-"""The contract and the tiny engine: modules, parameters, losses, optimizers, initialisers."""
+"""The contract and the tiny engine: modules, parameters, optimizers, initialisers, checks."""
 from . import init, losses, optim
 from .module import Module, Residual, Sequential
 from .params import flatten_params, load, save, unflatten_params

@@ -113,22 +113,6 @@ def check_like(dy, shape, name: str = "dy") -> np.ndarray:
     return dy
 
 
-def check_labels(y, n: int, num_classes: int | None = None, name: str = "y") -> np.ndarray:
-    """Integer class labels of length ``n`` in ``[0, num_classes)``."""
-    if not isinstance(y, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(y).__name__}")
-    if y.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one label per sample), got shape {y.shape}")
-    if y.shape[0] != n:
-        raise ValueError(f"{name} has {y.shape[0]} labels but the batch has {n} samples")
-    if n and num_classes is not None and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"{name} has labels outside [0, {num_classes}): "
-                         f"min {y.min()}, max {y.max()}")
-    return y
-
-
 def check_positive(value, name: str, *, integer=False, allow_zero=False):
     kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
     if isinstance(value, bool) or not isinstance(value, kind):
@@ -139,7 +123,10 @@ def check_positive(value, name: str, *, integer=False, allow_zero=False):
 
 
 def check_dtype(dtype, name: str = "dtype") -> np.dtype:
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:              # not a dtype at all ("nonsense", a list, ...)
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}") from None
     if dt not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32 or float64, got {dt}")
     return dt

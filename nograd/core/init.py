@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .checks import NonFiniteError, as_rng, check_dtype, check_positive
+from .checks import as_rng, check_dtype, check_float, check_positive
 
 __all__ = ["fans", "zeros", "constant", "uniform", "normal", "xavier_uniform", "xavier_normal",
            "he_uniform", "he_normal", "orthogonal", "INITIALISERS", "get_initializer"]
@@ -41,21 +41,6 @@ def _shape(shape) -> tuple[int, ...]:
         if d < 0:
             raise ValueError(f"shape must contain non-negative ints, got {shape!r}")
     return tuple(int(d) for d in dims)
-
-
-def _dtype(dtype) -> np.dtype:
-    try:
-        return check_dtype(dtype, "dtype")
-    except TypeError as err:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from err
-
-
-def _number(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise NonFiniteError(f"{name} must be finite, got {value!r}")
-    return float(value)
 
 
 def fans(shape) -> tuple[int, int]:
@@ -80,19 +65,19 @@ def fans(shape) -> tuple[int, int]:
 # --------------------------------------------------------------------------- deterministic
 def zeros(shape, rng=None, dtype=np.float32) -> np.ndarray:
     """All zeros: :math:`w = 0`. ``rng`` is accepted for a uniform signature and ignored."""
-    return np.zeros(_shape(shape), dtype=_dtype(dtype))
+    return np.zeros(_shape(shape), dtype=check_dtype(dtype))
 
 
 def constant(shape, rng=None, dtype=np.float32, value=0.0) -> np.ndarray:
     """Every entry equal to ``value``: :math:`w = c`. ``rng`` is ignored."""
-    return np.full(_shape(shape), _number(value, "value"), dtype=_dtype(dtype))
+    return np.full(_shape(shape), check_float(value, "value"), dtype=check_dtype(dtype))
 
 
 # --------------------------------------------------------------------------- plain random
 def uniform(shape, rng, dtype=np.float32, low=0.0, high=1.0) -> np.ndarray:
     """Independent draws :math:`w_{ij} \\sim U[\\mathrm{low}, \\mathrm{high})`."""
-    shape, dt, gen = _shape(shape), _dtype(dtype), as_rng(rng)
-    low, high = _number(low, "low"), _number(high, "high")
+    shape, dt, gen = _shape(shape), check_dtype(dtype), as_rng(rng)
+    low, high = check_float(low, "low"), check_float(high, "high")
     if not low < high:
         raise ValueError(f"low must be smaller than high, got low={low!r}, high={high!r}")
     w = gen.random(shape, dtype=dt)
@@ -103,8 +88,8 @@ def uniform(shape, rng, dtype=np.float32, low=0.0, high=1.0) -> np.ndarray:
 
 def normal(shape, rng, dtype=np.float32, mean=0.0, std=1.0) -> np.ndarray:
     """Independent draws :math:`w_{ij} \\sim \\mathcal{N}(\\mathrm{mean}, \\mathrm{std}^2)`."""
-    shape, dt, gen = _shape(shape), _dtype(dtype), as_rng(rng)
-    mean = _number(mean, "mean")
+    shape, dt, gen = _shape(shape), check_dtype(dtype), as_rng(rng)
+    mean = check_float(mean, "mean")
     std = float(check_positive(std, "std", allow_zero=True))
     w = gen.standard_normal(shape, dtype=dt)
     w *= std
@@ -131,7 +116,7 @@ def xavier_uniform(shape, rng, dtype=np.float32, gain=1.0) -> np.ndarray:
     (Glorot & Bengio, "Understanding the difficulty of training deep feedforward neural
     networks", AISTATS 2010, eq. 16).
     """
-    shape, dt, gain = _shape(shape), _dtype(dtype), _gain(gain)
+    shape, dt, gain = _shape(shape), check_dtype(dtype), _gain(gain)
     gen = as_rng(rng)
     if math.prod(shape) == 0:
         return np.zeros(shape, dt)
@@ -144,7 +129,7 @@ def xavier_normal(shape, rng, dtype=np.float32, gain=1.0) -> np.ndarray:
 
     Glorot & Bengio, AISTATS 2010 (the variance of their eq. 16 with a Gaussian).
     """
-    shape, dt, gain = _shape(shape), _dtype(dtype), _gain(gain)
+    shape, dt, gain = _shape(shape), check_dtype(dtype), _gain(gain)
     gen = as_rng(rng)
     if math.prod(shape) == 0:
         return np.zeros(shape, dt)
@@ -158,7 +143,7 @@ def he_uniform(shape, rng, dtype=np.float32, gain=math.sqrt(2.0)) -> np.ndarray:
     Preserves the forward variance through ReLU layers (He et al., "Delving deep into
     rectifiers", ICCV 2015, eq. 10); uniform with the same variance :math:`g^2/n_{in}`.
     """
-    shape, dt, gain = _shape(shape), _dtype(dtype), _gain(gain)
+    shape, dt, gain = _shape(shape), check_dtype(dtype), _gain(gain)
     gen = as_rng(rng)
     if math.prod(shape) == 0:
         return np.zeros(shape, dt)
@@ -171,7 +156,7 @@ def he_normal(shape, rng, dtype=np.float32, gain=math.sqrt(2.0)) -> np.ndarray:
 
     He et al., "Delving deep into rectifiers", ICCV 2015, eq. 10.
     """
-    shape, dt, gain = _shape(shape), _dtype(dtype), _gain(gain)
+    shape, dt, gain = _shape(shape), check_dtype(dtype), _gain(gain)
     gen = as_rng(rng)
     if math.prod(shape) == 0:
         return np.zeros(shape, dt)
@@ -189,7 +174,7 @@ def orthogonal(shape, rng, dtype=np.float32, gain=1.0) -> np.ndarray:
     :math:`W W^T = g^2 I` (wide) or :math:`W^T W = g^2 I` (tall). The sign correction makes the
     distribution uniform (Haar) over orthogonal matrices. The QR runs in float64.
     """
-    shape, dt, gain = _shape(shape), _dtype(dtype), _gain(gain)
+    shape, dt, gain = _shape(shape), check_dtype(dtype), _gain(gain)
     gen = as_rng(rng)
     if len(shape) == 0:
         raise ValueError("shape must have at least one dimension for orthogonal, got ()")

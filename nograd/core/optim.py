@@ -1,4 +1,5 @@
-"""Optimizers that update a dict of live arrays in place, gradient clipping and lr schedules.
+"""Optimizers that update a dict of live arrays in place, and gradient clipping; the lr schedules
+of :mod:`nograd.schedules` that drive them are re-exported here.
 
 An optimizer holds parameter groups (name → array, plus hyper-parameters) and applies
 ``opt.step(grads)`` where ``grads`` maps some of the names to arrays of the same shapes; a name
@@ -19,9 +20,6 @@ BLAS is not used, see ``docs/notes/performance-notes.md``).
 >>> opt.step({"w": np.array([1.0, -1.0])})
 >>> params["w"]
 array([0.9, 2.1])
->>> sched = StepLR(opt, step_size=2, gamma=0.5)
->>> sched.step(); sched.step(); sched.lr
-[0.05]
 """
 from __future__ import annotations
 
@@ -30,10 +28,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .checks import FLOAT_DTYPES, NonFiniteError, check_positive
+from .checks import FLOAT_DTYPES, NonFiniteError, check_float, check_positive
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "StepLR", "CosineLR",
-           "LambdaLR", "schedule", "get_optimizer", "OPTIMIZERS", "SCHEDULES"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "get_optimizer", "OPTIMIZERS",
+           "StepLR", "CosineLR", "LambdaLR", "schedule", "SCHEDULES"]  # noqa: F822 (__getattr__)
 
 # --------------------------------------------------------------------------- in-place kernels
 _FUSED_MIN_SIZE = 1 << 16
@@ -117,10 +115,7 @@ def clip_grad_norm(grads: Mapping, max_norm) -> tuple[dict, float]:
 # --------------------------------------------------------------------------- hyper checks
 def _check_unit(value, name: str, *, closed: bool = False) -> float:
     """A number in [0, 1) (or [0, 1] when ``closed``)."""
-    check_positive(value, name, allow_zero=True)
-    if value > 1 or (value == 1 and not closed):
-        raise ValueError(f"{name} must be in [0, 1{']' if closed else ')'}, got {value!r}")
-    return float(value)
+    return check_float(value, name, low=0, high=1, high_open=not closed)
 
 
 def _check_betas(betas, name: str = "betas") -> tuple[float, float]:
@@ -482,5 +477,8 @@ def get_optimizer(name: str, params, **kw) -> Optimizer:
     return cls(params, **kw)
 
 
-# lr schedules live in .schedules; imported here so `from nograd.core.optim import StepLR` keeps working
-from .schedules import SCHEDULES, CosineLR, LambdaLR, StepLR, _Schedule, schedule  # noqa: E402,F401
+def __getattr__(name):  # PEP 562: the lr schedules moved to nograd.schedules, looked up there
+    if name in ("StepLR", "CosineLR", "LambdaLR", "schedule", "SCHEDULES", "_Schedule"):
+        from .. import schedules
+        return getattr(schedules, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -300,7 +300,8 @@ _COMMON_DOC = """
         0.01, 0.01, 0.005, converged slower and scored lower in our 5-fold runs).
     feature_fraction : share of the features each tree may split on (paper: 0.8).
     selection : ``"entmax"`` (1.5-entmax, the paper's) or ``"softmax"`` for the feature choice.
-    dropout : dropout on the instance-wise estimator weights in training (§3.3).
+    dropout : probability of dropping each estimator per sample in training; the kept
+        instance-wise weights are renormalised to sum to one (§3.3, as the reference code).
     cosine_schedule : cosine-anneal every learning rate to 0 over ``epochs``.
     threshold_init : ``"data"`` (each candidate threshold a random training value) or
         ``"normal"`` (N(0, 0.05²), as the reference implementation).

@@ -14,20 +14,18 @@ pixel-major, channel-minor ordering the Toeplitz matrix of ``K`` is lower triang
   order, channels ``C-1 … 0``. This is the input cotangent of ``z = K⁻¹ u``.
 - :func:`kernel_grad` — ``Σ g ⋆ z``, the weight gradient of the causal convolution.
 
-**Diagonal layout.** The solves work on a buffer ``Z (C, ≥ H·W·N)`` (:func:`to_diag`): per
-channel, the pixels in diagonal order (``d`` increasing, ``h`` increasing within a diagonal), each
-pixel's ``N`` samples contiguous. A kernel tap ``(i, j)`` maps the pixels of diagonal ``d`` to the
-pixels of diagonal ``d + (i-r) + (j-r)`` shifted by ``i - r`` rows (``r = k-1``), so for each tap
-and each channel pair ``(c, o)`` the whole diagonal's update is one contiguous AXPY
-``Z[c, run_d] -= W[c, o, i, j] · Z[o, run_e]`` of ``m·N`` elements (``m`` pixels, clipped to the
-pixels whose source lies in the image: no bounds tests in the inner loop, no zero padding).
-These loops are long enough for LLVM's loop vectoriser, which a per-pixel loop over the ``N``
-samples is not: Numba compiles without the SLP vectoriser, and LLVM does not vectorise a loop of
-8 iterations that needs run-time alias checks, so the per-pixel form runs scalar. Channels go in
-4×4 blocks (four destination rows updated from four source rows in one pass), and the inner loops
-index buffer rows with offsets rather than taking slices. The layout conversion from and to NCHW
-(the layer's frame, flipped for the other corners) is part of the kernels: :func:`solve` and
-:func:`solve_t` read NCHW and write NCHW.
+**Diagonal layout** (:mod:`.invconv_layout`). The solves work on a buffer ``Z (C, ≥ H·W·N)``
+holding, per channel, the pixels in diagonal order with each pixel's ``N`` samples contiguous. A
+kernel tap ``(i, j)`` maps the pixels of diagonal ``d`` to those of diagonal ``d + (i-r) + (j-r)``
+shifted by ``i - r`` rows (``r = k-1``), so for each tap and each channel pair ``(c, o)`` the whole
+diagonal's update is one contiguous AXPY ``Z[c, run_d] -= W[c, o, i, j] · Z[o, run_e]`` of
+``m·N`` elements (``m`` pixels, clipped to the pixels whose source lies in the image: no bounds
+tests in the inner loop, no zero padding) — a loop long enough for LLVM to vectorise, where a
+per-pixel loop over the ``N`` samples is not. Channels go in 4×4 blocks (four destination rows
+updated from four source rows in one pass), and the inner loops index buffer rows with offsets
+rather than taking slices. The layout conversion from and to NCHW (the layer's frame, flipped for
+the other corners) is part of the kernels: :func:`solve` and :func:`solve_t` read NCHW and write
+NCHW.
 
 Cost of a solve (and of the transposed solve): at most ``k²·C²·H·W·N`` multiply-adds (only the
 strict lower triangle of the last tap's channel block, and fewer where a tap's source leaves the
@@ -48,81 +46,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-#: extra elements per channel row of the diagonal buffer, so that the rows of a power-of-two
-#: image are not 4 KiB apart (loads and stores of two channels would alias in the low address
-#: bits); a precaution — the difference was within the noise of the test machine.
-ROW_PAD = 272
-
-
-def buffer(C, H, Wd, N, dtype):
-    """A diagonal-layout buffer for ``C`` channels, ``H×Wd`` pixels, ``N`` samples."""
-    return np.empty((C, H * Wd * N + ROW_PAD), dtype=dtype)
-
-
-@nb.njit(cache=True, nogil=True)
-def diagonals(H, Wd):
-    """``(lo, S)``: diagonal ``d`` holds the pixels ``h = lo[d] … lo[d] + S[d+1] - S[d] - 1``
-    (``w = d - h``), stored from pixel slot ``S[d]`` on."""
-    D = H + Wd - 1
-    lo = np.empty(D, np.int64)
-    S = np.empty(D + 1, np.int64)
-    S[0] = 0
-    for d in range(D):
-        lo[d] = max(0, d - Wd + 1)
-        S[d + 1] = S[d] + min(H - 1, d) - lo[d] + 1
-    return lo, S
-
-
-@nb.njit(cache=True, nogil=True)
-def slots(H, Wd, N):
-    """``slot[h, w]``: the offset of pixel ``(h, w)``'s ``N`` samples in a diagonal-buffer row."""
-    lo, S = diagonals(H, Wd)
-    slot = np.empty((H, Wd), np.int64)
-    for h in range(H):
-        for w in range(Wd):
-            slot[h, w] = (S[h + w] + h - lo[h + w]) * N
-    return slot
-
-
-@nb.njit(cache=True, nogil=True)
-def to_diag(a, fh, fw, Z):
-    """NCHW ``a`` (read flipped in H if ``fh``, in W if ``fw``) into the diagonal buffer ``Z``.
-    Image rows are read contiguously, one sample at a time."""
-    N, C, H, Wd = a.shape
-    slot = slots(H, Wd, N)
-    for c in range(C):
-        Zc = Z[c]
-        for h in range(H):
-            sh = slot[H - 1 - h] if fh else slot[h]
-            for n in range(N):
-                row = a[n, c, h]
-                if fw:
-                    for w in range(Wd):
-                        Zc[sh[Wd - 1 - w] + n] = row[w]
-                else:
-                    for w in range(Wd):
-                        Zc[sh[w] + n] = row[w]
-    return Z
-
-
-@nb.njit(cache=True, nogil=True)
-def from_diag(Z, fh, fw, out):
-    """The inverse of :func:`to_diag`: the diagonal buffer ``Z`` into NCHW ``out``."""
-    N, C, H, Wd = out.shape
-    slot = slots(H, Wd, N)
-    for c in range(C):
-        Zc = Z[c]
-        for h in range(H):
-            sh = slot[H - 1 - h] if fh else slot[h]
-            for n in range(N):
-                row = out[n, c, h]
-                if fw:
-                    for w in range(Wd):
-                        row[w] = Zc[sh[Wd - 1 - w] + n]
-                else:
-                    for w in range(Wd):
-                        row[w] = Zc[sh[w] + n]
-    return out
+from .invconv_layout import ROW_PAD, buffer, diagonals, from_diag, slots, to_diag  # noqa: F401
 
 
 # The inner loops. Each works on whole channel rows of a buffer with offsets, not on slices: a

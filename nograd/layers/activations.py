@@ -115,7 +115,7 @@ class Tanh(Activation):
 
 
 class Sigmoid(Activation):
-    r"""Logistic :math:`σ(x) = 1/(1 + e^{-x})`, computed as :math:`(1 + \tanh(x/2))/2` (no overflow);
+    r"""Logistic :math:`σ(x) = 1/(1 + e^{-x})` by :func:`sigmoid` (no overflow, accurate left tail);
     :math:`σ' = σ(1 - σ)`."""
 
     def f(self, x):
@@ -253,9 +253,29 @@ class SiLU(Activation):
 
 
 def sigmoid(x):
-    """Numerically safe logistic function, same dtype as ``x``."""
-    h = x.dtype.type(0.5) if isinstance(x, np.ndarray) else 0.5
-    return h * (1 + np.tanh(h * x))
+    r"""The logistic function :math:`σ(x) = 1/(1 + e^{-x})`, entrywise, accurate to a few ulps over
+    the whole range in float32 and float64 (tested against a 50-digit evaluation for |x| ≤ 700).
+
+    With :math:`e = \exp(-|x|) \in (0, 1]` (which cannot overflow),
+
+    .. math::
+        σ(x) = \frac{\max(e, [x \ge 0])}{1 + e}
+             = \begin{cases} 1/(1 + e) & x \ge 0 \\ e/(1 + e) & x < 0, \end{cases}
+
+    so the left tail keeps its relative accuracy down to the dtype's subnormals instead of
+    cancelling as :math:`\tfrac12(1 + \tanh(x/2))` does (0 below −20 in float32, −38 in float64).
+    Tails below the dtype's range go quietly to 0, without floating-point warnings; NaN stays NaN.
+    Shapes: any; the result has ``x``'s dtype (float64 for integers and Python numbers, returned
+    as a scalar). Cost: one ``exp``, one ``max`` and one division per entry (the ``max`` selects
+    without a branchy ``np.where``).
+    """
+    a = np.asarray(x)
+    if a.dtype.kind != "f":
+        a = a.astype(np.float64)
+    with np.errstate(under="ignore"):
+        e = np.exp(-np.abs(a))
+        y = np.maximum(e, a >= 0) / (1 + e)
+    return y if isinstance(x, np.ndarray) else y[()]
 
 
 ACTIVATIONS = {

@@ -216,12 +216,20 @@ class BatchNorm1d(_AffineNorm):
                              f"training, got x of shape {x.shape}")
 
     def _stats(self, x, train):
+        """``(x̂, r)``; in training also moves the running statistics towards the batch's mean
+        and unbiased variance :math:`\\frac{n}{n-1}σ^2_B` (Ioffe & Szegedy 2015, Alg. 2, line 10;
+        ``n`` values per channel). The variance is the one computed for the batch, kept as it is:
+        rebuilding it from ``r`` as ``1/r² − ε`` cancels when ``σ²_B ≪ ε`` (issue #19)."""
         axes = self._axes(x)
         if train:
-            xhat, r = standardize(x, axes, self.eps)
+            mean = x.mean(axis=axes, keepdims=True)
+            xc = x - mean
+            var = np.mean(xc * xc, axis=axes, keepdims=True)
+            r = 1 / np.sqrt(var + x.dtype.type(self.eps))
+            xhat = xc * r
             n = x.size // self.num_features
-            mean = x.mean(axis=axes)
-            var_unbiased = (1 / r.reshape(-1) ** 2 - x.dtype.type(self.eps)) * (n / (n - 1))
+            mean = mean.reshape(-1)
+            var_unbiased = var.reshape(-1) * x.dtype.type(n / (n - 1))
             m = self.momentum
             for name, value in (("running_mean", mean), ("running_var", var_unbiased)):
                 buf = self._buffers[name]

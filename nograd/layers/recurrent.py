@@ -23,11 +23,14 @@ import numpy as np
 
 from ..core.checks import as_rng, check_array, check_dtype, check_like, check_positive
 from ..core.module import Module
+from .activations import sigmoid
 from .linear import affine_tangent
 
 
 def _sigmoid(a):
-    return 0.5 * (np.tanh(0.5 * a) + 1.0)
+    """The gates' logistic function, :func:`nograd.layers.activations.sigmoid` (accurate left tail:
+    a saturated gate is σ(a) ≈ e^a, not 0)."""
+    return sigmoid(a)
 
 
 # --------------------------------------------------------------------------- one LSTM cell

@@ -3,8 +3,8 @@ r"""GRANDE: an ensemble of hard, axis-aligned decision trees learned end to end 
 Marton, Lüdtke, Bartelt & Stuckenschmidt, "GRANDE: Gradient-Based Decision Tree Ensembles for
 Tabular Data", ICLR 2024. :class:`GrandeNet` is the network (a :class:`~nograd.core.Module` with
 forward, backward and jvp by hand); the scikit-learn style estimators that train it are
-:class:`~nograd.models.grande.GrandeClassifier` and
-:class:`~nograd.models.grande.GrandeRegressor`.
+:class:`~nograd.estimators.grande.GrandeClassifier` and
+:class:`~nograd.estimators.grande.GrandeRegressor`.
 
 The network, per estimator ``e`` (a complete tree of depth ``d``, ``N = 2^d - 1`` internal nodes,
 ``L = 2^d`` leaves, over a random subset ``sub_e`` of ``S`` features):
@@ -19,9 +19,14 @@ The network, per estimator ``e`` (a complete tree of depth ``d``, ``N = 2^d - 1`
 3. Leaf membership (§3.2, the dense tree as a product over each leaf's path): :math:`p_{l} = \prod_k f_{lk}`, :math:`f = s` on a left turn,
    :math:`1-s` on a right one — one-hot over leaves in the forward pass.
 4. Instance-wise estimator weights (§3.3): :math:`w_{be} = \sum_l W_{el}\,p_{bel}`,
-   :math:`\omega_b = \operatorname{softmax}_e(w_{b\cdot})`, optionally with dropout on
-   :math:`\omega` in training, and the output :math:`y_{bc} = \sum_e \omega_{be}\sum_l p_{bel}
-   V_{elc}` (logits for classification).
+   :math:`\omega_b = \operatorname{softmax}_e(w_{b\cdot})`, and the output
+   :math:`y_{bc} = \sum_e \omega_{be}\sum_l p_{bel} V_{elc}` (logits for classification).
+   Optional dropout in training drops estimators per sample, :math:`k_{be} \sim
+   \operatorname{Bernoulli}(1-p)`, and renormalises the kept weights to sum to one,
+   :math:`\tilde\omega_{be} = k_{be}\omega_{be} / \sum_{e'} k_{be'}\omega_{be'}` — the softmax
+   over the kept estimators — as both reference implementations do (github.com/s-marton/GRANDE,
+   ``apply_dropout_leaf`` in TensorFlow and the PyTorch port); a sample with every estimator
+   dropped gets zero weights (the PyTorch port's clamped sum).
 
 With ``straight_through=False`` every rounding is replaced by its surrogate (soft one-hot = the
 entmax, soft split = the softsign): a smooth model whose gradients can be checked against finite
@@ -80,7 +85,8 @@ class GrandeNet(Module):
     selection : ``"entmax"`` (1.5-entmax, the paper's choice) or ``"softmax"``.
     straight_through : hard trees with straight-through gradients (``True``), or the smooth
         surrogate model (``False``).
-    dropout : probability of dropping an estimator's weight per sample in training (§3.3).
+    dropout : probability of dropping an estimator per sample in training; the kept weights are
+        renormalised to sum to one (§3.3 and the reference code; see the module docstring).
     backend : ``"numba"`` (kernels for the hard routing) or ``"numpy"`` (dense reference).
     init_std : standard deviation of the normal initialisation of every array (reference: 0.05).
     """
@@ -151,13 +157,26 @@ class GrandeNet(Module):
         return j, feat, thr
 
     def _mask(self, shape, dt, train, rng):
+        """The 0/1 keep mask ``k (E, B)``, ``k = U ≥ p`` (one uniform per estimator and sample),
+        or None outside training or without dropout."""
         if not train or self.dropout == 0:
             return None
         if rng is None:
             raise ValueError("GrandeNet needs rng= (a numpy Generator or seed) when train=True "
                              "and dropout > 0")
-        keep = as_rng(rng).random(shape) >= self.dropout
-        return keep.astype(dt) * dt.type(1 / (1 - self.dropout))
+        return (as_rng(rng).random(shape) >= self.dropout).astype(dt)
+
+    @staticmethod
+    def _weights(om, mask):
+        r"""The estimator weights used: ``ω`` without dropout, else the kept ones renormalised,
+        :math:`\tilde ω_{be} = k_{be} ω_{be} / \sum_{e'} k_{be'} ω_{be'}` (0 where a sample kept no
+        estimator). Their derivative is the softmax's over the kept estimators, so backward and
+        jvp apply :func:`softmax_vjp` to :math:`\tilde ω` (zeros for the dropped)."""
+        if mask is None:
+            return om
+        kept = om * mask
+        total = kept.sum(axis=0, keepdims=True)
+        return kept / np.where(total > 0, total, 1)
 
     def _arrays(self, x, params):
         check_array(x, "x", ndim=2)
@@ -189,7 +208,7 @@ class GrandeNet(Module):
             w, r, dense = R.dense_forward(x, o, T, self.subsets, W, V, self.straight_through)
         om = softmax(w, axis=0)                                   # over the estimators
         mask = self._mask(w.shape, x.dtype, train, rng)
-        om_used = om if mask is None else om * mask
+        om_used = self._weights(om, mask)
         if kernel:
             y = K.combine(om_used, leaf, V)
             route = (feat, thr, leaf, j)
@@ -213,9 +232,7 @@ class GrandeNet(Module):
             dom = K.leaf_cotangent(dy, leaf, V)
         else:
             dom = np.einsum("bc,ebc->eb", dy, route)
-        if mask is not None:
-            dom = dom * mask
-        dw = softmax_vjp(om, dom, axis=0)
+        dw = softmax_vjp(om_used, dom, axis=0)      # over the kept estimators under dropout
         if dense is None:
             dthr, H, dW, dV, dx = K.backward_route(x, feat, thr, self.subsets, W, V, leaf, dw,
                                                     om_used, dy, need_dx)
@@ -255,11 +272,9 @@ class GrandeNet(Module):
         do = None if tan["feature_logits"] is None else self._select_vjp(a, tan["feature_logits"])
         dw, dr = R.dense_jvp(dense, dx, do, tan["split_values"], tan["estimator_weights"],
                              tan["leaf_values"])
-        om = softmax(w, axis=0)
-        dom = softmax_vjp(om, dw, axis=0)                         # softmax's Jacobian is symmetric
         mask = self._mask(w.shape, dt, train, rng)
-        if mask is not None:
-            om, dom = om * mask, dom * mask
+        om = self._weights(softmax(w, axis=0), mask)
+        dom = softmax_vjp(om, dw, axis=0)                         # softmax's Jacobian is symmetric
         y = np.einsum("eb,ebc->bc", om, r)
         ydot = np.einsum("eb,ebc->bc", dom, r) + np.einsum("eb,ebc->bc", om, dr)
         return y.astype(dt, copy=False), ydot.astype(dt, copy=False)

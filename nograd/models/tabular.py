@@ -4,16 +4,18 @@ logistic regression. Training them (:func:`~nograd.estimators.tabular.train_clas
 :mod:`nograd.estimators.tabular`; the old names here still work.
 
 DiabetesNet (Zhang, Ahmed, Hasan, Gedeon & Hossain 2024, "DiabetesNet: A Deep Learning Approach
-to Diabetes Diagnosis", arXiv:2403.07483) is a backprop MLP, input → 64 → 32 → 16 → 2, with batch
-normalisation after each hidden layer, trained on standardised features with the classes
-re-balanced.
+to Diabetes Diagnosis", arXiv:2403.07483, Method section) is the authors' notebook network: three blocks of
+``Linear → sigmoid → BatchNorm1d`` (widths 64, 32, 16), then ``Linear(16, 2) → sigmoid``, trained
+with softmax cross-entropy on those two sigmoids. nograd's earlier variant, ``Linear → BatchNorm1d
+→ ReLU`` with a linear head, is :class:`TabularMLP` with its defaults (model ``tabular-mlp``).
 
 >>> import numpy as np
 >>> net = DiabetesNet(8, rng=0)
->>> [type(m).__name__ for m in net][:3], net[-1].out_features
-(['Linear', 'BatchNorm1d', 'ReLU'], 2)
->>> net(np.zeros((3, 8), np.float32)).shape
-(3, 2)
+>>> [type(m).__name__ for m in net][:4], net[-2].out_features
+(['Linear', 'Sigmoid', 'BatchNorm1d', 'Linear'], 2)
+>>> out = net(np.zeros((3, 8), np.float32))
+>>> out.shape, bool(np.all((out > 0) & (out < 1)))
+((3, 2), True)
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import numpy as np
 
 from ..core.checks import as_rng, check_positive
 from ..core.module import Sequential
-from ..layers import BatchNorm1d, Dropout, Linear, get_activation
+from ..layers import BatchNorm1d, Dropout, Linear, Sigmoid, get_activation
 from .registry import register_model
 
 __all__ = ["TabularMLP", "DiabetesNet", "logistic_regression"]
@@ -32,8 +34,9 @@ class TabularMLP(Sequential):
 
     Shapes: ``x (N, in_features) -> logits (N, num_classes)``.
 
-    The defaults are DiabetesNet's: hidden widths (64, 32, 16), batch normalisation after every
-    hidden ``Linear`` and before its ReLU (Ioffe & Szegedy 2015, §3.2), two outputs, no dropout.
+    The defaults — hidden widths (64, 32, 16), batch normalisation after every hidden ``Linear``
+    and before its ReLU (Ioffe & Szegedy 2015, §3.2), two outputs, no dropout — are nograd's
+    earlier DiabetesNet variant; the authors' network is :class:`DiabetesNet`.
     ``batch_norm=False`` leaves the norms out; ``dropout > 0`` adds inverted dropout after each
     activation. Weights are He-uniform from ``rng``, biases zero. It is a :class:`Sequential`, so
     its forward, backward and jvp are the chain rule over its layers, and batch-norm layers run on
@@ -65,13 +68,53 @@ class TabularMLP(Sequential):
         self.in_features, self.num_classes, self.hidden = int(in_features), int(num_classes), hidden
 
 
-class DiabetesNet(TabularMLP):
-    """DiabetesNet (Zhang et al. 2024): ``in_features → 64 → 32 → 16 → 2``, batch norm after each
-    hidden layer, ReLU; a :class:`TabularMLP` with its defaults fixed. Output: two logits
-    (class 0 = no diabetes, class 1 = diabetes)."""
+def _torch_default_linear(in_features, out_features, rng, dtype):
+    """``Linear`` initialised as PyTorch's ``nn.Linear``: weight and bias both
+    :math:`U(-1/\\sqrt{n_{in}}, 1/\\sqrt{n_{in}})` (``kaiming_uniform_(a=√5)`` and its bias rule)."""
+    bound = 1.0 / np.sqrt(in_features)
+    layer = Linear(in_features, out_features, rng=rng, dtype=dtype,
+                   init=lambda shape, r, dt: r.uniform(-bound, bound, shape).astype(dt))
+    layer.params["bias"][...] = rng.uniform(-bound, bound, out_features)
+    return layer
+
+
+class DiabetesNet(Sequential):
+    r"""DiabetesNet as the authors built it (Zhang et al. 2024, arXiv:2403.07483, Method section,
+    and their notebook as read for nograd issue #19, item 10).
+
+    Shapes: ``x (N, in_features) -> p (N, 2)``, each entry in (0, 1). With
+    :math:`\sigma(z) = 1/(1 + e^{-z})` and :math:`\mathrm{BN}` batch normalisation
+    (:class:`~nograd.layers.BatchNorm1d`, eps :math:`10^{-5}`, momentum 0.1):
+
+    .. math::
+        h_0 = x, \qquad h_\ell = \mathrm{BN}_\ell\big(\sigma(h_{\ell-1} W_\ell^\top + b_\ell)\big)
+        \ (\ell = 1, 2, 3;\ \text{widths } 64, 32, 16), \qquad
+        p = \sigma(h_3 W_4^\top + b_4) \in (0, 1)^2.
+
+    The normalisation comes *after* the sigmoid, and the output is a pair of sigmoids, not logits:
+    the notebook applies softmax cross-entropy to them, so training minimises
+    :math:`-\log \mathrm{softmax}(p)_y` (nograd's ``"cross-entropy"`` on this output; a test
+    checks loss and gradients against PyTorch's ``CrossEntropyLoss`` on the same sigmoids).
+    The predicted class is :math:`\arg\max_c p_c` (class 0 = no diabetes, 1 = diabetes). Since
+    :math:`p \in (0,1)^2`, that loss is at least :math:`\log(1 + e^{-1}) \approx 0.313`.
+
+    Weights and biases start as PyTorch's ``nn.Linear`` defaults, :math:`U(\pm 1/\sqrt{n_{in}})`
+    (what a PyTorch notebook gets without asking), drawn from ``rng``. A :class:`Sequential`: forward, backward and jvp are the chain rule over
+    its eleven layers. Batch norm uses batch statistics with ``train=True`` (a batch needs at least
+    two samples) and the running statistics otherwise.
+    """
 
     def __init__(self, in_features: int, *, rng=None, dtype=np.float32):
-        super().__init__(in_features, 2, (64, 32, 16), batch_norm=True, rng=rng, dtype=dtype)
+        check_positive(in_features, "in_features", integer=True)
+        rng = as_rng(rng)
+        layers, width = [], int(in_features)
+        for h in (64, 32, 16):
+            layers += [_torch_default_linear(width, h, rng, dtype), Sigmoid(),
+                       BatchNorm1d(h, dtype=dtype)]
+            width = h
+        layers += [_torch_default_linear(width, 2, rng, dtype), Sigmoid()]
+        super().__init__(*layers)
+        self.in_features, self.num_classes, self.hidden = int(in_features), 2, (64, 32, 16)
 
 
 def logistic_regression(in_features: int, num_classes: int = 2, *, rng=None,
@@ -97,7 +140,7 @@ def _tabular_mlp(input_shape, num_classes, *, rng=None, **options):
 
 
 def _diabetesnet(input_shape, num_classes, *, rng=None, dtype=np.float32):
-    """DiabetesNet (Zhang et al. 2024): input-64-32-16-2, batch norm after each hidden layer."""
+    """DiabetesNet (Zhang et al. 2024): [Linear, sigmoid, BatchNorm1d] x 3 (64, 32, 16), Linear, sigmoid."""
     if num_classes != 2:
         raise ValueError(f"diabetesnet is a binary classifier (2 outputs), got num_classes={num_classes}")
     return DiabetesNet(_flat(input_shape, "diabetesnet"), rng=rng, dtype=dtype)

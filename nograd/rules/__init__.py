@@ -1,7 +1,8 @@
 """Learning rules: each turns (model, batch) into update directions (DESIGN.md §3)."""
 from .backprop import Backprop
 from .base import Rule, available_rules, get_rule, register
-from .feedback import BRSF, DFA, FA, FRSF, USF, OpticalDFA
+from .feedback import BRSF, DFA, FA, FRSF, USF
+from .optical_dfa import OpticalDFA
 from .pepita import AFA, PEPITA
 from .forward_gradient import ForwardGradient, ForwardGradientLocal
 from .zeroth_order import SPSA, MeZO

@@ -87,11 +87,25 @@ class ForwardForward(SeededRule, Rule):
         ``l`` learns during steps ``[l·steps_per_layer, (l+1)·steps_per_layer)`` (the last layer keeps
         learning after that), the others are left out of ``grads`` (nograd optimizers leave absent
         names untouched); the head learns throughout.
-    peer_normalization : weight λ of the peer-normalisation penalty (0 = off), from Hinton's code
-        release: a running mean :math:`μ_j \leftarrow m μ_j + (1-m)\,\overline{h^+_j}` of each unit's
-        positive activity, penalised by :math:`λ\,\overline{(\bar μ - μ_j)^2}` so that no unit is
-        always on or always off; ``peer_momentum`` is :math:`m`. Its gradient flows through the
-        current batch's term only.
+    peer_normalization : λ of peer normalisation (0 = off), Hinton's ``lambdamean`` from the
+        code released with the paper (``ffnew.m``; he uses 0.03). A running mean
+        :math:`μ_j \leftarrow m μ_j + (1-m)\,\overline{h^+_j}` of each unit's positive activity
+        (``peer_momentum`` is :math:`m`, his 0.9; :math:`μ` starts at a constant, which cancels
+        below) and, added to :math:`\partial L/\partial s_{nj}` of every positive case, where
+        :math:`s` is the unit's total input (the Linear's output, *before* the activation):
+
+        .. math:: \frac{2λ}{N}\,(μ_j - \bar μ), \qquad \bar μ = \operatorname{mean}_k μ_k .
+
+        It does not go through the activation's derivative — Hinton's code leaves it ungated on
+        purpose — so a unit that never fires still gets it and is pulled back towards the
+        layer's mean activity, and a unit that is always on is damped. Scale: per case, Hinton
+        ascends :math:`(1-p)h_j + λ(\bar μ - μ_j)` in :math:`s_j`, where :math:`(1-p)h_j` is half
+        the exact :math:`\partial \log p/\partial s_j = 2(1-p)h_j`; nograd descends the exact
+        gradient of the batch-mean loss, so for ``goodness="sumsq"`` its
+        :math:`\partial L/\partial s` is :math:`-2/N` times his, both terms alike, and λ = 0.03
+        means his 0.03 (tested against his update). Not the gradient of a loss;
+        ``info["peer_loss"]`` reports :math:`λ\sum_j(μ_j - \bar μ)^2`, whose derivative in
+        :math:`μ_j` is the term times :math:`N`.
     norm : ``"rms"`` (:math:`h/\sqrt{\overline{h^2}}`, the length scaled so each unit is about 1),
         ``"l2"`` (:math:`h/\|h\|`, Hinton §2.1) or ``None``; ``normalize_input`` applies it to the
         first layer's input too.
@@ -309,14 +323,12 @@ class ForwardForward(SeededRule, Rule):
             losses.append(float(softplus(theta - gp).mean() + softplus(gn - theta).mean()))
             g_pos.append(float(gp.mean()))
             g_neg.append(float(gn.mean()))
-            peer_dh, peer_loss = self._peer_term(i, h[:n])
+            peer_ds, peer_loss = self._peer_term(i, h[:n])
             peer_total += peer_loss
             if i in active:
                 dg = np.concatenate([-sigmoid(theta - gp), sigmoid(gn - theta)]) / n
                 dh = self._dgood(h, g) * dg[:, None].astype(h.dtype)
-                if peer_dh is not None:
-                    dh[:n] += peer_dh.astype(h.dtype)
-                grads.update(block.backward(cache, dh)[1])
+                grads.update(self._layer_backward(block, cache, dh, peer_ds))
             z = self._normalise(h)
         self._step += 1
         order = [k for k in model.params if k in grads]
@@ -326,20 +338,40 @@ class ForwardForward(SeededRule, Rule):
         return {k: grads[k] for k in order}, info
 
     def _peer_term(self, layer, h_pos):
-        """Peer normalisation of ``layer``: (gradient wrt the positive activity, penalty)."""
+        r"""Peer normalisation of ``layer`` (Hinton's ``ffnew.m``): advances the running mean
+        :math:`μ` of the positive activity ``h_pos`` (N, J) and returns (the term added to
+        :math:`\partial L/\partial s` of each positive case, (N, J) or ``None`` when λ = 0,
+        :math:`λ\sum_j(μ_j - \bar μ)^2`)."""
         lam = self.peer_normalization
         if lam == 0:
             return None, 0.0
         m = self.peer_momentum
         batch = h_pos.astype(np.float64).mean(axis=0)
         prev = self._peer.get(layer)
-        mu = batch if prev is None else m * prev + (1 - m) * batch
+        if prev is not None and prev.shape != batch.shape:
+            raise ValueError(f"ForwardForward: peer normalisation keeps running means of "
+                             f"{prev.shape[0]} units for hidden layer {layer}, but it now has "
+                             f"{batch.shape[0]}; use a new rule per model")
+        # μ starts at 0 (Hinton: 0.5); a constant start cancels in μ_j − μ̄
+        mu = (1 - m) * batch if prev is None else m * prev + (1 - m) * batch
         self._peer[layer] = mu
         dev = mu - mu.mean()
-        penalty = lam * float(np.mean(dev ** 2))
-        # d/dμ_j of λ·mean_k (μ̄ − μ_k)² is 2λ(μ_j − μ̄)/J; dμ_j/dh_nj = (1 − m)/N
-        dmu = 2 * lam * dev / len(mu) * (1 - m if prev is not None else 1.0)
-        return np.broadcast_to(dmu / len(h_pos), h_pos.shape), penalty
+        term = (2 * lam / len(h_pos)) * dev                 # per positive case, per unit
+        return np.broadcast_to(term.astype(h_pos.dtype), h_pos.shape), lam * float(dev @ dev)
+
+    @staticmethod
+    def _layer_backward(block, cache, dh, peer_ds=None):
+        r"""The block's own backward from :math:`\partial L/\partial h` (2N, J), with the peer term
+        added to the first N rows *after* the activations' backward — on :math:`\partial
+        L/\partial s`, not gated by :math:`f'(s)` — then the Linear's. Grads keyed like
+        ``model.params``."""
+        for (_, act), c in zip(reversed(block.acts), reversed(cache[1:])):
+            dh, _ = act.backward(c, dh)
+        if peer_ds is not None:
+            n = len(peer_ds)
+            dh = np.concatenate([dh[:n] + peer_ds, dh[n:]])
+        _, g = block.linear.backward(cache[0], dh, need_dx=False)
+        return {block.prefix + k: v for k, v in g.items()}
 
     # ------------------------------------------------------------------ prediction and analysis
     def predict(self, model, x, *, mode=None):

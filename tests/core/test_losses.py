@@ -5,9 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from nograd.core import losses as L
-from nograd.core.losses import (LOSSES, binary_cross_entropy_with_logits, directional,
-                                focal_loss, get_loss, mse, softmax_cross_entropy)
+from nograd import losses as L
+from nograd.losses import (LOSSES, binary_cross_entropy_with_logits, directional, focal_loss,
+                           get_loss, mse, softmax_cross_entropy)
 
 PROPS = settings(max_examples=30, deadline=None)
 FINITE = st.floats(-20, 20, allow_nan=False, allow_infinity=False)

@@ -1,5 +1,6 @@
 """Forward-Forward: local losses fall, goodness separates positive from negative data, both
-prediction modes beat chance, the hand-written derivatives match finite differences, seeds."""
+prediction modes beat chance, the hand-written derivatives match finite differences, peer
+normalisation equals Hinton's released code and revives a dead unit, seeds."""
 import numpy as np
 import pytest
 
@@ -105,17 +106,16 @@ def test_layer_gradients_equal_finite_differences_of_the_local_losses(goodness):
     rng = np.random.default_rng(3)
     model = net(seed=2, hidden=(7, 5), dtype=np.float64, act=Tanh)
     x, y = rng.normal(size=(9, D)), rng.integers(0, K, 9)
-    rule = ForwardForward(goodness=goodness, peer_normalization=0.3, theta=0.5, seed=0)
-    probe = ForwardForward(goodness=goodness, peer_normalization=0.3, theta=0.5, seed=0)
+    # (peer normalisation is not the gradient of a loss: it is pinned to Hinton's code below)
+    rule = ForwardForward(goodness=goodness, theta=0.5, seed=0)
+    probe = ForwardForward(goodness=goodness, theta=0.5, seed=0)
     grads, info = rule.grads(model, x, y, rng=np.random.default_rng(0))
     wrong = rule._wrong_labels(y, info["output"], K, np.random.default_rng(0))   # same draw
 
     def local_loss(layer):
         gp = probe.layer_goodness(model, x, y)[layer]
         gn = probe.layer_goodness(model, x, wrong)[layer]
-        mu = probe.hidden_states(model, x, y)[layer].mean(axis=0)
-        peer = 0.3 * np.mean((mu.mean() - mu) ** 2)
-        return (np.logaddexp(0, 0.5 - gp).mean() + np.logaddexp(0, gn - 0.5).mean() + peer)
+        return np.logaddexp(0, 0.5 - gp).mean() + np.logaddexp(0, gn - 0.5).mean()
 
     for layer, prefix in enumerate(["0.", "2."]):
         for name in ("weight", "bias"):
@@ -132,6 +132,88 @@ def test_layer_gradients_equal_finite_differences_of_the_local_losses(goodness):
                 (goodness, prefix + name)
     # the head: the softmax cross-entropy gradient on the neutral pass
     assert np.isclose(info["head_loss"], nograd.get_loss("cross-entropy")(info["output"], y)[0])
+
+
+def _rms(a):
+    """nograd's RMS length normalisation (Hinton's ``ffnormrows`` with 1e-8 for his e^-50)."""
+    return a / (np.sqrt(np.mean(a ** 2, axis=1, keepdims=True)) + 1e-8)
+
+
+def _hinton_step(model, x, y, wrong, mu, lam, m=0.9):
+    """One batch of Hinton's released FF code (ffnew.m, the Matlab code published with Hinton
+    2022, arXiv:2212.13345), written out for two ReLU layers with labels appended to the input:
+    for each layer, p = σ(Σ_j h_j² − J) (temperature 1, threshold the width J), the ascent
+    direction on a unit's total input is (1 − p)·h_j on positive data and −p·h_j on negative
+    data, and peer normalisation updates the running mean μ ← m·μ + (1 − m)·mean_n h⁺ and adds
+    λ·(mean_k μ_k − μ_j) to every positive case's direction — *not* gated by h_j > 0, so that it
+    revives units that are always off. Weight and bias directions are averaged over the batch.
+    Returns ({name: ascent direction in nograd's (out, in) layout}, new μ per layer)."""
+    onehot = np.eye(K)
+    z_pos, z_neg = _rms(np.hstack([x, onehot[y]])), _rms(np.hstack([x, onehot[wrong]]))
+    n, out, new_mu = len(x), {}, []
+    for layer, prefix in enumerate(["0.", "2."]):
+        W, b = model.params[prefix + "weight"], model.params[prefix + "bias"]
+        h_pos, h_neg = np.maximum(0, z_pos @ W.T + b), np.maximum(0, z_neg @ W.T + b)
+        width = W.shape[0]
+        p_pos = 1 / (1 + np.exp(-((h_pos ** 2).sum(1) - width)))
+        p_neg = 1 / (1 + np.exp(-((h_neg ** 2).sum(1) - width)))
+        mu_l = m * mu[layer] + (1 - m) * h_pos.mean(0)
+        d_pos = (1 - p_pos)[:, None] * h_pos + lam * (mu_l.mean() - mu_l)
+        d_neg = -p_neg[:, None] * h_neg
+        out[prefix + "weight"] = (d_pos.T @ z_pos + d_neg.T @ z_neg) / n
+        out[prefix + "bias"] = (d_pos.sum(0) + d_neg.sum(0)) / n
+        new_mu.append(mu_l)
+        z_pos, z_neg = _rms(h_pos), _rms(h_neg)
+    return out, new_mu
+
+
+def test_peer_normalisation_is_hintons_ungated_term_and_reaches_a_dead_unit():
+    """λ is Hinton's ``lambdamean``: his code ascends (1 − p)·h, half the exact derivative
+    2(1 − p)·h of log p in a unit's total input, and adds λ(μ̄ − μ_j) to it; nograd descends the
+    exact gradient of the batch-mean loss, so every term of its update is −2× his, the peer term
+    included, and a unit that never fires still gets it."""
+    rng = np.random.default_rng(5)
+    model = net(seed=8, hidden=(7, 5), dtype=np.float64)
+    model.params["0.bias"][3] = -100.0                 # unit 3 of layer 1 never fires
+    lam = 0.03
+    rule = ForwardForward(peer_normalization=lam, seed=0)
+    mu = [np.full(7, 0.5), np.full(5, 0.5)]           # Hinton starts every running mean at 0.5
+    for step in range(2):                              # the running means carry over
+        x, y = rng.normal(size=(9, D)), rng.integers(0, K, 9)
+        grads, info = rule.grads(model, x, y, rng=np.random.default_rng(step))
+        wrong = rule._wrong_labels(y, info["output"], K, np.random.default_rng(step))
+        ascent, mu = _hinton_step(model, x, y, wrong, mu, lam)
+        for k, ref in ascent.items():
+            np.testing.assert_allclose(grads[k], -2 * ref, rtol=1e-10, atol=1e-13,
+                                       err_msg=f"step {step}, {k}")
+        assert info["peer_loss"] == pytest.approx(
+            sum(lam * np.sum((u - u.mean()) ** 2) for u in mu), rel=1e-10)
+        h = rule.hidden_states(model, x, y)[0]
+        assert np.all(h[:, 3] == 0)                    # still dead: only the peer term reaches it
+        assert grads["0.bias"][3] == pytest.approx(-2 * lam * (mu[0].mean() - mu[0][3]), rel=1e-10)
+        assert grads["0.bias"][3] < 0                  # descent raises its bias
+        assert np.abs(grads["0.weight"][3]).max() > 0
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.03])
+def test_peer_normalisation_revives_a_dead_unit_in_training(task, lam):
+    X, y, _, _ = task
+    model = net(seed=9, hidden=(16, 16))
+    rule = ForwardForward(peer_normalization=lam, seed=0)
+    z = rule._normalise(np.hstack([X, np.eye(K, dtype=X.dtype)[y]]))
+    pre = z @ model.params["0.weight"][0] + model.params["0.bias"][0]
+    model.params["0.bias"][0] -= pre.max() + 0.1       # unit 0 is off for every training input
+    opt = Adam(model.params, lr=0.01)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        idx = rng.choice(len(X), 32, replace=False)
+        grads, _ = rule.grads(model, X[idx], y[idx], rng=rng)
+        opt.step(grads)
+    fires = np.mean(rule.hidden_states(model, X, y)[0][:, 0] > 0)
+    if lam == 0:
+        assert fires == 0                              # nothing else reaches a dead ReLU unit
+    else:
+        assert fires > 0.05, fires
 
 
 def test_hard_negatives_are_wrong_and_follow_the_head():
@@ -208,6 +290,10 @@ def test_models_it_cannot_train_fail_at_once():
         rule.grads(net(), x, y)
     with pytest.raises(ValueError, match=r"labels must be in \[0, 4\)"):
         rule.grads(net(), np.zeros((3, D), np.float32), np.array([0, 1, 4]))
+    peer = ForwardForward(peer_normalization=0.03)     # its running means belong to one model
+    peer.grads(net(), np.ones((3, D), np.float32), np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match="running means of 48 units .* now has 20"):
+        peer.grads(net(hidden=(20, 48)), np.ones((3, D), np.float32), np.zeros(3, np.int64))
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -215,6 +301,7 @@ def test_models_it_cannot_train_fail_at_once():
     ({"schedule": "greedy"}, "needs steps_per_layer"),
     ({"steps_per_layer": 5}, "for schedule='greedy' only"),
     ({"peer_momentum": 1.0}, "peer_momentum must be < 1"),
+    ({"peer_normalization": -0.1}, "peer_normalization must be ≥ 0"),
     ({"label_positions": [1, 1, 2]}, "distinct integer indices"),
     ({"norm": "max"}, "norm must be one of"),
 ])

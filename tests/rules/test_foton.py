@@ -6,7 +6,7 @@ import pytest
 from nograd.core import Sequential
 from nograd.core.optim import Adam
 from nograd.data import blobs
-from nograd.layers import Conv2d, Dropout, Flatten, LayerNorm, Linear, ReLU, Tanh
+from nograd.layers import Conv2d, Dropout, Flatten, LayerNorm, Linear, ReLU, Sigmoid, Tanh
 from nograd.rules import FOTON, Backprop, available_rules, get_rule
 from nograd.rules.foton import bjorck_orthonormalise, polar_factor
 from nograd.train import fit
@@ -62,6 +62,70 @@ def test_differs_from_backprop_without_the_assumptions():
         foton, _ = FOTON(temperature=1.0).grads(net, x, y)
         bp, _ = Backprop().grads(net, x, y)
         assert relative_gap(foton, bp) > 1e-3
+
+
+def reference_foton(weights, biases, act, x, labels, temperature):
+    r"""FOTON's update for a nonlinear network, written out from the paper and the authors' code
+    (Caillon et al. 2025, arXiv:2512.20668, the FOTON rule for nonlinear networks; the authors'
+    release github.com/p0lcAi/FOTON, ``model_utils/foton.py``, ``FOTON.modulated_forward``: hidden
+    layers from the hooked outputs of ``Linear → activation``, the last from ``e``, and
+    ``e = softmax(ce_T · y) − target`` not multiplied by ``ce_T``), rows as samples:
+
+    - clean pass :math:`h_0 = x`, :math:`h_l = f(h_{l-1} W_l^\top + b_l)` (l < L),
+      :math:`z = h_{L-1} W_L^\top + b_L`;
+    - error :math:`e = \operatorname{softmax}(T z) - Y` (the authors' ``ce_T``);
+    - modulated pass from :math:`x - e F`, :math:`F = W_L \cdots W_1`, giving :math:`h_l^{\rm mod}`
+      — the *activities*, after the nonlinearity, which is where f′ enters:
+      :math:`f(a) - f(a^{\rm mod}) ≈ f'(a) \odot (a - a^{\rm mod})`;
+    - :math:`ΔW_l = (h_l - h_l^{\rm mod})^\top h_{l-1} / N` (l < L), :math:`ΔW_L = e^\top h_{L-1} / N`;
+      biases (nograd's documented extension) the batch means of the same signals.
+    """
+    n = len(x)
+    hs, h = [x], x
+    for w, b in zip(weights[:-1], biases[:-1]):
+        h = act(h @ w.T + b)
+        hs.append(h)
+    z = hs[-1] @ weights[-1].T + biases[-1]
+    tz = temperature * z
+    p = np.exp(tz - tz.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    e = p - np.eye(z.shape[1])[labels]
+    f = weights[0]
+    for w in weights[1:]:
+        f = w @ f
+    h = x - e @ f
+    grads = {}
+    for i, (w, b) in enumerate(zip(weights[:-1], biases[:-1])):
+        h = act(h @ w.T + b)
+        d = hs[i + 1] - h
+        grads[f"{2 * i}.weight"], grads[f"{2 * i}.bias"] = d.T @ hs[i] / n, d.mean(axis=0)
+    last = 2 * (len(weights) - 1)
+    grads[f"{last}.weight"], grads[f"{last}.bias"] = e.T @ hs[-1] / n, e.mean(axis=0)
+    return grads
+
+
+@pytest.mark.parametrize("act_cls, act", [(Tanh, np.tanh), (Sigmoid, lambda a: 1 / (1 + np.exp(-a)))])
+@pytest.mark.parametrize("temperature", [3.0, 10.0])
+def test_equals_the_written_out_rule_in_a_nonlinear_network(act_cls, act, temperature):
+    """Exact reference for a 3-hidden-layer tanh/sigmoid net with biases at T ≠ 1: the hidden
+    updates use the differences of the *activities* (after f), so dropping f′ (pre-activation
+    differences) or applying the temperature to the error changes them and fails here."""
+    rng = np.random.default_rng(7)
+    dims = (8, 8, 6, 6, 4)
+    layers = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [Linear(a, b, rng=rng, dtype=np.float64), act_cls()]
+    net = Sequential(*layers[:-1])
+    for k, p in net.params.items():
+        p[...] = polar_factor(p) if k.endswith("weight") else 0.5 * rng.normal(size=p.shape)
+    x = 2.0 * rng.normal(size=(13, dims[0]))               # large enough to leave f's linear range
+    y = rng.integers(0, dims[-1], 13)
+    weights = [net.params[f"{2 * i}.weight"] for i in range(len(dims) - 1)]
+    biases = [net.params[f"{2 * i}.bias"] for i in range(len(dims) - 1)]
+    got, _ = FOTON(temperature=temperature).grads(net, x, y)
+    want = reference_foton(weights, biases, act, x, y, temperature)
+    assert sorted(got) == sorted(want)
+    assert relative_gap(got, want) < 1e-12
 
 
 @pytest.mark.parametrize("shape", [(7, 7), (12, 5), (5, 12)])

@@ -1,5 +1,7 @@
-"""Mono-Forward: each layer's update is the gradient of its own cross-entropy (checked against
-backprop on that layer alone), the streaming step equals grads-then-step, it learns, seeds."""
+"""Mono-Forward (Gong, Li & Abdulla 2025, arXiv:2501.09238): the paper's structure — every hidden
+layer i learns from the cross-entropy of its own projection M_i, and the network's output is the
+last layer's projection M_L (the model's final Linear) — written out from the paper's equations and
+compared; the readout variant (output="readout"), the streaming step, learning, seeds, errors."""
 import numpy as np
 import pytest
 
@@ -35,50 +37,103 @@ def test_registered():
     assert MonoForward.hyperparameters()["epochs"] <= 3 * Backprop.hyperparameters()["epochs"]
 
 
-def test_each_layer_gets_the_gradient_of_its_own_loss_and_nothing_more():
+def _softmax(g):
+    e = np.exp(g - g.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _paper_layer(a_prev, W, b, M, y, bias_out=None):
+    """One Mono-Forward layer as Gong et al. (2025) write it in their method section, tanh units:
+    a = f(a_prev Wᵀ + b), G = a Mᵀ, L = CE(softmax(G), y); the gradients of L in W, b and M with
+    a_prev held constant. ``bias_out``: the bias of the model's output Linear (not in the paper's
+    M_L; nograd adds it when the output layer has one). Returns (a, G, L, {name: gradient})."""
+    n = len(y)
+    a = np.tanh(a_prev @ W.T + b)
+    G = a @ M.T + (0 if bias_out is None else bias_out)
+    P, Y = _softmax(G), np.eye(M.shape[0])[y]
+    loss = -np.mean(np.log(P[np.arange(n), y]))
+    dG = (P - Y) / n                               # ∂L/∂G
+    dz = (dG @ M) * (1 - a ** 2)                   # ∂L/∂(a_prev Wᵀ + b), through M and f'
+    grads = {"W": dz.T @ a_prev, "b": dz.sum(0), "M": dG.T @ a, "c": dG.sum(0)}
+    return a, G, loss, grads
+
+
+def test_the_output_is_the_last_layers_projection_and_each_layer_learns_from_its_own():
+    """The paper's structure: layer 1 (weights "0.") learns through a projection M_1 on the rule;
+    layer 2 (the last hidden layer, "2.") learns through M_2 = the model's final Linear ("4."),
+    which learns from the same loss; no error crosses a layer boundary."""
     rng = np.random.default_rng(0)
     model = net(seed=1, dtype=np.float64, act=Tanh)
     x, y = rng.normal(size=(7, D)), rng.integers(0, K, 7)
     rule = MonoForward(seed=3)
     grads, info = rule.grads(model, x, y)
-    M1, M2 = rule.params["rule.0.projection"], rule.params["rule.2.projection"]
-    assert M1.shape == (K, 16) and M2.shape == (K, 12)
-    W = {k: v.copy() for k, v in model.params.items()}
-    # layer 1 alone, with its projection as a bias-free output layer, trained by backprop
-    f64 = np.float64
-    l1 = Sequential(Linear(D, 16, dtype=f64), Tanh(), Linear(16, K, bias=False, dtype=f64))
-    l1.params["0.weight"][...], l1.params["0.bias"][...] = W["0.weight"], W["0.bias"]
-    l1.params["2.weight"][...] = M1
-    g1, _ = Backprop().grads(l1, x, y)
-    a1 = np.tanh(x @ W["0.weight"].T + W["0.bias"])
-    # layer 2 alone on a1 (held constant), with projection M2
-    l2 = Sequential(Linear(16, 12, dtype=f64), Tanh(), Linear(12, K, bias=False, dtype=f64))
-    l2.params["0.weight"][...], l2.params["0.bias"][...] = W["2.weight"], W["2.bias"]
-    l2.params["2.weight"][...] = M2
-    g2, _ = Backprop().grads(l2, a1, y)
-    a2 = np.tanh(a1 @ W["2.weight"].T + W["2.bias"])
-    # the output layer alone on a2
-    l3 = Sequential(Linear(12, K, dtype=np.float64))
-    l3.params["0.weight"][...], l3.params["0.bias"][...] = W["4.weight"], W["4.bias"]
-    g3, _ = Backprop().grads(l3, a2, y)
-    pairs = [("0.weight", g1["0.weight"]), ("0.bias", g1["0.bias"]), ("2.weight", g2["0.weight"]),
-             ("2.bias", g2["0.bias"]), ("4.weight", g3["0.weight"]), ("4.bias", g3["0.bias"])]
-    for k, ref in pairs:
+    assert list(rule.params) == ["rule.0.projection"]          # M_1 only: M_2 is the model's
+    M1, P = rule.params["rule.0.projection"], model.params
+    assert M1.shape == (K, 16)
+    a1, G1, L1, g1 = _paper_layer(x, P["0.weight"], P["0.bias"], M1, y)
+    a2, G2, L2, g2 = _paper_layer(a1, P["2.weight"], P["2.bias"], P["4.weight"], y,
+                                  bias_out=P["4.bias"])
+    want = {"0.weight": g1["W"], "0.bias": g1["b"], "2.weight": g2["W"], "2.bias": g2["b"],
+            "4.weight": g2["M"], "4.bias": g2["c"], "rule.0.projection": g1["M"]}
+    assert list(grads) == list(model.params) + ["rule.0.projection"]
+    for k, ref in want.items():
         np.testing.assert_allclose(grads[k], ref, rtol=1e-12, atol=1e-14, err_msg=k)
-    # one dict: the model's names, then the rule's own (the projections)
+    # the prediction is the last layer's goodness G_L = the model's output (BP-style)
+    np.testing.assert_allclose(info["output"], G2, rtol=1e-12)
+    np.testing.assert_allclose(model(x), G2, rtol=1e-12)
+    np.testing.assert_allclose(info["layer_losses"], [L1, L2], rtol=1e-12)
+    assert info["loss"] == pytest.approx(L2, rel=1e-12)          # the model's own cross-entropy
+    # FF-style prediction: the sum of every layer's goodness
+    np.testing.assert_allclose(rule.predict(model, x, mode="sum"), G1 + G2, rtol=1e-12)
+
+
+def test_with_one_hidden_layer_mono_forward_is_backprop():
+    """With L = 1 the only layer's loss is the network's own (its projection is the output), so
+    the paper's update is backprop's gradient exactly."""
+    rng = np.random.default_rng(1)
+    model = net(seed=2, hidden=(9,), dtype=np.float64, act=Tanh)
+    x, y = rng.normal(size=(11, D)), rng.integers(0, K, 11)
+    rule = MonoForward(seed=0)
+    grads, info = rule.grads(model, x, y)
+    ref, ref_info = Backprop().grads(model, x, y)
+    assert rule.params == {}
+    assert set(grads) == set(model.params)
+    for k in model.params:
+        np.testing.assert_allclose(grads[k], ref[k], rtol=1e-12, atol=1e-15, err_msg=k)
+    assert info["loss"] == pytest.approx(ref_info["loss"], rel=1e-12)
+
+
+def test_readout_option_trains_the_output_layer_on_frozen_activity():
+    """``output="readout"``: every hidden layer (the last included) has a projection on the rule,
+    and the model's final Linear is a softmax readout trained on the frozen last activity."""
+    rng = np.random.default_rng(0)
+    model = net(seed=1, dtype=np.float64, act=Tanh)
+    x, y = rng.normal(size=(7, D)), rng.integers(0, K, 7)
+    rule = MonoForward(output="readout", seed=3)
+    grads, info = rule.grads(model, x, y)
+    assert list(rule.params) == ["rule.0.projection", "rule.2.projection"]
+    P, M1, M2 = model.params, rule.params["rule.0.projection"], rule.params["rule.2.projection"]
+    a1, G1, L1, g1 = _paper_layer(x, P["0.weight"], P["0.bias"], M1, y)
+    a2, G2, L2, g2 = _paper_layer(a1, P["2.weight"], P["2.bias"], M2, y)
+    out = a2 @ P["4.weight"].T + P["4.bias"]
+    dout = (_softmax(out) - np.eye(K)[y]) / len(y)
+    want = {"0.weight": g1["W"], "0.bias": g1["b"], "2.weight": g2["W"], "2.bias": g2["b"],
+            "4.weight": dout.T @ a2, "4.bias": dout.sum(0), "rule.0.projection": g1["M"],
+            "rule.2.projection": g2["M"]}
     assert list(grads) == list(model.params) + ["rule.0.projection", "rule.2.projection"]
-    np.testing.assert_allclose(grads["rule.0.projection"], g1["2.weight"], rtol=1e-12)
-    np.testing.assert_allclose(grads["rule.2.projection"], g2["2.weight"], rtol=1e-12)
-    # the reported loss is the output layer's, i.e. the model's own cross-entropy
-    assert info["loss"] == pytest.approx(Backprop().grads(model, x, y)[1]["loss"])
+    for k, ref in want.items():
+        np.testing.assert_allclose(grads[k], ref, rtol=1e-12, atol=1e-14, err_msg=k)
     assert len(info["layer_losses"]) == 3
+    np.testing.assert_allclose(info["layer_losses"][:2], [L1, L2], rtol=1e-12)
+    np.testing.assert_allclose(rule.predict(model, x, mode="sum"), G1 + G2 + out, rtol=1e-12)
 
 
-def test_streaming_step_equals_grads_then_step():
+@pytest.mark.parametrize("output", ["projection", "readout"])
+def test_streaming_step_equals_grads_then_step(output):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(32, D)).astype(np.float32), rng.integers(0, K, 32)
     a, b = net(seed=2, hidden=(16, 16, 16)), net(seed=2, hidden=(16, 16, 16))
-    ra, rb = MonoForward(), MonoForward()
+    ra, rb = MonoForward(output=output), MonoForward(output=output)
     oa, ob = Adam(a.params, lr=1e-2), Adam(b.params, lr=1e-2)
     for _ in range(4):
         ra.step(a, x, y, optimizer=oa)
@@ -89,6 +144,7 @@ def test_streaming_step_equals_grads_then_step():
         assert np.array_equal(a.params[k], b.params[k]), k
     for k in ra.params:
         assert np.array_equal(ra.params[k], rb.params[k]), k
+    assert len(ra.params) == (2 if output == "projection" else 3)
 
 
 def test_projections_follow_the_optimizers_learning_rate():
@@ -100,7 +156,7 @@ def test_projections_follow_the_optimizers_learning_rate():
     opt = SGD(model.params, lr=0.1)
     sched = StepLR(opt, step_size=1, gamma=0.1)
     rule.step(model, x, y, optimizer=opt)
-    assert set(rule.params) == {"rule.0.projection", "rule.2.projection"}
+    assert set(rule.params) == {"rule.0.projection"}
     assert all(opt.params[k] is v for k, v in rule.params.items())       # the same optimizer
     assert all(opt.lr_of(k) == 0.1 for k in rule.params)
     moved = {k: v.copy() for k, v in rule.params.items()}
@@ -113,12 +169,14 @@ def test_projections_follow_the_optimizers_learning_rate():
     fixed.step(other, x, y, optimizer=opt2)
     assert all(opt2.lr_of(k) == 0.5 for k in fixed.params)
     assert opt2.lr_of("0.weight") == 0.1
+    assert opt2.lr_of("4.weight") == 0.1                                  # M_L is the model's
     assert not any(isinstance(v, (SGD, Adam)) for r in (rule, fixed) for v in vars(r).values())
 
 
-def test_learns_a_synthetic_task(task):
+@pytest.mark.parametrize("output", ["projection", "readout"])
+def test_learns_a_synthetic_task(task, output):
     X, y, Xt, yt = task
-    model, rule = net(seed=3), MonoForward(seed=0)
+    model, rule = net(seed=3), MonoForward(output=output, seed=0)
     hist = fit(model, rule, Adam(model.params, lr=3e-3), (X, y), val=(Xt, yt), epochs=12,
                batch_size=32, rng=0, progress=False)
     assert hist["loss"][-1] < 0.5 * hist["loss"][0]
@@ -155,6 +213,8 @@ def test_models_it_cannot_train_fail_at_once():
         rule.check_model(Sequential(Linear(D, 8), Flatten(), Linear(8, K)))
     rule.grads(net(), np.zeros((2, D), np.float32), np.array([0, 1]))
     with pytest.raises(ValueError, match="use a new rule per model"):
-        rule.grads(net(hidden=(5,)), np.zeros((2, D), np.float32), np.array([0, 1]))
+        rule.grads(net(hidden=(5, 7)), np.zeros((2, D), np.float32), np.array([0, 1]))
     with pytest.raises(ValueError, match="predict_mode"):
         MonoForward(predict_mode="first")
+    with pytest.raises(ValueError, match="output must be 'projection' or 'readout'"):
+        MonoForward(output="head")

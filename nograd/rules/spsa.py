@@ -1,0 +1,113 @@
+r"""SPSA: simultaneous-perturbation stochastic approximation, a gradient estimate from two
+objective values along a random ±1 direction (J. C. Spall (1992), "Multivariate stochastic
+approximation using a simultaneous perturbation gradient approximation", IEEE Trans. Automatic
+Control 37(3), eq. 2.2).
+
+The estimate is returned as an ordinary gradient dict, so any optimizer applies it; the objectives
+and the parameter choice are shared with MeZO (:mod:`nograd.rules.zo_common`), and
+:mod:`nograd.rules.zeroth_order` states the central-difference estimate both rules use.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..core.checks import NonFiniteError, as_rng, check_positive
+from ..losses import get_loss
+from .base import Rule, register
+from .zo_common import _check_eps, _evaluate, _resolve_objective, select_params
+
+__all__ = ["SPSA"]
+
+
+@register("spsa")
+class SPSA(Rule):
+    r"""Simultaneous-perturbation stochastic approximation with central differences (Spall 1992).
+
+    For :math:`n` perturbations :math:`\Delta_j` (Rademacher ±1 entries by default, as Spall
+    prescribes; ``distribution="gaussian"`` gives Gaussian smoothing, where :math:`\Delta` stands in
+    for :math:`\Delta^{-1}`):
+
+    .. math::
+
+        \hat g = \frac1n \sum_{j=1}^n
+            \frac{\mathcal L(\theta + \varepsilon\Delta_j)
+                  - \mathcal L(\theta - \varepsilon\Delta_j)}
+                 {2\varepsilon}\, \Delta_j^{-1},
+
+    with :math:`\Delta^{-1}` elementwise (:math:`= \Delta` for ±1 entries). Returned as a gradient
+    dict for the chosen parameters; the optimizer applies it. The perturbed arrays are restored
+    from a copy, bit for bit, even when the objective raises.
+
+    Parameters
+    ----------
+    loss, **loss_options : the loss of the default objective (evaluation mode).
+    eps : the perturbation size :math:`\varepsilon`.
+    n : perturbations averaged per step (2n objective evaluations).
+    distribution : ``"rademacher"`` or ``"gaussian"``.
+    objective : ``None`` (the loss), ``"zero-one"`` (error rate), a loss name, or a callable
+        ``(model, x, y) -> float | (float, output)`` — minimised, need not be differentiable.
+    params : which parameters to train (see :func:`select_params`); the rest get no gradient.
+        Kept as ``param_spec`` (``rule.params`` is the rule contract's dict of the rule's own
+        arrays: none here).
+    seed : seed of the rule's own generator, used when ``grads`` gets no ``rng``.
+    """
+
+    defaults = {"optimizer": "sgd", "lr": 1e-3, "epochs": 100, "batch_size": 64}
+
+    def __init__(self, loss="cross-entropy", *, eps=1e-3, n=1, distribution="rademacher",
+                 objective=None, params=None, seed=0, **loss_options):
+        self.eps = _check_eps(eps)
+        self.n = int(check_positive(n, "n", integer=True))
+        if distribution not in ("rademacher", "gaussian"):
+            raise ValueError(f"distribution must be 'rademacher' or 'gaussian', "
+                             f"got {distribution!r}")
+        self.distribution = distribution
+        self.loss = get_loss(loss)
+        self.loss_options = loss_options
+        self.objective = _resolve_objective(objective, loss, loss_options)
+        self.param_spec = params
+        self._rng = as_rng(seed, "seed")
+
+    def check_model(self, model):
+        select_params(model, self.param_spec, who="SPSA")
+
+    def _draw(self, rng, shape, dtype):
+        if self.distribution == "gaussian":
+            return rng.standard_normal(shape, dtype=dtype)
+        return (2 * rng.integers(0, 2, size=shape, dtype=np.int8) - 1).astype(dtype)
+
+    def grads(self, model, x, y, *, rng=None):
+        rng = self._rng if rng is None else as_rng(rng)
+        names = select_params(model, self.param_spec, who="SPSA")
+        live = model.params
+        saved = {k: live[k].copy() for k in names}
+        est = {k: np.zeros_like(live[k]) for k in names}
+        losses, output = [], None
+        try:
+            for j in range(self.n):
+                delta = {k: self._draw(rng, live[k].shape, live[k].dtype) for k in names}
+                values = []
+                for sign in (1.0, -1.0):
+                    for k in names:
+                        np.multiply(delta[k], live[k].dtype.type(sign * self.eps), out=live[k])
+                        live[k] += saved[k]
+                    value, out = _evaluate(self.objective, model, x, y, "SPSA")
+                    values.append(value)
+                    if j == 0 and out is not None:
+                        output = out if output is None else (output + out) / 2
+                coef = (values[0] - values[1]) / (2.0 * self.eps)
+                if not math.isfinite(coef):
+                    raise NonFiniteError(f"SPSA: the objective is not finite at the perturbed "
+                                             f"parameters ({values[0]}, {values[1]})")
+                for k in names:
+                    est[k] += live[k].dtype.type(coef / self.n) * delta[k]
+                losses.append(0.5 * (values[0] + values[1]))
+        finally:
+            for k in names:
+                live[k][...] = saved[k]
+        return est, {"loss": float(np.mean(losses)), "output": output}
+
+    def __repr__(self):
+        return f"SPSA(eps={self.eps:g}, n={self.n}, distribution={self.distribution!r})"
