@@ -132,7 +132,7 @@ def thread_settings(torch_info):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--repeats", type=int, default=30, help="timed steps per contender")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch", type=int, default=12)

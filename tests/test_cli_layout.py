@@ -101,3 +101,13 @@ def test_rule_model_mismatch_names_both(monkeypatch, capsys, argv, message):
     assert cli.main(argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and message in err, err
+
+
+def test_list_prints_plain_text_not_rest_markup(capsys):
+    from nograd.__main__ import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for mark in (":math:", ":meth:", ":class:", "``", "\\"):
+        assert mark not in out, f"`list` prints raw markup {mark!r}"
+    assert "⊙" in out                       # brSF's B = |R_t| ⊙ sign(W), spelled out

@@ -285,9 +285,30 @@ def cmd_compare(args, out=None):
 
 
 # --------------------------------------------------------------------------- list, demo
+_TEX = {r"\odot": "⊙", r"\sim": "~", r"\pm": "±", r"\cdot": "·", r"\times": "×", r"\le": "≤",
+        r"\ge": "≥", r"\nabla": "∇", r"\theta": "θ", r"\epsilon": "ε", r"\eta": "η", r"\,": " ",
+        r"\_": "_", r"\{": "{", r"\}": "}"}
+
+
+def _plain_math(tex):
+    """A :math: role's LaTeX as plain text (the few macros the rules' summaries use)."""
+    import re
+
+    tex = re.sub(r"\\(?:mathrm|operatorname|text|mathbf)\{([^{}]*)\}", r"\1", tex)
+    tex = re.sub(r"\\sqrt\{([^{}]*)\}", r"√(\1)", tex)
+    for macro, char in _TEX.items():
+        tex = tex.replace(macro, char)
+    return tex
+
+
 def first_line(doc):
-    """The first paragraph of a docstring on one line, without reST double back-quotes."""
+    """The first paragraph of a docstring on one line, as plain text: reST roles (``:math:`…```,
+    ``:meth:`…```) and double back-quotes are unwrapped, the LaTeX of :math: roles spelled out."""
+    import re
+
     text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    text = re.sub(r":math:`([^`]*)`", lambda m: _plain_math(m.group(1)), text)
+    text = re.sub(r":[a-z]+:`~?([^`]*)`", r"\1", text)
     return text.replace("``", "")
 
 
