@@ -39,6 +39,8 @@ def load(args):
     """Integer images ``(N, 1, H, W)``, train and test, and the number of levels."""
     if args.data == "digits":
         X, _, Xt, _ = load_digits(seed=args.seed, flatten=False)
+        if args.limit:
+            X = X[:args.limit]
         return np.rint(X * 16).astype(np.int64), np.rint(Xt * 16).astype(np.int64), 17, "digits 8x8"
     try:
         X, _, Xt, _ = load_mnist(args.data_dir, split="all")
@@ -124,7 +126,7 @@ def main(argv=None):
           f"{flow.num_params} parameters, {args.steps} steps x 2 levels")
     print(f"uniform model: {np.log2(n_bins):.3f} bits/dim; initial test {bits_per_dim(flow, Lt, n_bins, 1):.3f}")
     start = time.perf_counter()
-    bs = args.batch_size
+    bs = min(args.batch_size, len(L))          # a --limit below the batch size trains on one batch
     for epoch in range(1, epochs + 1):
         order, losses = rng.permutation(len(L)), []
         for i in range(0, len(L) - bs + 1, bs):
