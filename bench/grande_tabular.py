@@ -49,6 +49,7 @@ from nograd.metrics import macro_f1  # noqa: E402
 
 OPENML = ("phoneme", "qsar-biodeg", "climate-model-simulation-crashes", "ilpd")
 TOY = ("breast_cancer",)
+QUICK_DATASETS = ("climate-model-simulation-crashes", "breast_cancer")    # the two smallest tables
 MODELS = ("grande", "hgb", "rf", "hgb-balanced", "grande-unweighted")
 DEFAULT_MODELS = ("grande", "hgb", "rf", "hgb-balanced")
 QUICK_EPOCHS = 10
@@ -133,6 +134,23 @@ def available_models(wanted):
     return kept, dropped
 
 
+def _threads(n):
+    """BLAS and OpenMP (scikit-learn's HGB/RF) limited to ``n`` threads inside the block; ``None``
+    leaves them alone. On a shared 2-core machine OpenMP workers spinning against other work stalled
+    the scikit-learn baselines for minutes; one thread each keeps ``--quick`` quick."""
+    import contextlib
+
+    if n is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:                      # scikit-learn brings threadpoolctl; nograd alone:
+        from nograd.threads import blas_threads
+
+        return blas_threads(n)
+    return threadpool_limits(limits=n)
+
+
 def run_dataset(name, X, y, cat, models, args):
     """Per model: the per-fold macro-F1 and fit seconds on the same stratified folds."""
     folds = stratified_kfold(y, args.folds, rng=args.seed)
@@ -143,7 +161,8 @@ def run_dataset(name, X, y, cat, models, args):
         for tr, te in folds:
             model = make_model(m, args.seed, cat, X.shape[1], args)
             t0 = time.perf_counter()
-            model.fit(X[tr], y[tr])
+            with _threads(args.threads):
+                model.fit(X[tr], y[tr])
             secs.append(time.perf_counter() - t0)
             f1s.append(macro_f1(y[te], np.asarray(model.predict(X[te])).astype(np.int64), k))
         out[m] = {"f1": f1s, "seconds": secs}
@@ -157,19 +176,30 @@ def parse_args(argv=None):
     ap.add_argument("--data-dir", default=None,
                     help="folder holding openml/<name>/<name>.csv and sklearn_toy/ "
                          "(default ../shared/data beside the repository)")
-    ap.add_argument("--datasets", default=",".join(OPENML + TOY),
-                    help="comma-separated names (default: all five)")
-    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--datasets", default=None,
+                    help="comma-separated names (default: all five; --quick: " + ",".join(QUICK_DATASETS) + ")")
+    ap.add_argument("--folds", type=int, default=None, help="default 5 (--quick: 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS),
                     help=f"comma-separated, from {','.join(MODELS)} (default {','.join(DEFAULT_MODELS)})")
     ap.add_argument("--quick", action="store_true",
-                    help=f"smoke run: GRANDE trains {QUICK_EPOCHS} epochs")
+                    help=f"smoke run (under a minute): GRANDE trains {QUICK_EPOCHS} epochs, 2 folds, the "
+                         f"two smallest tables, one thread per library")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="BLAS and OpenMP threads during each fit (default: unchanged; --quick: 1)")
     ap.add_argument("--epochs", type=int, default=None, help="GRANDE epochs (default: its own)")
     ap.add_argument("--n-estimators", type=int, default=None,
                     help="GRANDE trees (default: its own)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = ap.parse_args(argv)
+    if args.datasets is None:
+        args.datasets = ",".join(QUICK_DATASETS if args.quick else OPENML + TOY)
+    if args.folds is None:
+        args.folds = 2 if args.quick else 5
+    if args.threads is None and args.quick:
+        args.threads = 1
+    if args.threads is not None and args.threads < 1:
+        ap.error(f"--threads {args.threads}: need at least 1")
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     bad = [m for m in args.models if m not in MODELS]
     if bad or not args.models:
@@ -187,7 +217,7 @@ def main(argv=None):
     args = parse_args(argv)
     data_dir = args.data_dir or default_data_dir()
     record = {"bench": "grande_tabular", "folds": args.folds, "seed": args.seed,
-              "quick": args.quick, "data_dir": data_dir}
+              "quick": args.quick, "threads": args.threads, "data_dir": data_dir}
     present = [d for d in args.datasets if os.path.isfile(dataset_path(data_dir, d))]
     for d in args.datasets:
         if d not in present:

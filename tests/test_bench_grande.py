@@ -35,3 +35,16 @@ def test_bench_on_a_tiny_table(tmp_path):
 def test_bench_without_data_says_so(tmp_path):
     res = _run("--data-dir", str(tmp_path), "--models", "grande")
     assert "no dataset found" in res["skipped"]
+
+
+def test_quick_means_two_small_tables_two_folds_one_thread():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_grande_bench", os.path.join(ROOT, "bench", "grande_tabular.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    quick = mod.parse_args(["--quick"])
+    assert (quick.folds, quick.threads, tuple(quick.datasets)) == (2, 1, mod.QUICK_DATASETS)
+    full = mod.parse_args([])
+    assert (full.folds, full.threads, len(full.datasets)) == (5, None, 5)
+    assert mod.parse_args(["--quick", "--folds", "3", "--threads", "2"]).folds == 3
