@@ -94,11 +94,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
 
     def backward(self, cache, dy, *, params=None, need_dx=True):
-        """Return ``(dx, grads)``: the cotangent of the input and a dict shaped like ``params``.
-
-        With ``need_dx=False`` a module may skip computing ``dx`` and return ``None`` for it
-        (the first layer of a network never needs it).
-        """
+        """Return ``(dx, grads)``: the input's cotangent and a dict shaped like ``params``; with
+        ``need_dx=False`` a module may skip ``dx`` and return ``None`` (a network's first layer)."""
         raise NotImplementedError(f"{type(self).__name__} does not define backward")
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
@@ -119,8 +116,7 @@ class Module:
         """
         out = dict(self._own)
         for cname, child in self._children.items():
-            for k, v in child.params.items():
-                out[f"{cname}.{k}"] = v
+            out.update((f"{cname}.{k}", v) for k, v in child.params.items())
         return out
 
     @property
@@ -128,13 +124,21 @@ class Module:
         """Flat ordered dict of non-trainable state (e.g. running statistics), dotted names."""
         out = dict(self._buffers)
         for cname, child in self._children.items():
-            for k, v in child.buffers.items():
-                out[f"{cname}.{k}"] = v
+            out.update((f"{cname}.{k}", v) for k, v in child.buffers.items())
         return out
 
     @property
     def children(self) -> dict[str, "Module"]:
         return dict(self._children)
+
+    def __getattr__(self, name):
+        """``linear.weight``, ``bn.running_mean``, ``net.block``: an own array, buffer or child by
+        name — the live objects of ``params``/``buffers`` (assign through them, in place)."""
+        for store in ("_own", "_buffers", "_children"):
+            found = self.__dict__.get(store, {})
+            if name in found:
+                return found[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def modules(self, prefix: str = ""):
         """Yield ``(dotted_name, module)`` for this module and every descendant, in order."""
@@ -152,13 +156,10 @@ class Module:
                 yield name, m
 
     def chain(self, prefix: str = "") -> list:
-        """The blocks this module runs one after another, ``[(dotted_name, block), ...]``.
-
-        A ``combinator == "chain"`` module (Sequential) gives its children's chains concatenated,
-        so nested Sequentials flatten; any other module is one block, itself: a leaf, or a
-        composite (a Residual, an attention block) that a rule needing a plain chain refuses by
-        name.
-        """
+        """The blocks this module runs one after another, ``[(dotted_name, block), ...]``: a
+        ``"chain"`` module (Sequential) concatenates its children's chains, so nested Sequentials
+        flatten; any other module is one block, itself (a leaf, or a composite such as a Residual
+        or an attention block, which a rule needing a plain chain refuses by name)."""
         if self.combinator != "chain":
             return [(prefix, self)]
         out = []

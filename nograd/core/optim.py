@@ -6,13 +6,10 @@ An optimizer holds parameter groups (name → array, plus hyper-parameters) and 
 missing from ``grads`` is not updated in that step. All updates are in place, so passing
 ``model.params`` trains the model. The grads passed in are never modified.
 
-Cost: after the first step, a step allocates no array. Adam/AdamW update a C-contiguous array in
-one fused Numba pass (:mod:`nograd.kernels.adam`). Otherwise, a C-contiguous array of at least
-``2**16`` elements is updated by the fused Numba kernel ``y += a·x`` (:mod:`nograd.kernels.axpy`,
-one pass over memory where two ufuncs make two); smaller ones by in-place ufuncs (``out=``) through
-one or two scratch arrays per dtype, reused across parameters and steps. Optimizer state keeps the
-parameter's dtype. The finiteness check is one ``np.vdot`` per gradient (NumPy's own BLAS; SciPy's
-BLAS is not used, see ``docs/notes/performance-notes.md``).
+Cost: after the first step a step allocates nothing. Adam/AdamW update a C-contiguous array in one
+fused Numba pass (:mod:`nograd.kernels.adam`); SGD large arrays by the fused ``y += a·x``
+(:mod:`nograd.kernels.axpy`), the rest by in-place ufuncs through reused scratch arrays. State keeps
+the parameter's dtype; the finiteness check is one ``np.vdot`` per gradient.
 
 >>> import numpy as np
 >>> params = {"w": np.array([1.0, 2.0])}

@@ -211,3 +211,17 @@ def test_combinators_are_what_they_declare(entry):
         assert module.combinator == "sum"
         ref = sum(k(x) for k in kids) + (x if len(kids) == 1 else 0)
     np.testing.assert_allclose(module(x), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_arrays_buffers_and_children_are_attributes_and_the_live_objects():
+    import nograd as ng
+
+    lin, bn = ng.Linear(3, 2, rng=0), ng.BatchNorm1d(2)
+    net = ng.Sequential(lin, bn)
+    assert lin.weight is lin.params["weight"] and lin.bias is lin.params["bias"]
+    assert bn.running_mean is bn.buffers["running_mean"]
+    assert getattr(net, "0") is lin and getattr(net, "1").weight is net.params["1.weight"]
+    lin.weight[...] = 0.0                          # in place, through the attribute
+    assert not net.params["0.weight"].any()
+    with pytest.raises(AttributeError, match="has no attribute 'wieght'"):
+        lin.wieght
