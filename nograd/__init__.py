@@ -18,6 +18,7 @@ from . import callbacks, estimators
 from .estimators import GrandeClassifier, GrandeRegressor
 from .threads import blas_libraries, blas_threads, set_blas_threads
 from .train import History, fit
+from .inference import predict, predict_proba
 
 __version__ = "0.1.0"
 
@@ -28,7 +29,12 @@ __all__ = ["core", "data", "layers", "rules", "testing", "Module", "Sequential",
            "Rule", "get_rule", "available_rules", "metrics", "models", "train", "fit", "History",
            "callbacks", "estimators",
            "get_model", "available_models", "register_model", "GrandeClassifier", "GrandeRegressor",
-           "blas_threads", "set_blas_threads", "blas_libraries", "lora", "NonFiniteError"]
+           "blas_threads", "set_blas_threads", "blas_libraries", "lora", "NonFiniteError",
+           "predict", "predict_proba"]
+
+# every layer at the top level, as ng.Linear is: ng.Conv2d, ng.MaxPool2d, ng.LSTM, ...
+globals().update({_n: getattr(layers, _n) for _n in layers.__all__})
+__all__ += [_n for _n in layers.__all__ if _n not in __all__]
 
 
 def __getattr__(name):
