@@ -18,11 +18,15 @@ import numpy as np
 from ..core.checks import NonFiniteError, as_rng, check_positive
 from ..losses import get_loss
 from .base import Rule, register
-from .zo_common import _check_eps, _evaluate, _no_decay_names, _resolve_objective, select_params
+from .zo_common import (_check_batch, _check_eps, _check_flag, _evaluate, _move_buffers,
+                        _no_decay_names, _put_back, _resolve_objective, select_params)
 
 __all__ = ["MeZO"]
 
 _CHUNK = 1 << 16                                   # elements of z drawn at a time
+#: sample index of the generator of the statistics pass, ``default_rng([s, _STATS_STREAM, 0])``:
+#: no z stream ``[s, j, k]`` reaches it (those have ``j < n``)
+_STATS_STREAM = 2 ** 32 - 1
 
 
 @register("mezo")
@@ -61,6 +65,31 @@ class MeZO(Rule):
     entries of a 4×4096 MLP at ε = 1e-3: twice the memory of inference there, see
     ``bench/memory_zo.py``; ``info["restore_entries"]`` counts them).
 
+    **Running statistics.** The objective runs in evaluation mode, as in the authors' code (their
+    trainer's ``zo_forward`` calls ``model.eval()``): no dropout, and a batch norm normalises with
+    its running statistics and leaves them where they are — so the probes alone would freeze them
+    for good (issue #19, item 7). With ``update_buffers=True`` (the default) a model that has
+    buffers (``model.buffers`` not empty) gets, once per step and before the probes, one
+    training-mode pass at the unperturbed θ, kept only for its move of the buffers: the move a
+    backprop step's forward pass makes (:math:`m \leftarrow (1-\alpha)m + \alpha\mu_B`,
+    :math:`v \leftarrow (1-\alpha)v + \alpha\frac{n_B}{n_B-1}\sigma^2_B`, the moving
+    averages that stand for Ioffe & Szegedy 2015, Alg. 2), with dropout masks drawn from the
+    step's seed. That costs one forward pass per step (three instead of two when n = 1) and no
+    memory beyond a copy of the buffers; a model without buffers — the paper's language models,
+    LayerNorm only — runs no extra pass. The move cannot be read off the probes: in evaluation
+    mode a batch norm never computes the batch's statistics, and those of a deeper layer depend
+    on the layers below normalising by their batch statistics, which differ from the running
+    ones by O(1), not O(ε). If the step then fails (a target the loss refuses, a non-finite
+    objective), the buffers are put back. ``update_buffers=False`` keeps them as they are (the
+    authors' code taken literally: a fine-tune with frozen statistics).
+
+    **Refused batches.** A float ``x`` with NaN or inf, a float ``y`` with NaN or inf and a ``y``
+    without one target per sample (``len(y) != len(x)``) are refused before θ is touched, so
+    θ stays bit for bit even with the paper's arithmetic. A target the loss refuses for its
+    shape alone (``y`` of shape ``(N, 1)`` against ``N×C`` logits) is only found by the
+    objective at θ + εz; θ is then restored to an ulp or so (bit for bit with
+    ``exact_restore=True``) and not updated.
+
     **Use.** :meth:`step` is the whole of Algorithm 1, in place (``lr=`` or ``optimizer=``), and
     what :func:`nograd.fit` calls (it overrides :meth:`Rule.step <nograd.rules.base.Rule.step>`).
     It asks the optimizer, through its public API, what a step on each chosen array is:
@@ -84,13 +113,15 @@ class MeZO(Rule):
     objective : ``None`` (the loss), ``"zero-one"`` (error rate), a loss name, or a callable
         ``(model, x, y) -> float | (float, output)``, minimised; need not be differentiable.
     exact_restore : see above.
+    update_buffers : move the model's buffers (running statistics) once per step; see above.
     seed : seed of the rule's own generator, used when no ``rng`` is given.
     """
 
     defaults = {"optimizer": "sgd", "lr": 1e-3, "epochs": 100, "batch_size": 64}
 
     def __init__(self, loss="cross-entropy", *, eps=1e-3, n=1, weight_decay=0.0, no_decay="auto",
-                 params=None, objective=None, exact_restore=False, seed=0, **loss_options):
+                 params=None, objective=None, exact_restore=False, update_buffers=True, seed=0,
+                 **loss_options):
         self.eps = _check_eps(eps)
         self.n = int(check_positive(n, "n", integer=True))
         self.weight_decay = float(check_positive(weight_decay, "weight_decay", allow_zero=True))
@@ -102,9 +133,8 @@ class MeZO(Rule):
         self.loss = get_loss(loss)
         self.loss_options = loss_options
         self.objective = _resolve_objective(objective, loss, loss_options)
-        if not isinstance(exact_restore, (bool, np.bool_)):
-            raise TypeError(f"exact_restore must be a bool, got {exact_restore!r}")
-        self.exact_restore = bool(exact_restore)
+        self.exact_restore = _check_flag(exact_restore, "exact_restore")
+        self.update_buffers = _check_flag(update_buffers, "update_buffers")
         self._rng = as_rng(seed, "seed")
 
     # ------------------------------------------------------------------ the chosen arrays
@@ -182,6 +212,19 @@ class MeZO(Rule):
 
     # ------------------------------------------------------------------ the probes
     def _probe(self, model, x, y, sel, seed):
+        """Check the batch, move the buffers (once, at θ), then the ±ε probes of every seed sample
+        at the same θ; θ is restored afterwards, and the buffers too if a probe fails."""
+        _check_batch(x, y, "MeZO")
+        saved = None
+        if self.update_buffers:
+            saved = _move_buffers(model, x, np.random.default_rng([seed, _STATS_STREAM, 0]))
+        try:
+            return self._probes(model, x, y, sel, seed)
+        except BaseException:
+            _put_back(model, saved)
+            raise
+
+    def _probes(self, model, x, y, sel, seed):
         """The ±ε probes of every seed sample at the same θ; θ is restored afterwards."""
         coefs, losses, output, entries = [], [], None, 0
         for j in range(self.n):
@@ -269,7 +312,8 @@ class MeZO(Rule):
 
     # ------------------------------------------------------------------ public
     def grads(self, model, x, y, *, rng=None):
-        """Probe, restore θ, and return the direction dict for the chosen parameters (no update)."""
+        """Probe, restore θ, and return the direction dict for the chosen parameters (no update of
+        θ; the buffers move once, as in :meth:`step` and as in a backprop step's forward pass)."""
         sel = self._selection(model)
         seed = self._seed(rng)
         coefs, info = self._probe(model, x, y, sel, seed)
@@ -306,7 +350,7 @@ class MeZO(Rule):
 
     def __repr__(self):
         return (f"MeZO(eps={self.eps:g}, n={self.n}, weight_decay={self.weight_decay:g}, "
-                f"exact_restore={self.exact_restore})")
+                f"exact_restore={self.exact_restore}, update_buffers={self.update_buffers})")
 
 
 def _in_place_rates(optimizer, names):

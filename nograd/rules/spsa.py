@@ -16,7 +16,8 @@ import numpy as np
 from ..core.checks import NonFiniteError, as_rng, check_positive
 from ..losses import get_loss
 from .base import Rule, register
-from .zo_common import _check_eps, _evaluate, _resolve_objective, select_params
+from .zo_common import (_check_batch, _check_eps, _check_flag, _evaluate, _move_buffers, _put_back,
+                        _resolve_objective, select_params)
 
 __all__ = ["SPSA"]
 
@@ -40,6 +41,14 @@ class SPSA(Rule):
     dict for the chosen parameters; the optimizer applies it. The perturbed arrays are restored
     from a copy, bit for bit, even when the objective raises.
 
+    The objective runs in evaluation mode, so the probes never move a batch norm's running
+    statistics; as in :class:`~nograd.rules.mezo.MeZO` (see *Running statistics* there), a model
+    with buffers gets one training-mode pass at the unperturbed θ per call, before the probes,
+    that moves them as a backprop step's forward pass would (dropout masks from ``rng``): one
+    extra forward pass, and none for a model without buffers; ``update_buffers=False`` freezes
+    them. They are put back if the call fails. A float ``x`` or ``y`` with NaN or inf and a ``y`` without one
+    target per sample are refused before anything is perturbed.
+
     Parameters
     ----------
     loss, **loss_options : the loss of the default objective (evaluation mode).
@@ -51,13 +60,14 @@ class SPSA(Rule):
     params : which parameters to train (see :func:`select_params`); the rest get no gradient.
         Kept as ``param_spec`` (``rule.params`` is the rule contract's dict of the rule's own
         arrays: none here).
+    update_buffers : move the model's buffers (running statistics) once per call; see above.
     seed : seed of the rule's own generator, used when ``grads`` gets no ``rng``.
     """
 
     defaults = {"optimizer": "sgd", "lr": 1e-3, "epochs": 100, "batch_size": 64}
 
     def __init__(self, loss="cross-entropy", *, eps=1e-3, n=1, distribution="rademacher",
-                 objective=None, params=None, seed=0, **loss_options):
+                 objective=None, params=None, update_buffers=True, seed=0, **loss_options):
         self.eps = _check_eps(eps)
         self.n = int(check_positive(n, "n", integer=True))
         if distribution not in ("rademacher", "gaussian"):
@@ -68,6 +78,7 @@ class SPSA(Rule):
         self.loss_options = loss_options
         self.objective = _resolve_objective(objective, loss, loss_options)
         self.param_spec = params
+        self.update_buffers = _check_flag(update_buffers, "update_buffers")
         self._rng = as_rng(seed, "seed")
 
     def check_model(self, model):
@@ -79,8 +90,20 @@ class SPSA(Rule):
         return (2 * rng.integers(0, 2, size=shape, dtype=np.int8) - 1).astype(dtype)
 
     def grads(self, model, x, y, *, rng=None):
+        """``(estimate, info)``: the averaged central differences as a dict keyed like the chosen
+        parameters (θ restored bit for bit), after the batch check and the buffers' one move."""
         rng = self._rng if rng is None else as_rng(rng)
         names = select_params(model, self.param_spec, who="SPSA")
+        _check_batch(x, y, "SPSA")
+        kept = _move_buffers(model, x, rng) if self.update_buffers else None
+        try:
+            return self._estimate(model, x, y, names, rng)
+        except BaseException:
+            _put_back(model, kept)
+            raise
+
+    def _estimate(self, model, x, y, names, rng):
+        """The central differences along n fresh directions; θ restored from a copy."""
         live = model.params
         saved = {k: live[k].copy() for k in names}
         est = {k: np.zeros_like(live[k]) for k in names}
@@ -110,4 +133,5 @@ class SPSA(Rule):
         return est, {"loss": float(np.mean(losses)), "output": output}
 
     def __repr__(self):
-        return f"SPSA(eps={self.eps:g}, n={self.n}, distribution={self.distribution!r})"
+        return (f"SPSA(eps={self.eps:g}, n={self.n}, distribution={self.distribution!r}, "
+                f"update_buffers={self.update_buffers})")

@@ -5,6 +5,12 @@ An objective is any callable ``objective(model, x, y) -> float`` or ``-> (float,
 only evaluated, never differentiated, so it may be piecewise constant (:func:`zero_one_loss`).
 :func:`loss_objective` turns a loss into one. :func:`select_params` picks parameters by name
 (glob patterns or a predicate); ``_no_decay_names`` picks those a weight decay skips.
+
+Both rules also share two guards around their probes. :func:`_check_batch` refuses a batch the
+objective would refuse (a non-finite ``x`` or ``y``, a ``y`` without one target per sample) before
+any parameter is perturbed. :func:`_move_buffers` makes the one training-mode pass per step that
+moves a model's buffers (batch-norm running statistics), which the evaluation-mode probes never
+touch; :func:`_put_back` undoes it when the step fails afterwards (issue #19, item 7).
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import fnmatch
 
 import numpy as np
 
-from ..core.checks import check_positive
+from ..core.checks import NonFiniteError, all_finite, check_positive
 from ..losses import get_loss
 from ..core.module import Module
 
@@ -24,7 +30,10 @@ def loss_objective(loss="cross-entropy", **loss_options):
     """The objective ``(model, x, y) -> (loss value, output)`` of a loss, in evaluation mode.
 
     Evaluation mode makes the objective a deterministic function of the parameters (no dropout
-    mask, no batch-statistics update), so the two probes of one step see the same function.
+    mask; batch norms normalise with their running statistics and do not move them), so the two
+    probes of one step see the same function — as in the MeZO authors' code, whose ``zo_forward``
+    calls ``model.eval()``. The running statistics are moved by the rules themselves, once per
+    step (:func:`_move_buffers`).
     """
     fn = get_loss(loss)
 
@@ -61,6 +70,61 @@ def _resolve_objective(objective, loss, loss_options):
         return objective
     raise TypeError(f"objective must be None, 'zero-one', a loss name or a callable "
                     f"(model, x, y) -> float, got {type(objective).__name__}")
+
+
+def _check_batch(x, y, who):
+    """Refuse, before any parameter is perturbed, a batch the objective would refuse only after.
+
+    ``x`` (an array) must be finite when it holds floats; ``y``, when given, must have one target
+    per sample (``len(y) == len(x)``) and be finite when it holds floats. Raises
+    :class:`~nograd.core.checks.NonFiniteError` (naming ``x`` or ``y``) or ``ValueError``. A
+    target the loss refuses for its shape alone (``y`` of shape ``(N, 1)`` for ``N×C`` logits)
+    needs the model's output and is still found by the objective.
+    """
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f" and not all_finite(x):
+        raise NonFiniteError(f"{who}: x contains NaN or inf")
+    if y is None:
+        return
+    if hasattr(x, "__len__") and hasattr(y, "__len__") and len(y) != len(x):
+        raise ValueError(f"{who}: y has {len(y)} targets for {len(x)} samples in x; one target "
+                         f"per sample is needed (len(y) == len(x))")
+    if isinstance(y, np.ndarray) and y.dtype.kind == "f" and not all_finite(y):
+        raise NonFiniteError(f"{who}: y contains NaN or inf")
+
+
+def _move_buffers(model, x, rng):
+    r"""One training-mode pass ``model(x, train=True, rng=rng)`` at the current parameters, kept
+    only for what it does to ``model.buffers`` (a batch norm's running averages
+    :math:`m \leftarrow (1-\alpha)m + \alpha\mu_B`, :math:`v \leftarrow (1-\alpha)v +
+    \alpha\frac{n}{n-1}\sigma^2_B`: the same move as a backprop step's forward pass).
+
+    Returns a copy of the buffers as they were (for :func:`_put_back`), or ``None`` when the model
+    has no buffers — then nothing runs, so models without them pay no extra pass. Costs one
+    forward pass at the memory of inference, plus the copy of the buffers.
+    """
+    live = model.buffers
+    if not live:
+        return None
+    saved = {k: v.copy() for k, v in live.items()}
+    try:
+        model(x, train=True, rng=rng)
+    except BaseException:
+        _put_back(model, saved)
+        raise
+    return saved
+
+
+def _put_back(model, saved):
+    """Write the buffers :func:`_move_buffers` saved back into ``model.buffers`` (no-op on None)."""
+    if saved:
+        for k, v in model.buffers.items():
+            v[...] = saved[k]
+
+
+def _check_flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
 
 
 def _evaluate(objective, model, x, y, who):

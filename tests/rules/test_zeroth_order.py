@@ -1,17 +1,19 @@
-"""Zeroth-order rules: MeZO's in-place probes and update, SPSA, any objective, fit and the CLI."""
+"""Zeroth-order rules: MeZO's in-place probes and update, SPSA, any objective, fit and the CLI;
+batch-norm running statistics and refused batches (issue #19, item 7)."""
 import json
 
 import numpy as np
 import pytest
 
 from nograd.core import Sequential
+from nograd.core.checks import NonFiniteError
 from nograd.core.losses import softmax_cross_entropy
 from nograd.core.optim import SGD, Adam
 from nograd.data import blobs, spirals
-from nograd.layers import LayerNorm, Linear, ReLU, Tanh
+from nograd.layers import BatchNorm1d, LayerNorm, Linear, ReLU, Tanh
 from nograd.metrics import cosine
 from nograd.rules import MeZO, SPSA, Backprop, available_rules, get_rule
-from nograd.rules.zeroth_order import _CHUNK, select_params, zero_one_loss
+from nograd.rules.zeroth_order import _CHUNK, loss_objective, select_params, zero_one_loss
 from nograd.train import fit
 
 
@@ -241,3 +243,174 @@ def test_compare_cli_runs_mezo_through_fit(capsys):
     lines = [json.loads(s) for s in capsys.readouterr().out.strip().splitlines()]
     assert [r["rule"] for r in lines] == ["mezo", "spsa"]
     assert all(0 <= r["test_accuracy"] <= 1 and r["optimizer"] == "sgd" for r in lines)
+
+
+# --------------------------------------------------------------------------- batch-norm statistics
+class Counting(Sequential):
+    """A Sequential that records the ``train`` flag of every inference pass (``model(x)``)."""
+
+    def __init__(self, *layers):
+        super().__init__(*layers)
+        self.passes = []
+
+    def __call__(self, x, *, train=False, rng=None, params=None):
+        self.passes.append(bool(train))
+        return super().__call__(x, train=train, rng=rng, params=params)
+
+
+def bn_net(dtype=np.float64, counting=False):
+    """Linear → BN → ReLU → Linear → BN → Tanh → Linear, running statistics away from (0, 1)."""
+    rng = np.random.default_rng(3)
+    net = (Counting if counting else Sequential)(
+        Linear(5, 6, rng=rng, dtype=dtype), BatchNorm1d(6, dtype=dtype), ReLU(),
+        Linear(6, 4, rng=rng, dtype=dtype), BatchNorm1d(4, dtype=dtype), Tanh(),
+        Linear(4, 3, rng=rng, dtype=dtype))
+    for k, b in net.buffers.items():                    # a model that has trained a while
+        b[...] = rng.uniform(0.5, 1.5, b.shape) if k.endswith("var") else rng.normal(size=b.shape)
+    return net
+
+
+def bn_batch(dtype=np.float64, n=24):
+    rng = np.random.default_rng(4)
+    return (rng.normal(2.0, 3.0, size=(n, 5)).astype(dtype),       # off-centre, not unit scale
+            rng.integers(0, 3, n))
+
+
+def running_stats_after_a_training_pass(params, buffers, x, momentum=0.1, eps=1e-5):
+    """The buffers of ``bn_net`` after one training-mode pass at ``params``, written out from
+    Ioffe & Szegedy (2015), "Batch Normalization", Alg. 1 (normalise by the batch mean and biased
+    variance in training) and the moving averages that stand for Alg. 2's population statistics
+    (PyTorch's convention: m ← (1 − α) m + α μ_B, v ← (1 − α) v + α n/(n − 1) σ²_B, α = 0.1)."""
+    def bn(h, name):
+        mu, var = h.mean(0), h.var(0)
+        out = (h - mu) / np.sqrt(var + eps) * params[f"{name}.weight"] + params[f"{name}.bias"]
+        n = len(h)
+        moved = {f"{name}.running_mean": (1 - momentum) * buffers[f"{name}.running_mean"] + momentum * mu,
+                 f"{name}.running_var": (1 - momentum) * buffers[f"{name}.running_var"]
+                 + momentum * var * n / (n - 1)}
+        return out, moved
+
+    h, first = bn(x @ params["0.weight"].T + params["0.bias"], "1")
+    _, second = bn(np.maximum(h, 0) @ params["3.weight"].T + params["3.bias"], "4")
+    return {**first, **second}
+
+
+@pytest.mark.parametrize("make", [lambda: MeZO(n=2), lambda: MeZO(n=2, exact_restore=True),
+                                  lambda: SPSA(n=2)], ids=["mezo", "mezo-exact", "spsa"])
+def test_running_statistics_move_once_per_step_from_the_unperturbed_training_pass(make):
+    """Issue #19 item 7: the objective runs in evaluation mode, so the probes alone never moved a
+    batch norm's running statistics. Now a step moves them once, exactly as one training-mode
+    pass at the unperturbed θ does (the deeper norm sees the lower one normalised by the batch)."""
+    net, (x, y) = bn_net(), bn_batch()
+    theta, buffers = snapshot(net), {k: b.copy() for k, b in net.buffers.items()}
+    expect = running_stats_after_a_training_pass(theta, buffers, x)
+    rule = make()
+    if isinstance(rule, MeZO):
+        rule.step(net, x, y, lr=0.05, rng=0)           # θ moves too: the pass is at θ before
+        assert not same(theta, net.params)
+    else:
+        rule.grads(net, x, y, rng=0)
+    assert set(expect) == set(net.buffers)
+    for k, b in net.buffers.items():
+        assert not np.allclose(b, buffers[k]), k                        # they moved ...
+        np.testing.assert_allclose(b, expect[k], rtol=1e-12, err_msg=k)  # ... once, from θ
+
+
+def test_the_statistics_pass_is_one_extra_forward_only_for_models_with_buffers():
+    x, y = bn_batch()
+    for rule in (MeZO(n=2), SPSA(n=2)):
+        net = bn_net(counting=True)
+        call = (lambda: rule.step(net, x, y, lr=0.01, rng=0)) if isinstance(rule, MeZO) \
+            else (lambda: rule.grads(net, x, y, rng=0))
+        call()
+        assert net.passes == [True] + [False] * 4, (rule, net.passes)  # then the 2n probes
+        plain = Counting(Linear(5, 6, rng=0, dtype=np.float64), Tanh(),
+                         Linear(6, 3, rng=1, dtype=np.float64))
+        (rule.step(plain, x, y, lr=0.01, rng=0) if isinstance(rule, MeZO)
+         else rule.grads(plain, x, y, rng=0))
+        assert plain.passes == [False] * 4, (rule, plain.passes)       # no buffers: the probes
+
+
+def test_update_buffers_false_keeps_the_statistics_frozen_as_the_authors_eval_mode_does():
+    x, y = bn_batch()
+    for rule in (MeZO(update_buffers=False), SPSA(update_buffers=False)):
+        net = bn_net()
+        buffers = {k: b.copy() for k, b in net.buffers.items()}
+        (rule.step(net, x, y, lr=0.01, rng=0) if isinstance(rule, MeZO)
+         else rule.grads(net, x, y, rng=0))
+        assert all(np.array_equal(b, buffers[k]) for k, b in net.buffers.items()), rule
+    with pytest.raises(TypeError, match="update_buffers"):
+        MeZO(update_buffers="yes")
+    with pytest.raises(TypeError, match="update_buffers"):
+        SPSA(update_buffers=1)
+
+
+def test_fit_with_mezo_moves_the_running_statistics():
+    X, y = bn_batch(np.float32, n=96)
+    net = bn_net(np.float32)
+    buffers = {k: b.copy() for k, b in net.buffers.items()}
+    fit(net, MeZO(), SGD(net.params, lr=1e-3), (X, y), epochs=2, batch_size=32, rng=0,
+        progress=False)
+    assert all(not np.allclose(b, buffers[k]) for k, b in net.buffers.items())
+
+
+def test_a_failed_step_puts_the_running_statistics_back():
+    x, y = bn_batch()
+    net = bn_net()
+    theta, buffers = snapshot(net), {k: b.copy() for k, b in net.buffers.items()}
+    nan = lambda m, xb, yb: float("nan")                  # noqa: E731
+    for rule, diverging in ((MeZO(exact_restore=True), MeZO(exact_restore=True, objective=nan)),
+                            (SPSA(), SPSA(objective=nan))):
+        with pytest.raises(ValueError, match="target"):       # the loss refuses y of shape (N, 1)
+            rule.grads(net, x, y[:, None], rng=0)
+        with pytest.raises(FloatingPointError, match="not finite"):
+            diverging.grads(net, x, y, rng=0)
+        assert all(np.array_equal(b, buffers[k]) for k, b in net.buffers.items()), rule
+    assert same(theta, net.params)
+
+
+# --------------------------------------------------------------------------- refused batches
+def _counting_objective(calls):
+    inner = loss_objective("cross-entropy")
+
+    def objective(model, x, y):
+        calls.append(1)
+        return inner(model, x, y)
+    return objective
+
+
+@pytest.mark.parametrize("model", ["mlp", "batch-norm"])
+@pytest.mark.parametrize("kind", ["mezo", "mezo-n2", "spsa"])
+def test_a_batch_with_a_wrong_y_or_a_nan_is_refused_before_theta_is_touched(kind, model):
+    """x must be finite and y must have len(x) targets; both are checked before θ + εz, so MeZO's
+    default arithmetic (which restores θ only to an ulp) leaves θ, and the buffers, bit for bit."""
+    net = bn_net(np.float32) if model == "batch-norm" else mlp32(width=8)
+    x, y = bn_batch(np.float32) if model == "batch-norm" else batch32()
+    nan = x.copy()
+    nan[2, 1] = np.nan
+    theta, buffers = snapshot(net), {k: b.copy() for k, b in net.buffers.items()}
+    calls = []
+    rule = {"mezo": MeZO, "mezo-n2": lambda **k: MeZO(n=2, **k),
+            "spsa": SPSA}[kind](objective=_counting_objective(calls))
+    for xb, yb, error, pattern in [(x, y[:-1], ValueError, r"\by\b.*len\(x\)"),
+                                   (x, np.concatenate([y, y[:1]]), ValueError, r"\by\b"),
+                                   (nan, y, NonFiniteError, r"\bx\b.*NaN")]:
+        with pytest.raises(error, match=pattern):
+            rule.grads(net, xb, yb, rng=0)
+        if isinstance(rule, MeZO):
+            with pytest.raises(error, match=pattern):
+                rule.step(net, xb, yb, lr=0.1, rng=0)
+        assert same(theta, net.params)
+        assert all(np.array_equal(b, buffers[k]) for k, b in net.buffers.items())
+    assert not calls                                     # the objective never ran
+
+
+def test_a_nan_regression_target_is_refused_before_theta_is_touched():
+    X, Y = regression(32)
+    Y[3, 0] = np.nan
+    net = Sequential(Linear(5, 1, rng=0))
+    theta = snapshot(net)
+    for rule in (MeZO("mse"), SPSA("mse")):
+        with pytest.raises(NonFiniteError, match=r"\by\b.*NaN"):
+            rule.grads(net, X, Y, rng=0)
+        assert same(theta, net.params)
