@@ -28,6 +28,8 @@ from nograd.models.flow_steps import ActNorm, AffineCoupling, FlowStep
 from nograd.models.grande_net import GrandeNet
 from nograd.models.hypernet import HyperLSTM, HyperNetwork, KernelGenerator
 from nograd.models.vit import ViT
+from nograd.layers import (ELU, AdaptiveAvgPool2d, AvgPool1d, Conv1d, Dropout2d, Hardtanh, MaxPool1d,
+                           Mish, PReLU)
 
 
 @dataclass
@@ -55,6 +57,10 @@ def NDIM3(shape):
     return shape[:3]
 
 
+def NDIM2(shape):
+    return shape[:2]
+
+
 def normal(shape):
     return lambda rng, n, dt, m: rng.standard_normal((n,) + shape).astype(dt)
 
@@ -63,6 +69,17 @@ def away_from_zero(shape, margin=0.05):
     def draw(rng, n, dt, m):
         x = rng.standard_normal((n,) + shape)
         return (np.sign(x) * (np.abs(x) + margin)).astype(dt)
+    return draw
+
+
+def away_from(kinks, shape, margin=0.05):
+    """Normal draws at least ``margin`` away from every kink (Hardtanh's bounds)."""
+    def draw(rng, n, dt, m):
+        x = 2 * rng.standard_normal((n,) + shape)
+        for k in kinks:
+            near = np.abs(x - k) < margin
+            x[near] = k + 2 * margin * np.where(x[near] >= k, 1, -1)
+        return x.astype(dt)
     return draw
 
 
@@ -353,6 +370,40 @@ ENTRIES = [
           lambda dt, r: _biased_all(ViT(4, 2, 1, 3, dim=4, depth=1, heads=2, pool="mean", dropout=0.2,
                                         rng=r, dtype=dt), r),
           normal((1, 4, 4)), modes=(False, True), bad_shape=CHANNELS),
+    # the common layers of issue #20: activations, channel dropout, adaptive and 1-d pooling, Conv1d
+    # (a non-zero bias, groups, dilation), stacked and bidirectional recurrent layers
+    Entry("elu", ELU, lambda dt, r: ELU(0.7), away_from_zero((6,))),
+    Entry("mish", Mish, lambda dt, r: Mish(), normal((6,))),
+    Entry("hardtanh", Hardtanh, lambda dt, r: Hardtanh(-0.5, 1.0), away_from((-0.5, 1.0), (6,))),
+    Entry("prelu-shared", PReLU, lambda dt, r: _biased_all(PReLU(dtype=dt), r), away_from_zero((2, 3))),
+    Entry("prelu-channels", PReLU, lambda dt, r: _biased_all(PReLU(3, dtype=dt), r),
+          away_from_zero((3, 4, 2)), bad_shape=CHANNELS),
+    Entry("dropout2d", Dropout2d, lambda dt, r: Dropout2d(0.3), normal((3, 4, 5)), modes=(False, True),
+          bad_shape=NDIM3),
+    Entry("adaptive-avgpool2d", AdaptiveAvgPool2d, lambda dt, r: AdaptiveAvgPool2d((2, 3)),
+          normal((2, 5, 4)), bad_shape=NDIM3),
+    Entry("adaptive-avgpool2d-up-none", AdaptiveAvgPool2d, lambda dt, r: AdaptiveAvgPool2d((None, 6)),
+          normal((3, 3, 4)), bad_shape=NDIM3),
+    Entry("conv1d", Conv1d, lambda dt, r: _biased(Conv1d(3, 4, 3, padding=1, rng=r, dtype=dt), r),
+          normal((3, 7)), bad_shape=CHANNELS),
+    Entry("conv1d-strided-dilated-groups", Conv1d,
+          lambda dt, r: _biased(Conv1d(4, 6, 2, stride=2, padding=1, dilation=2, groups=2, rng=r, dtype=dt), r),
+          normal((4, 9)), bad_shape=CHANNELS),
+    Entry("maxpool1d", MaxPool1d, lambda dt, r: MaxPool1d(3, stride=2, padding=1), distinct((2, 9)),
+          bad_shape=NDIM2),
+    Entry("avgpool1d-pad-exclude", AvgPool1d, lambda dt, r: AvgPool1d(3, 2, 1, count_include_pad=False),
+          normal((2, 8)), bad_shape=NDIM2),
+    Entry("rnn-2layer-bidirectional", RNN,
+          lambda dt, r: RNN(3, 4, num_layers=2, bidirectional=True, rng=r, dtype=dt), normal((4, 3)),
+          bad_shape=LAST),
+    Entry("lstm-2layer-dropout", LSTM, lambda dt, r: LSTM(2, 3, num_layers=2, dropout=0.3, rng=r, dtype=dt),
+          normal((4, 2)), modes=(False, True), bad_shape=LAST),
+    Entry("gru-3layer-bidirectional-dropout", GRU,
+          lambda dt, r: GRU(3, 2, num_layers=3, bidirectional=True, dropout=0.25, rng=r, dtype=dt),
+          normal((3, 3)), modes=(False, True), bad_shape=LAST),
+    Entry("lstm-layernorm-bidirectional", LSTM,
+          lambda dt, r: _biased_all(LSTM(2, 3, layer_norm=True, bidirectional=True, rng=r, dtype=dt), r),
+          normal((3, 2)), bad_shape=LAST),
 ]
 
 

@@ -1,9 +1,10 @@
 """Layers: each a :class:`~nograd.core.module.Module` with forward, backward and jvp."""
-from .activations import (ACTIVATIONS, GELU, Activation, Identity, LeakyReLU, ReLU, Sigmoid,
-                          SiLU, Softplus, Softsign, Tanh, get_activation)
+from .activations import (ACTIVATIONS, ELU, GELU, Activation, Hardtanh, Identity, LeakyReLU, Mish,
+                          ReLU, Sigmoid, SiLU, Softplus, Softsign, Tanh, get_activation)
 from .attention import MultiheadAttention, scaled_dot_product_attention
 from .conv import Conv2d, ConvTranspose2d
-from .dropout import Dropout
+from .conv1d import Conv1d
+from .dropout import Dropout, Dropout2d
 from .embedding import Embedding, PositionalEmbedding
 from .entmax import Entmax15, entmax15
 from .invconv import InverseConv2d
@@ -11,7 +12,9 @@ from .linear import Linear
 from .lora import LoRA
 from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
 from .patch import PatchEmbed
-from .pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d, Upsample2d
+from .pool import (AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, GlobalAvgPool2d, MaxPool1d, MaxPool2d,
+                   Upsample2d)
+from .prelu import PReLU
 from .recurrent import GRU, LSTM, RNN
 from .rmsnorm import RMSNorm
 from .poset import Poset, PosetPool2d, four_point_posets, get_poset
@@ -26,4 +29,5 @@ __all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid",
            "InverseConv2d", "RNN", "LSTM", "GRU", "Entmax15", "entmax15", "ACTIVATIONS",
            "get_activation", "LoRA", "RMSNorm", "SiLU", "PatchEmbed", "MultiheadAttention",
            "scaled_dot_product_attention", "PositionalEmbedding", "Softmax", "LogSoftmax",
-           "TransformerBlock"]
+           "TransformerBlock", "ELU", "Mish", "PReLU", "Hardtanh", "Dropout2d", "AdaptiveAvgPool2d",
+           "Conv1d", "MaxPool1d", "AvgPool1d"]

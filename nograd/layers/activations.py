@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ..core.checks import check_array, check_like
+from ..core.checks import check_array, check_float, check_like
 from ..core.module import Module
 
 
@@ -252,6 +252,84 @@ class SiLU(Activation):
             return s * (1 + x * (1 - s))
 
 
+
+class ELU(Activation):
+    r"""Exponential linear unit (Clevert, Unterthiner & Hochreiter 2016, eq. 15):
+
+    .. math::
+        f(x) = \begin{cases} x & x > 0 \\ α\,(e^{x} - 1) & x \le 0, \end{cases} \qquad
+        f'(x) = \begin{cases} 1 & x > 0 \\ α\,e^{x} & x \le 0. \end{cases}
+
+    ``expm1`` keeps :math:`e^x - 1` accurate near 0; the exponent is clipped at 0, so large
+    positive inputs raise no overflow warning. :math:`f'` is computed from :math:`x`, not as
+    :math:`y + α`, which would cancel in the left tail. Cost: one ``exp`` per entry in each map.
+    """
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        self.alpha = check_float(alpha, "alpha")
+
+    def f(self, x):
+        neg = np.minimum(x, 0)
+        return np.where(x > 0, x, x.dtype.type(self.alpha) * np.expm1(neg))
+
+    def df(self, x, y):
+        with np.errstate(under="ignore"):
+            return np.where(x > 0, x.dtype.type(1), x.dtype.type(self.alpha) * np.exp(np.minimum(x, 0)))
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+class Mish(Activation):
+    r"""Mish (Misra 2019, eq. 1), :math:`f(x) = x \tanh(\operatorname{softplus}(x))`, with
+    :math:`\operatorname{softplus}(x) = \log(1 + e^x)` and :math:`\tfrac{d}{dx}\operatorname{softplus}
+    = σ(x)`:
+
+    .. math::
+        f'(x) = t + x\,(1 - t^2)\,σ(x), \qquad t = \tanh(\operatorname{softplus}(x)).
+
+    Softplus is ``logaddexp(0, x)`` (no overflow; accurate in the left tail, where
+    :math:`f(x) ≈ x e^x`). Cost: an ``exp``/``log`` pair and a ``tanh`` per entry, plus
+    :func:`sigmoid` in the derivative.
+    """
+
+    @staticmethod
+    def _t(x):
+        with np.errstate(under="ignore"):
+            return np.tanh(np.logaddexp(x.dtype.type(0), x))
+
+    def f(self, x):
+        return x * self._t(x)
+
+    def df(self, x, y):
+        t = self._t(x)
+        with np.errstate(under="ignore"):
+            return t + x * (1 - t * t) * sigmoid(x)
+
+
+class Hardtanh(Activation):
+    r""":math:`f(x) = \min(\max(x, a), b)` with :math:`a` = ``min_val`` < :math:`b` = ``max_val``;
+    :math:`f'(x) = [a < x < b]` (0 at the two kinks, as in PyTorch)."""
+
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0):
+        super().__init__()
+        self.min_val = check_float(min_val, "min_val")
+        self.max_val = check_float(max_val, "max_val")
+        if not self.min_val < self.max_val:
+            raise ValueError(f"min_val must be smaller than max_val, got min_val={min_val!r}, "
+                             f"max_val={max_val!r}")
+
+    def f(self, x):
+        return np.clip(x, x.dtype.type(self.min_val), x.dtype.type(self.max_val))
+
+    def df(self, x, y):
+        return ((x > self.min_val) & (x < self.max_val)).astype(x.dtype)
+
+    def extra_repr(self):
+        return f"min_val={self.min_val}, max_val={self.max_val}"
+
+
 def sigmoid(x):
     r"""The logistic function :math:`σ(x) = 1/(1 + e^{-x})`, entrywise, accurate to a few ulps over
     the whole range in float32 and float64 (tested against a 50-digit evaluation for |x| ≤ 700).
@@ -280,7 +358,8 @@ def sigmoid(x):
 
 ACTIVATIONS = {
     "identity": Identity, "relu": ReLU, "leaky_relu": LeakyReLU, "gelu": GELU, "tanh": Tanh,
-    "sigmoid": Sigmoid, "softsign": Softsign, "softplus": Softplus, "silu": SiLU,
+    "sigmoid": Sigmoid, "softsign": Softsign, "softplus": Softplus, "silu": SiLU, "elu": ELU,
+    "mish": Mish, "hardtanh": Hardtanh,
 }
 
 

@@ -111,7 +111,7 @@ class _ConvBase(Module):
 
     def _im2col(self, x, OH, OW):
         N, C = x.shape[:2]
-        KH, KW = self.kernel_size
+        KH, KW = self._geometry()[:2]
         cols = np.empty((N, C * KH * KW, OH * OW), dtype=x.dtype)
         return _kernels().im2col(np.ascontiguousarray(x), *self._geometry(), OH, OW, cols)
 

@@ -61,3 +61,28 @@ class Dropout(Module):
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         y, (mask, _) = self.forward(x, train=train, rng=rng, params=params)
         return self._input_jvp(x, dx, dparams, y, lambda d: d.copy() if mask is None else d * mask)
+
+
+class Dropout2d(Dropout):
+    r"""Channel dropout over NCHW images (Tompson et al. 2015, §3.2, "SpatialDropout"): each whole
+    feature map is zeroed with probability ``p`` during training and the others are rescaled.
+
+    .. math::
+        y_{nc} = x_{nc}\, m_{nc} / (1 - p), \quad m_{nc} \sim \mathrm{Bernoulli}(1 - p)
+        \text{ (one draw per sample and channel, shared by all } H \times W \text{ pixels)};
+
+    the backward and the jvp multiply by the same mask. Shapes: ``x (N, C, H, W)``; ``y`` has the
+    same shape and dtype. Evaluation (``train=False``) is the identity. Neighbouring pixels of a
+    feature map are strongly correlated, so dropping single pixels (:class:`Dropout`) barely
+    regularises a convolutional net; dropping whole maps does. The ``rng`` and the cache work as
+    in :class:`Dropout`. Cost: one multiplication per entry, ``N·C`` random draws.
+    """
+
+    def _mask(self, x, train, rng):
+        if not train or self.p == 0:
+            return None
+        return dropout_mask(x.shape[:2] + (1, 1), self.p, rng, x.dtype, "Dropout2d")
+
+    def forward(self, x, *, train=False, rng=None, params=None):
+        check_array(x, "x", ndim=4)
+        return super().forward(x, train=train, rng=rng, params=params)

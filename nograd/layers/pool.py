@@ -1,4 +1,6 @@
-r"""Pooling and resampling over NCHW images: MaxPool2d, AvgPool2d, GlobalAvgPool2d, Upsample2d.
+r"""Pooling and resampling: MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool2d, Upsample2d over
+NCHW images, and MaxPool1d, AvgPool1d over ``(N, C, L)`` sequences (the 2-D kernels on the
+height-1 view, see :mod:`nograd.layers.conv1d`).
 
 Max pooling is piecewise linear: away from ties it selects one input per window, so with the
 recorded argmax index ``k(o)`` of window ``o``
@@ -6,16 +8,18 @@ recorded argmax index ``k(o)`` of window ``o``
 .. math::
     y_o = x_{k(o)}, \qquad \bar x_i = \sum_{o : k(o) = i} \bar y_o, \qquad \dot y_o = \dot x_{k(o)}.
 
-Average pooling, global average pooling and nearest upsampling are linear, so each one's jvp
-is its forward applied to the tangent, and its backward is the transpose (spread or sum).
+Average pooling (fixed or adaptive windows), global average pooling and nearest upsampling are
+linear, so each one's jvp is its forward applied to the tangent, and its backward is the transpose
+(spread or sum).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import check_array, check_like
+from ..core.checks import check_array, check_int, check_like
 from ..core.module import Module
 from .conv import _pair
+from .conv1d import Height1, _single
 
 
 def _kernels():
@@ -84,7 +88,7 @@ class MaxPool2d(_Pool2d):
         return K.maxpool_backward(dy, idx, np.zeros(xshape, dtype=dy.dtype)), {}
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
-        y, (idx, _) = self.forward(x, params=params)
+        y, (idx, _) = MaxPool2d.forward(self, x, params=params)    # the 2-D map (also under MaxPool1d)
         N, C = x.shape[:2]
 
         def gather(d):
@@ -126,7 +130,7 @@ class AvgPool2d(_Pool2d):
                                   self.count_include_pad, dx), {}
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
-        y, (_, shape) = self.forward(x, params=params)
+        y, (_, shape) = AvgPool2d.forward(self, x, params=params)  # the 2-D map (also under AvgPool1d)
         return self._input_jvp(x, dx, dparams, y, lambda d: self._apply(d, shape))
 
 
@@ -186,3 +190,116 @@ class Upsample2d(Module):
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         y, _ = self.forward(x, params=params)
         return self._input_jvp(x, dx, dparams, y, self._up)
+
+
+class _Pool1d(Height1):
+    """1-D pooling over ``(N, C, L)``: the 2-D pool with window ``(1, K)`` on the height-1 view."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, **options):
+        k = _single(kernel_size, "kernel_size")
+        s = k if stride is None else _single(stride, "stride")
+        p = _single(padding, "padding", allow_zero=True)
+        if p > k // 2:
+            raise ValueError(f"padding ({p}) must be at most half the kernel size ({k})")
+        super().__init__((1, k), (1, s), (0, p), **options)
+        self.kernel_size, self.stride, self.padding = (k,), (s,), (p,)
+
+    def _geometry(self):
+        return 1, self.kernel_size[0], 1, self.stride[0], 0, self.padding[0]
+
+    def output_shape(self, shape):
+        """``(N, C, L) -> (N, C, OL)`` with ``OL = ⌊(L + 2p - K)/s⌋ + 1``; a 4-D shape is the
+        height-1 view the 2-D maps run on."""
+        if len(shape) == 4:
+            return super().output_shape(shape)
+        N, C, L = shape
+        (K,), (s,), (p,) = self.kernel_size, self.stride, self.padding
+        if L + 2 * p < K:
+            raise ValueError(f"kernel {self.kernel_size} is larger than the padded input "
+                             f"({L + 2 * p},) of x with shape {tuple(shape)}")
+        return N, C, (L + 2 * p - K) // s + 1
+
+
+class MaxPool1d(_Pool1d, MaxPool2d):
+    """Maximum over each window of ``kernel_size`` steps of a sequence (stride defaults to the
+    kernel size), as :class:`MaxPool2d` on the height-1 view.
+
+    Shapes: ``x (N, C, L) -> y (N, C, OL)``, ``OL = ⌊(L + 2p - K)/s⌋ + 1``; padding (at most half
+    the kernel) never wins. Ties go to the first maximum.
+    """
+
+
+class AvgPool1d(_Pool1d, AvgPool2d):
+    """Mean over each window of ``kernel_size`` steps, as :class:`AvgPool2d` on the height-1 view
+    (``count_include_pad`` likewise). Shapes: as :class:`MaxPool1d`."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
+        super().__init__(kernel_size, stride, padding, count_include_pad=count_include_pad)
+
+
+def adaptive_windows(n: int, m: int):
+    """The ``m`` windows ``[start, end)`` pooling an axis of length ``n`` to ``m`` entries, by
+    PyTorch's rule ``start = ⌊i n / m⌋``, ``end = ⌈(i + 1) n / m⌉``: they cover the axis, overlap by at
+    most one entry, and tile it exactly when ``m`` divides ``n``."""
+    return [((i * n) // m, -((-(i + 1) * n) // m)) for i in range(m)]
+
+
+class AdaptiveAvgPool2d(Module):
+    r"""Average pooling to a fixed output size, whatever the input size (PyTorch's window rule,
+    :func:`adaptive_windows`).
+
+    Each axis is pooled by an averaging matrix: :math:`A \in \mathbb{R}^{m \times n}` with
+    :math:`A_{ij} = 1/(e_i - s_i)` for :math:`s_i \le j < e_i`, so the map is linear and separable:
+
+    .. math::
+        y = A_H\, x\, A_W^\top, \qquad \bar x = A_H^\top\, \bar y\, A_W, \qquad \dot y = A_H\, \dot x\, A_W^\top
+
+    per sample and channel (two batched GEMMs per map). Shapes: ``x (N, C, H, W) -> y (N, C, OH, OW)``
+    with ``output_size`` an int (square) or a pair ``(OH, OW)``; ``None`` keeps that axis's input
+    size. Output sizes above the input size are allowed (windows then overlap). Cost:
+    ``O(N·C·OH·W·(H + OW))``.
+    """
+
+    def __init__(self, output_size):
+        super().__init__()
+        t = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,) * 2
+        if len(t) != 2:
+            raise ValueError(f"output_size must be an int or a pair (each an int or None), got "
+                             f"{output_size!r}")
+        self.output_size = tuple(check_int(v, "output_size", low=1, allow_none=True) for v in t)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+    def _matrices(self, shape, dtype):
+        H, W = shape[2:]
+        OH, OW = (n if m is None else m for n, m in zip((H, W), self.output_size))
+        mats = []
+        for n, m in ((H, OH), (W, OW)):
+            A = np.zeros((m, n), dtype)
+            for i, (s, e) in enumerate(adaptive_windows(n, m)):
+                A[i, s:e] = 1 / (e - s)
+            mats.append(A)
+        return mats
+
+    @staticmethod
+    def _apply(Ah, Aw, x):
+        return np.matmul(np.matmul(Ah, x), Aw.T)
+
+    def forward(self, x, *, train=False, rng=None, params=None):
+        check_array(x, "x", ndim=4)
+        self._use(params)
+        Ah, Aw = self._matrices(x.shape, x.dtype)
+        y = self._apply(Ah, Aw, x)
+        return y, (Ah, Aw, x.shape, y.shape)
+
+    def backward(self, cache, dy, *, params=None, need_dx=True):
+        Ah, Aw, xshape, yshape = cache
+        check_like(dy, yshape)
+        if not need_dx:
+            return None, {}
+        return np.matmul(np.matmul(Ah.T.astype(dy.dtype, copy=False), dy), Aw.astype(dy.dtype, copy=False)), {}
+
+    def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
+        y, (Ah, Aw, _, _) = self.forward(x, params=params)
+        return self._input_jvp(x, dx, dparams, y, lambda d: self._apply(Ah, Aw, d))

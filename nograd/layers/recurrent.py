@@ -14,15 +14,25 @@ also takes the cotangent of the final state and returns that of the initial stat
 takes and returns state tangents. ``backward`` and ``jvp`` are these with the state parts dropped,
 so the layers satisfy the plain module contract (DESIGN.md §2).
 
+Stacks as in PyTorch: ``num_layers`` layers, each reading the previous one's output, and
+``bidirectional=True`` adding a second pass over the reversed sequence per layer, its outputs
+concatenated after the forward pass's (``y (B, T, 2H)``); ``dropout`` between layers in training.
+A stack names its arrays as PyTorch does (``weight_ih_l0``, ``weight_hh_l1_reverse``, ...) and its
+states ``(num_layers·directions, B, H)``; see :mod:`nograd.layers.recurrent_stack`. A single
+one-directional layer keeps the names without suffix (``weight_ih``) and ``(B, H)`` states.
+
 Backward through time (Werbos 1990) runs the steps in reverse, adding each step's output cotangent
 ``dy_t`` to the carried cotangent of ``h_t``; forward mode runs them forward, carrying tangents.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from ..core.checks import as_rng, check_array, check_dtype, check_like, check_positive
+from ..core.checks import as_rng, check_array, check_dtype, check_float, check_int, check_like, check_positive
 from ..core.module import Module
+from . import recurrent_stack as stack
 from .activations import sigmoid
 from .linear import affine_tangent
 
@@ -96,28 +106,47 @@ class RecurrentBase(Module):
     A subclass sets ``gates`` and ``state_parts`` and defines one step three ways:
     ``_cell(xp, S, p) -> (S', cache)``, ``_cell_back(cache, dS', p, g) -> (dxp, dS)`` (adding its
     ``weight_hh``/``bias_hh`` gradients to ``g``) and ``_cell_jvp(xp, dxp, S, dS, p, dp) -> (S', dS')``.
-    ``S`` is a tuple of ``(B, H)`` arrays whose first entry is the output ``h``.
+    ``S`` is a tuple of ``(B, H)`` arrays whose first entry is the output ``h``. ``_run``,
+    ``_run_back`` and ``_run_jvp`` run one layer in one direction over time; a stack
+    (``num_layers > 1`` or ``bidirectional``) chains them (:mod:`nograd.layers.recurrent_stack`).
     """
 
     gates = 1
     state_parts = 1
+    num_layers, bidirectional, dropout = 1, False, 0.0
 
-    def __init__(self, input_size, hidden_size, *, rng=None, dtype=np.float32):
+    def __init__(self, input_size, hidden_size, *, num_layers=1, bidirectional=False, dropout=0.0,
+                 rng=None, dtype=np.float32):
         super().__init__()
         check_positive(input_size, "input_size", integer=True)
         check_positive(hidden_size, "hidden_size", integer=True)
+        self.num_layers = check_int(num_layers, "num_layers", low=1)
+        if not isinstance(bidirectional, (bool, np.bool_)):
+            raise TypeError(f"bidirectional must be a bool, got {bidirectional!r}")
+        self.bidirectional = bool(bidirectional)
+        self.dropout = check_float(dropout, "dropout", low=0, high=1, high_open=True)
+        if self.dropout and self.num_layers == 1:      # as PyTorch: allowed, but it does nothing
+            warnings.warn(f"dropout={dropout} acts between stacked layers and has no effect with "
+                          f"num_layers=1; add a Dropout layer after {type(self).__name__} instead", stacklevel=2)
         dt = check_dtype(dtype)
         rng = as_rng(rng)
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
-        G, H, k = self.gates, self.hidden_size, 1.0 / np.sqrt(hidden_size)
-        # PyTorch's initialisation: every array U(-1/√H, 1/√H)
-        self._own["weight_ih"] = rng.uniform(-k, k, (G * H, self.input_size)).astype(dt)
-        self._own["weight_hh"] = rng.uniform(-k, k, (G * H, H)).astype(dt)
-        self._own["bias_ih"] = rng.uniform(-k, k, G * H).astype(dt)
-        self._own["bias_hh"] = rng.uniform(-k, k, G * H).astype(dt)
+        for layer, direction, sfx in stack.units(self):
+            n_in = self.input_size if layer == 0 else self.hidden_size * stack.directions(self)
+            arrays = self._unit_arrays(n_in, rng, dt)
+            self._unit_names = list(arrays)
+            self._own.update({k + sfx: v for k, v in arrays.items()})
+
+    def _unit_arrays(self, n_in, rng, dt):
+        """The arrays of one layer and direction; PyTorch's initialisation: all U(-1/√H, 1/√H)."""
+        G, H, k = self.gates, self.hidden_size, 1.0 / np.sqrt(self.hidden_size)
+        return {"weight_ih": rng.uniform(-k, k, (G * H, n_in)).astype(dt),
+                "weight_hh": rng.uniform(-k, k, (G * H, H)).astype(dt),
+                "bias_ih": rng.uniform(-k, k, G * H).astype(dt),
+                "bias_hh": rng.uniform(-k, k, G * H).astype(dt)}
 
     def extra_repr(self):
-        return f"{self.input_size}, {self.hidden_size}"
+        return f"{self.input_size}, {self.hidden_size}" + stack.extra_repr(self)
 
     # ----------------------------------------------------------------- checks and state
     def _check(self, x):
@@ -159,15 +188,23 @@ class RecurrentBase(Module):
         return S[0] if self.state_parts == 1 else tuple(S)
 
     def final_state(self, cache):
-        """The state after the last step of the ``forward`` call that made ``cache``."""
+        """The state after the last step of the ``forward`` call that made ``cache`` (for a stack,
+        each part ``(num_layers·directions, B, H)``)."""
+        if stack.stacked(self):
+            return stack.final_state(self, cache)
         return self._public(cache[3])
 
     # ----------------------------------------------------------------- forward and backward
     def forward(self, x, *, train=False, rng=None, params=None, state=None):
         self._check(x)
         p = self._cast(self._use(params), x.dtype)
+        if stack.stacked(self):
+            return stack.forward(self, x, p, state, train, rng)
+        return self._run(x, p, self._state(state, x.shape[0], x.dtype))
+
+    def _run(self, x, p, S0):
+        """One layer, one direction: ``(y, cache)`` from the initial state tuple ``S0``."""
         B, T, _ = x.shape
-        S0 = self._state(state, B, x.dtype)
         xp = x @ p["weight_ih"].T + p["bias_ih"]
         y = np.empty((B, T, self.hidden_size), x.dtype)
         S, steps = S0, []
@@ -184,45 +221,62 @@ class RecurrentBase(Module):
     def backward_state(self, cache, dy, *, params=None, need_dx=True, dstate=None):
         """Backward through time: ``(dx, grads, dstate0)``. ``dstate`` is the cotangent of the final
         state (None: zero); ``dstate0`` is the cotangent of the initial state."""
+        p = self._use(params)
+        if stack.stacked(self):
+            return stack.backward(self, cache, dy, p, need_dx, dstate)
+        B, T, _ = cache[0].shape
+        check_like(dy, (B, T, self.hidden_size))
+        dS = self._state(dstate, B, dy.dtype, "dstate")
+        dx, g, dS = self._run_back(cache, dy, self._cast(p, dy.dtype), dS, need_dx)
+        return dx, {k: g[k].astype(p[k].dtype, copy=False) for k in self._own}, self._public(dS)
+
+    def _run_back(self, cache, dy, q, dS, need_dx):
+        """Backward of :meth:`_run` from ``dy`` and the final-state cotangent tuple ``dS``:
+        ``(dx, grads, dS0)`` in ``dy``'s dtype, keyed like ``q``."""
         x, S0, steps, ST = cache
         B, T, _ = x.shape
-        check_like(dy, (B, T, self.hidden_size))
-        p = self._use(params)
-        q = self._cast(p, dy.dtype)
-        dS = self._state(dstate, B, dy.dtype, "dstate")
-        g = {k: np.zeros(v.shape, dy.dtype) for k, v in p.items() if k not in ("weight_ih", "bias_ih")}
-        dxp = np.empty((B, T, p["weight_ih"].shape[0]), dy.dtype)
+        g = {k: np.zeros(v.shape, dy.dtype) for k, v in q.items() if k not in ("weight_ih", "bias_ih")}
+        dxp = np.empty((B, T, q["weight_ih"].shape[0]), dy.dtype)
         for t in range(T - 1, -1, -1):
             dS = (dS[0] + dy[:, t],) + tuple(dS[1:])
             dxp[:, t], dS = self._cell_back(steps[t], dS, q, g)
         dxp2 = dxp.reshape(B * T, -1)
-        grads = {"weight_ih": dxp2.T @ x.reshape(B * T, -1), "bias_ih": dxp2.sum(axis=0), **g}
-        grads = {k: grads[k].astype(p[k].dtype, copy=False) for k in self._own}
+        g["weight_ih"], g["bias_ih"] = dxp2.T @ x.reshape(B * T, -1), dxp2.sum(axis=0)
         dx = dxp @ q["weight_ih"] if need_dx else None
-        return dx, grads, self._public(dS)
+        return dx, g, dS
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None, state=None):
-        y, dy, _, _ = self.jvp_state(x, dx, dparams, params=params, state=state)
+        more = dict(train=train, rng=rng) if stack.stacked(self) else {}
+        y, dy, _, _ = self.jvp_state(x, dx, dparams, params=params, state=state, **more)
         return y, dy
 
-    def jvp_state(self, x, dx, dparams=None, *, params=None, state=None, dstate=None):
-        """Forward mode through time: ``(y, dy, final_state, final_state_tangent)``."""
+    def jvp_state(self, x, dx, dparams=None, *, params=None, state=None, dstate=None, train=False,
+                  rng=None):
+        """Forward mode through time: ``(y, dy, final_state, final_state_tangent)``; ``train`` and
+        ``rng`` matter only to a stack with ``dropout`` (the masks of :meth:`forward`)."""
         self._check(x)
         p = self._cast(self._use(params), x.dtype)
         dp = self._cast(self._tangents(dparams) or {}, x.dtype)
-        B, T, _ = x.shape
-        S = self._state(state, B, x.dtype)
-        dS = self._state(dstate, B, x.dtype, "dstate")
-        xp = x @ p["weight_ih"].T + p["bias_ih"]
         if dx is not None:
             check_like(dx, x.shape, "dx")
+        if stack.stacked(self):
+            return stack.jvp(self, x, dx, p, dp, state, dstate, train, rng)
+        B = x.shape[0]
+        S, dS = self._state(state, B, x.dtype), self._state(dstate, B, x.dtype, "dstate")
+        y, dy, S, dS = self._run_jvp(x, dx, p, dp, S, dS)
+        return y, dy, self._public(S), self._public(dS)
+
+    def _run_jvp(self, x, dx, p, dp, S, dS):
+        """Forward mode of :meth:`_run`: ``(y, dy, S_T, dS_T)`` from the state tuples ``S``, ``dS``."""
+        B, T, _ = x.shape
+        xp = x @ p["weight_ih"].T + p["bias_ih"]
         dxp = affine_tangent(x, dx, p["weight_ih"], dp.get("weight_ih"), dp.get("bias_ih"))
         y = np.empty((B, T, self.hidden_size), x.dtype)
         dy = np.empty_like(y)
         for t in range(T):
             S, dS = self._cell_jvp(xp[:, t], dxp[:, t], S, dS, p, dp)
             y[:, t], dy[:, t] = S[0], dS[0]
-        return y, dy, self._public(S), self._public(dS)
+        return y, dy, S, dS
 
     def _hh(self, h, dh, p, dp):
         """``h W_hhᵀ + b_hh`` and its tangent."""
@@ -247,7 +301,8 @@ _Recurrent = RecurrentBase          # the former private name, kept for old impo
 class RNN(RecurrentBase):
     r"""Elman recurrent layer, :math:`h_t = \tanh(x_t W_{ih}^\top + b_{ih} + h_{t-1} W_{hh}^\top + b_{hh})`.
 
-    Shapes: ``x (B, T, F) -> y (B, T, H)``; state ``h (B, H)``.
+    Shapes: ``x (B, T, F) -> y (B, T, H)``; state ``h (B, H)``. ``num_layers``, ``bidirectional``,
+    ``dropout``: a stack as in PyTorch, ``y (B, T, D·H)``, states ``(num_layers·D, B, H)``.
 
     .. math::
         \bar a_t = (\bar y_t + \bar h_t) \odot (1 - h_t^2),\quad \bar h_{t-1} = \bar a_t W_{hh},
@@ -275,7 +330,8 @@ class RNN(RecurrentBase):
 class LSTM(RecurrentBase):
     r"""Long short-term memory (Hochreiter & Schmidhuber 1997; PyTorch's gate order i, f, g, o).
 
-    Shapes: ``x (B, T, F) -> y (B, T, H)``; state ``(h, c)``, each ``(B, H)``.
+    Shapes: ``x (B, T, F) -> y (B, T, H)``; state ``(h, c)``, each ``(B, H)``. ``num_layers``,
+    ``bidirectional``, ``dropout``: a stack as in PyTorch, ``y (B, T, D·H)``, ``h, c (num_layers·D, B, H)``.
 
     ``layer_norm=True`` normalises, as in Ba et al. (2016) §3.1 and Ha et al. (2016) §3.2, the input
     and recurrent pre-activations (each over its ``4H`` entries) and the cell before the ``tanh``:
@@ -292,15 +348,20 @@ class LSTM(RecurrentBase):
 
     gates, state_parts = 4, 2
 
-    def __init__(self, input_size, hidden_size, *, layer_norm=False, eps=1e-5, rng=None,
-                 dtype=np.float32):
-        super().__init__(input_size, hidden_size, rng=rng, dtype=dtype)
+    def __init__(self, input_size, hidden_size, *, layer_norm=False, eps=1e-5, num_layers=1,
+                 bidirectional=False, dropout=0.0, rng=None, dtype=np.float32):
         self.layer_norm, self.eps = bool(layer_norm), float(eps)
+        super().__init__(input_size, hidden_size, num_layers=num_layers, bidirectional=bidirectional,
+                         dropout=dropout, rng=rng, dtype=dtype)
+
+    def _unit_arrays(self, n_in, rng, dt):
+        arrays = super()._unit_arrays(n_in, rng, dt)
         if self.layer_norm:
-            dt, G = self._own["weight_ih"].dtype, 4 * self.hidden_size
+            G = 4 * self.hidden_size
             for name, n in (("ln_x", G), ("ln_h", G), ("ln_c", self.hidden_size)):
-                self._own[name + "_weight"] = np.ones(n, dt)
-                self._own[name + "_bias"] = np.zeros(n, dt)
+                arrays[name + "_weight"] = np.ones(n, dt)
+                arrays[name + "_bias"] = np.zeros(n, dt)
+        return arrays
 
     def extra_repr(self):
         return super().extra_repr() + (", layer_norm=True" if self.layer_norm else "")
@@ -376,7 +437,8 @@ class LSTM(RecurrentBase):
 class GRU(RecurrentBase):
     r"""Gated recurrent unit (Cho et al. 2014), as PyTorch defines it (gates r, z, n).
 
-    Shapes: ``x (B, T, F) -> y (B, T, H)``; state ``h (B, H)``.
+    Shapes: ``x (B, T, F) -> y (B, T, H)``; state ``h (B, H)``. ``num_layers``, ``bidirectional``,
+    ``dropout``: a stack as in PyTorch, ``y (B, T, D·H)``, states ``(num_layers·D, B, H)``.
 
     .. math::
         X_p = x_t W_{ih}^\top + b_{ih},\; H_p = h_{t-1} W_{hh}^\top + b_{hh},\;

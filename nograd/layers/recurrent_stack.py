@@ -1,0 +1,172 @@
+r"""Multi-layer and bidirectional recurrent layers: the stacking behind ``RNN``, ``LSTM`` and ``GRU``
+with ``num_layers > 1`` or ``bidirectional=True`` (PyTorch's semantics, batch first).
+
+Layer :math:`l` in direction :math:`d` (0 forward, 1 reverse) is one single-direction recurrent
+pass :math:`R_{l,d}` (the layer's ``_run``) with its own arrays. With :math:`y_0 = x` and
+:math:`\mathrm{rev}` reversing the time axis,
+
+.. math::
+    y_{l+1} = \big[\,R_{l,0}(\tilde y_l) \;;\; \mathrm{rev}\,R_{l,1}(\mathrm{rev}\,\tilde y_l)\,\big],
+    \qquad \tilde y_l = y_l \odot m_l / (1 - p) \text{ for } l > 0 \text{ in training}, \ \tilde y_0 = x,
+
+concatenated over features; the output is :math:`y_L` ``(B, T, D·H)``. ``m_l`` is a Bernoulli
+dropout mask (rate ``p`` = ``dropout``) on every layer's output except the last, drawn from the
+``rng`` of the call. Reverse mode runs the layers from the top: each pass's ``_run_back`` gets its
+half of the output cotangent (time-reversed for :math:`d = 1`), and the input cotangents of the two
+passes add up before the mask; forward mode pushes the tangents up in the same order as the forward.
+
+Arrays are PyTorch's, in its order: for each layer, for each direction, ``weight_ih_l{l}``,
+``weight_hh_l{l}``, ``bias_ih_l{l}``, ``bias_hh_l{l}`` (suffix ``_reverse`` for :math:`d = 1`; an
+LSTM's layer-norm arrays get the same suffixes). ``weight_ih_l{l}`` is ``(G·H, F)`` for
+:math:`l = 0` and ``(G·H, D·H)`` above. States (``state=``, ``final_state``, ``dstate``) are arrays
+``(num_layers·D, B, H)`` (a pair of them for an LSTM), row :math:`l D + d` for pass :math:`(l, d)`.
+Cost: ``num_layers·D`` single passes; the backward keeps every pass's cache.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.checks import check_array, check_like
+from .dropout import dropout_mask
+
+
+def stacked(m) -> bool:
+    """Whether ``m`` is a stack (more than one single-direction pass)."""
+    return m.num_layers > 1 or m.bidirectional
+
+
+def directions(m) -> int:
+    return 2 if m.bidirectional else 1
+
+
+def suffix(m, layer: int, direction: int) -> str:
+    """PyTorch's suffix of pass ``(layer, direction)``'s array names ('' for a single pass)."""
+    if not stacked(m):
+        return ""
+    return f"_l{layer}" + ("_reverse" if direction else "")
+
+
+def units(m):
+    """``[(layer, direction, suffix)]`` of every pass, in PyTorch's order."""
+    return [(layer, d, suffix(m, layer, d)) for layer in range(m.num_layers) for d in range(directions(m))]
+
+
+def extra_repr(m) -> str:
+    if not stacked(m):
+        return ""
+    return f", num_layers={m.num_layers}, bidirectional={m.bidirectional}, dropout={m.dropout}"
+
+
+def _arrays(m, p, layer, direction):
+    """Pass ``(layer, direction)``'s arrays from the stack's dict, under their single-pass names
+    (keys missing from ``p`` stay missing: a partial tangent dict)."""
+    sfx = suffix(m, layer, direction)
+    return {k: p[k + sfx] for k in m._unit_names if k + sfx in p}
+
+
+def _flip(a, direction):
+    return a[:, ::-1] if direction and a is not None else a
+
+
+def _cat(parts):
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
+
+
+def states(m, state, B, dtype, name="state"):
+    """The per-pass state tuples from ``(num_layers·D, B, H)`` arrays (zeros when ``state`` is None)."""
+    n = m.num_layers * directions(m)
+    parts = m._as_tuple(state, name)
+    sizes = m._state_sizes()
+    if parts is None:
+        parts = tuple(np.zeros((n, B, h), dtype) for h in sizes)
+    for s, h in zip(parts, sizes):
+        check_array(s, name)
+        if s.shape != (n, B, h):
+            raise ValueError(f"{name} must have shape {(n, B, h)} (num_layers·directions, batch, "
+                             f"hidden) for this stack, got {s.shape}")
+    return [tuple(s[k].astype(dtype, copy=False) for s in parts) for k in range(n)]
+
+
+def _public(m, per_pass):
+    """Per-pass state tuples stacked back into PyTorch's ``(num_layers·D, B, H)`` arrays."""
+    parts = tuple(np.stack([S[j] for S in per_pass]) for j in range(m.state_parts))
+    return parts[0] if m.state_parts == 1 else parts
+
+
+def _mask(m, inp, layer, train, rng):
+    """The dropout mask on layer ``layer``'s input (the previous layer's output), or None."""
+    if layer == 0 or not train or m.dropout == 0:
+        return None
+    return dropout_mask(inp.shape, m.dropout, rng, inp.dtype, type(m).__name__)
+
+
+def forward(m, x, p, state, train, rng):
+    """The stack's forward: ``(y, cache)``; ``p`` the arrays already in ``x``'s dtype."""
+    S0 = states(m, state, x.shape[0], x.dtype)
+    D = directions(m)
+    inp, runs, masks = x, [], []
+    for layer in range(m.num_layers):
+        mask = _mask(m, inp, layer, train, rng)
+        if mask is not None:
+            inp = inp * mask
+        masks.append(mask)
+        outs = []
+        for d in range(D):
+            y, cache = m._run(_flip(inp, d), _arrays(m, p, layer, d), S0[layer * D + d])
+            runs.append(cache)
+            outs.append(_flip(y, d))
+        inp = _cat(outs)
+    return inp, (runs, masks, x.shape)
+
+
+def final_state(m, cache):
+    return _public(m, [run[3] for run in cache[0]])
+
+
+def backward(m, cache, dy, p, need_dx, dstate):
+    """The stack's backward through time: ``(dx, grads, dstate0)``."""
+    runs, masks, (B, T, _) = cache
+    D, H = directions(m), m.hidden_size
+    check_like(dy, (B, T, D * H))
+    dS = states(m, dstate, B, dy.dtype, "dstate")
+    q = m._cast(p, dy.dtype)
+    grads, dS0, dout = {}, [None] * len(runs), dy
+    for layer in range(m.num_layers - 1, -1, -1):
+        din = None
+        for d in range(D):
+            k = layer * D + d
+            dyd = _flip(dout[:, :, d * H:(d + 1) * H], d)
+            dxd, g, dS0[k] = m._run_back(runs[k], dyd, _arrays(m, q, layer, d), dS[k],
+                                         need_dx or layer > 0)
+            sfx = suffix(m, layer, d)
+            grads.update({name + sfx: v for name, v in g.items()})
+            if dxd is not None:
+                din = _flip(dxd, d) if din is None else din + _flip(dxd, d)
+        if masks[layer] is not None:
+            din = din * masks[layer]
+        dout = din
+    grads = {k: grads[k].astype(p[k].dtype, copy=False) for k in m._own}
+    return dout, grads, _public(m, dS0)
+
+
+def jvp(m, x, dx, p, dp, state, dstate, train, rng):
+    """The stack's forward mode: ``(y, dy, final_state, final_state_tangent)``."""
+    B = x.shape[0]
+    S0, dS0 = states(m, state, B, x.dtype), states(m, dstate, B, x.dtype, "dstate")
+    D = directions(m)
+    inp, dinp, finals, dfinals = x, dx, [], []
+    for layer in range(m.num_layers):
+        mask = _mask(m, inp, layer, train, rng)
+        if mask is not None:
+            inp, dinp = inp * mask, dinp * mask
+        ys, ts = [], []
+        for d in range(D):
+            k = layer * D + d
+            y, t, S, dS = m._run_jvp(_flip(inp, d), _flip(dinp, d), _arrays(m, p, layer, d),
+                                     _arrays(m, dp, layer, d), S0[k], dS0[k])
+            ys.append(_flip(y, d))
+            ts.append(_flip(t, d))
+            finals.append(S)
+            dfinals.append(dS)
+        inp, dinp = _cat(ys), _cat(ts)
+    return inp, dinp, _public(m, finals), _public(m, dfinals)
