@@ -204,9 +204,31 @@ class FA(_LossRule):
 class USF(FA):
     r"""Uniform sign-concordant feedback (uSF): FA with :math:`B = s\,\mathrm{sign}(W)`.
 
-    Only the signs of the forward weights reach the backward pass, scaled by the fixed
-    :math:`s = \sqrt{2/\mathrm{fan\_in}}` (the He standard deviation; Liao et al. 2016,
-    BioTorch's ``usf``). :math:`B` follows :math:`W`'s signs as they change during training.
+    Only the signs of the forward weights reach the backward pass; :math:`B` follows :math:`W`'s
+    signs as they change during training.
+
+    .. math::
+        B_l = s_l\,\mathrm{sign}(W_l), \qquad s_l = \sqrt{2/\mathrm{fan\_in}_l}
+        \quad(\mathrm{fan\_in} = \text{in features, or } C_\text{in} k_h k_w \text{ for Conv2d}).
+
+    **The scale is nograd's choice, not the paper's.** Liao, Leibo & Poggio (2016, "How important
+    is weight symmetry in backpropagation?", AAAI; arXiv:1510.05067, the "uniform sign-concordant
+    feedbacks") define uSF as :math:`V = \mathrm{sign}(W)`, unit magnitudes (they report that
+    feedback magnitudes do not matter once Batch Normalization or their "Batch Manhattan"
+    update is used). BioTorch's ``usf`` layer (Sanfiz & Akrout 2021) also uses
+    :math:`\mathrm{sign}(W)`, and with its option ``scaling_factor`` multiplies it by
+    :math:`\sqrt{2/(\mathrm{fan\_in}+\mathrm{fan\_out})}` (the standard deviation of its Glorot
+    initialisation; its source attributes the idea to Xiao et al. 2018, "Biologically-plausible
+    learning algorithms can scale to large datasets"). nograd's :math:`s_l` is likewise the
+    standard deviation of its own default initialisation, He-uniform
+    :math:`U(\pm\sqrt{6/\mathrm{fan\_in}})`, so :math:`B` has the size of the weights it stands
+    in for (unit signs are :math:`\sqrt{\mathrm{fan\_in}/2}` times larger, entrywise, and that
+    factor would compound over the layers below).
+
+    Because every map of the backward pass is linear in the cotangent, the scale changes no
+    direction: the update of layer :math:`l` is exactly :math:`\prod_{k>l} s_k` times the update
+    with Liao et al.'s :math:`B = \mathrm{sign}(W)` (the top layer's is unchanged; tested), a
+    per-layer factor on the learning rate that Adam's normalisation all but removes.
     """
 
     mode = "usf"
