@@ -42,8 +42,18 @@ from .core.module import Module
 from .data.split import batches, num_batches
 from .metrics import predicted_labels
 
-__all__ = ["fit", "evaluate", "predictor", "History", "Callback", "EarlyStopping", "Checkpoint",
-           "EpochLogger", "TrainState"]
+__all__ = ["fit", "evaluate", "predictor", "DivergenceError", "History", "Callback",
+           "EarlyStopping", "Checkpoint", "EpochLogger", "TrainState"]
+
+#: consecutive batches whose loss must stay above the divergence threshold before fit stops
+DIVERGENCE_RUN = 5
+
+
+class DivergenceError(FloatingPointError):
+    """Training blew up while every number stayed finite: the loss stayed far above where it began
+    (see ``divergence`` in :func:`fit`). A ``FloatingPointError`` like
+    :class:`~nograd.core.checks.NonFiniteError` (the NaN/inf case), so ``except FloatingPointError``
+    — what the command line does — catches both."""
 
 
 # --------------------------------------------------------------------------- progress line
@@ -148,7 +158,17 @@ def _make_progress(progress: bool, epochs: int, per_epoch: int):
 
 
 # --------------------------------------------------------------------------- evaluation
-def _check_xy(data, name):
+def _first_layer(model) -> str:
+    """``"; the model's first layer takes F features"`` when its first leaf that is not a reshape
+    declares ``dense`` (Linear), else ``""`` — for messages about inputs of the wrong shape."""
+    for _, leaf in model.leaves():
+        if not leaf.shape_only:
+            return (f"; the model's first layer takes {leaf.in_features} features"
+                    if leaf.dense else "")
+    return ""
+
+
+def _check_xy(data, name, model=None):
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise TypeError(f"{name} must be a pair (X, y) of arrays, got {type(data).__name__}")
     X, y = data
@@ -159,6 +179,10 @@ def _check_xy(data, name):
         raise ValueError(f"{name} is empty: X has shape {X.shape}; fit needs at least one sample")
     if X.dtype.kind != "f":
         raise TypeError(f"{name} X must be a float array (float32 or float64), got {X.dtype}")
+    if X.ndim == 1:
+        raise ValueError(f"{name} X has shape {X.shape}, 1-D, but samples come first: X is "
+                         f"(n_samples, features...){'' if model is None else _first_layer(model)}; "
+                         f"one sample is X[None], one feature per sample X[:, None]")
     if not np.isfinite(X).all():
         raise NonFiniteError(f"{name} X contains NaN or inf")
     if len(y) != len(X):
@@ -209,7 +233,7 @@ def evaluate(model, X, y, *, loss="cross-entropy", batch_size: int = 1024, loss_
     """
     from .losses import get_loss
 
-    X, y = _check_xy((X, y), "data")
+    X, y = _check_xy((X, y), "data", model)
     check_positive(batch_size, "batch_size", integer=True)
     fn = get_loss(loss)
     opts = dict(loss_options or {})
@@ -225,7 +249,7 @@ def evaluate(model, X, y, *, loss="cross-entropy", batch_size: int = 1024, loss_
 # --------------------------------------------------------------------------- fit
 def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, callbacks=(),
         progress=True, schedule=None, loss=None, eval_batch_size=1024, drop_last=False,
-        schedule_every="epoch") -> History:
+        schedule_every="epoch", divergence=10.0) -> History:
     """Train ``model`` with a learning ``rule`` and an ``optimizer`` for ``epochs`` epochs.
 
     Parameters
@@ -246,7 +270,8 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
         float targets ``(N, C)``. ``val`` (optional) is evaluated after every epoch, through
         ``rule.predict(model, x)`` when the rule has one (see :func:`predictor`).
     epochs, batch_size : positive ints; the last batch of an epoch may be smaller.
-    drop_last : skip that smaller last batch (batch norm cannot train on a batch of one).
+    drop_last : skip that smaller last batch (batch norm cannot train on a batch of one; without
+        ``drop_last`` such a failure is a ``ValueError`` that says so).
     rng : ``np.random.Generator`` or int seed — the batch order and the rule's randomness (dropout
         masks, perturbations) come from it only: same seed, same run.
     callbacks : :class:`Callback` instances, called in order after each epoch.
@@ -255,12 +280,21 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
     schedule : an lr schedule from :mod:`nograd.core.optim` (``StepLR``, ``CosineLR``, …) built on
         ``optimizer``; stepped once per epoch, or after every optimizer step with
         ``schedule_every="batch"`` (a schedule whose horizon counts steps, as GRANDE's cosine).
+        ``ReduceLROnPlateau`` (``steps_on_metric``) gets ``step(val_loss)`` after each epoch, or
+        the epoch's training loss when there is no ``val``.
     loss : the loss for ``val_loss`` (a name or function); default: the rule's own ``loss``
         attribute when it has one, else softmax cross-entropy.
+    divergence : a number > 1, or None to turn the check off. With :math:`L_0` the first batch's
+        loss (before any update acts on it) and :math:`C` the number of classes, a run whose batch
+        loss stays above :math:`\\mathrm{divergence}\\cdot\\max(|L_0|, \\log C)` for
+        ``DIVERGENCE_RUN`` (5) batches in a row has blown up — :math:`\\log C` is the
+        cross-entropy of a uniform prediction, so a model that starts near zero loss is not held
+        to ten times that — and :class:`DivergenceError` is raised naming the epoch and batch.
 
     Returns a :class:`History`. Divergence — a non-finite loss, output or gradient; the data were
     checked finite on entry — raises :class:`~nograd.core.checks.NonFiniteError` (a
-    ``FloatingPointError``) naming the epoch and batch (lower the learning rate).
+    ``FloatingPointError``) naming the epoch and batch (lower the learning rate); a finite blow-up
+    raises :class:`DivergenceError` (also a ``FloatingPointError``, see ``divergence``).
     """
     if not isinstance(model, Module):
         raise TypeError(f"model must be a nograd Module, got {type(model).__name__}")
@@ -270,9 +304,9 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
                         f"got {type(rule).__name__}")
     if not callable(getattr(optimizer, "step", None)):
         raise TypeError(f"optimizer must have a step(grads) method, got {type(optimizer).__name__}")
-    X, y = _check_xy(train, "train")
+    X, y = _check_xy(train, "train", model)
     if val is not None:
-        Xv, yv = _check_xy(val, "val")
+        Xv, yv = _check_xy(val, "val", model)
         if Xv.shape[1:] != X.shape[1:]:
             raise ValueError(f"val samples have shape {Xv.shape[1:]} but train samples "
                              f"{X.shape[1:]}")
@@ -289,7 +323,16 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
                         f"got {type(schedule).__name__}")
     if schedule_every not in ("epoch", "batch"):
         raise ValueError(f"schedule_every must be 'epoch' or 'batch', got {schedule_every!r}")
+    if divergence is not None and (isinstance(divergence, (bool, np.bool_)) or not isinstance(
+            divergence, (int, float, np.integer, np.floating)) or not 1 < divergence < math.inf):
+        raise ValueError(f"divergence must be a number > 1 (the loss factor that counts as "
+                         f"blown up) or None to turn the check off, got {divergence!r}")
+    n_classes = (int(y.max()) + 1 if y.dtype.kind in "iu" else y.shape[1] if y.ndim == 2 else 2)
+    limit, above = None, 0         # the divergence threshold (set by the first batch), run length
     step_schedule_per_batch = schedule is not None and schedule_every == "batch"
+    if step_schedule_per_batch and getattr(schedule, "steps_on_metric", False):
+        raise ValueError("schedule_every='batch' cannot drive a schedule that steps on a metric "
+                         f"({type(schedule).__name__} steps once per epoch on the val loss)")
     if not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"progress must be a bool, got {progress!r}")
     check = getattr(rule, "check_model", None)
@@ -328,9 +371,28 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
                     # the data passed the finiteness check above, so NaN/inf here means divergence
                     raise NonFiniteError(f"training diverged at epoch {epoch}, batch {b} ({e}); "
                                          f"lower the learning rate") from e
+                except ValueError as e:
+                    if len(xb) != 1 or len(X) == 1:
+                        raise
+                    raise ValueError(f"the last batch of epoch {epoch} holds one sample ({len(X)} "
+                                     f"= {per_epoch - 1} × {batch_size} + 1) and the model cannot "
+                                     f"train on it ({e}); pass drop_last=True or another "
+                                     f"batch_size") from e
                 if not math.isfinite(value):
                     raise NonFiniteError(f"training diverged: the loss is {value} at epoch {epoch}, "
                                          f"batch {b}; lower the learning rate")
+                if divergence is not None:
+                    if limit is None:
+                        first = value
+                        limit = divergence * max(abs(value), math.log(max(n_classes, 2)))
+                    above = above + 1 if value > limit else 0
+                    if above == DIVERGENCE_RUN:
+                        raise DivergenceError(
+                            f"training diverged at epoch {epoch}, batch {b}: the loss ({value:.4g})"
+                            f" stayed above {limit:.4g} = {divergence:g} × max(first batch's loss "
+                            f"{first:.4g}, log {n_classes} classes) for {DIVERGENCE_RUN} batches "
+                            f"in a row; lower the learning rate (fit(divergence=None) turns this "
+                            f"check off)")
                 if step_schedule_per_batch:
                     schedule.step()
                 n = len(xb)
@@ -341,8 +403,6 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
                     correct += int(np.sum(predicted_labels(out, "info['output']") == _labels(yb)))
                     counted += n
                 bar.update(epoch, b, loss_sum / seen, correct / counted if counted else None)
-            if schedule is not None and not step_schedule_per_batch:
-                schedule.step()
             record = {"epoch": epoch, "loss": loss_sum / seen,
                       "train_accuracy": correct / counted if counted else None, "lr": lr}
             if val is not None:
@@ -350,6 +410,9 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
                               predict=predictor(model, rule),
                               batch_size=eval_batch_size)
                 record["val_loss"], record["val_accuracy"] = ev["loss"], ev["accuracy"]
+            if schedule is not None and not step_schedule_per_batch:    # plateau: step(val loss)
+                schedule.step(*([record.get("val_loss", record["loss"])]
+                                if getattr(schedule, "steps_on_metric", False) else []))
             record["seconds"] = time.perf_counter() - t0
             history.append(record)
             for cb in callbacks:

@@ -16,10 +16,14 @@ import numpy as np
 from ..core.checks import NonFiniteError, check_dtype
 from ._io import check_path, read_text
 
-__all__ = ["load_csv", "load_npz", "MISSING_TOKENS"]
+__all__ = ["load_csv", "load_npz", "MISSING_TOKENS", "NUMERIC_SHARE"]
 
 #: cell values read as missing (compared after stripping spaces, case-insensitive)
 MISSING_TOKENS = frozenset({"", "?", "na", "n/a", "nan", "null"})
+
+#: a column whose present cells are at least this share numbers is numeric; its few other cells
+#: are typos (``"1O8"``), not categories — see ``non_numeric`` in :func:`load_csv`
+NUMERIC_SHARE = 0.9
 
 _DELIMITERS = (",", ";", "\t", "|")
 
@@ -83,8 +87,8 @@ def _has_header(rows) -> bool:
     no first-row cell occurs again in its own column.
     """
     first, body = rows[0], rows[1:]
-    if not body:
-        return False
+    if not body:                    # a lone row of names is a header over no data
+        return any(not _is_number(c) and not _is_missing(c) for c in first)
     numeric_seen = False
     for j, head in enumerate(first):
         cells = [r[j] for r in body if not _is_missing(r[j])]
@@ -116,8 +120,40 @@ def _resolve_target(target, names, has_header, path):
     return t % width
 
 
+def _stray_cells(rows, lines, j):
+    """``[(row index, line, cell), ...]``: the cells of column ``j`` that are not numbers when the
+    numbers are at least :data:`NUMERIC_SHARE` of its present cells (typos); else ``[]``."""
+    present = sum(not _is_missing(r[j]) for r in rows)
+    stray = [(i, ln, r[j]) for i, (r, ln) in enumerate(zip(rows, lines))
+             if not _is_missing(r[j]) and not _is_number(r[j])]
+    return stray if stray and present - len(stray) >= NUMERIC_SHARE * present else []
+
+
+def _stray_message(path, names, strays):
+    parts = []
+    for j, cells in strays.items():
+        shown = ", ".join(f"{c!r} on line {ln}" for _, ln, c in cells[:5])
+        more = f" and {len(cells) - 5} more" if len(cells) > 5 else ""
+        parts.append(f"column {names[j]!r} is numeric but for {len(cells)} cell"
+                     f"{'s' if len(cells) > 1 else ''}: {shown}{more}")
+    return (f"{path!r}: {'; '.join(parts)}; fix the cells, or load with non_numeric='missing' to "
+            f"read them as missing values (non_numeric='category' reads such a column as categories)")
+
+
+def _check_magnitude(path, name, v, lines, dt):
+    """Refuse a numeric column with a value whose square overflows ``dt`` (|x| > sqrt(max)): it
+    becomes inf in ``dt`` or overflows the first product a model takes of it."""
+    limit = float(np.sqrt(np.finfo(dt).max))
+    big = np.abs(np.nan_to_num(v))
+    if big.max(initial=0.0) > limit:
+        i = int(np.argmax(big))
+        raise ValueError(f"{path!r}: column {name!r} holds {v[i]:g} on line {lines[i]}, beyond "
+                         f"±{limit:.3g} where squares overflow {np.dtype(dt).name} (the loader's "
+                         f"dtype); rescale the column, drop the row, or pass dtype=np.float64")
+
+
 def load_csv(path, target=-1, *, header="auto", delimiter=None, categorical="onehot",
-             missing="error", dtype=np.float32, return_info=False):
+             missing="error", non_numeric="error", dtype=np.float32, return_info=False):
     """A classification table from a CSV file (plain or gzip): features ``X`` and labels ``y``.
 
     Parameters
@@ -139,9 +175,17 @@ def load_csv(path, target=-1, *, header="auto", delimiter=None, categorical="one
         its code (``"codes"``) or NaN in each of its one-hot columns (``"onehot"``), its categories
         taken from the present cells. A row whose target cell is missing is dropped in every mode
         but ``"error"`` (counted in ``dropped_rows``).
-    dtype : float dtype of ``X``.
+    non_numeric : a column that is numbers in at least :data:`NUMERIC_SHARE` (90 %) of its present
+        cells is numeric, and its other cells are typos (Pima's glucose ``"1O8"``), not categories:
+        ``"error"`` (default) raises ``ValueError`` naming each such column with its cells and
+        their line numbers; ``"missing"`` reads those cells as missing, then ``missing`` applies
+        (counts per column in ``info["non_numeric"]``); ``"category"`` encodes the column as
+        categories per ``categorical``. Columns with fewer numbers are categorical as they are.
+    dtype : float dtype of ``X``. A numeric value whose square overflows it (beyond ±1.8e19 in
+        float32) is a ``ValueError`` naming the column and line: a model cannot train on it.
     return_info : also return a dict with ``feature_names``, ``target_name``, ``classes``,
-        ``categorical`` (column → categories), ``header`` (bool) and ``dropped_rows``.
+        ``categorical`` (column → categories), ``header`` (bool), ``dropped_rows`` and
+        ``non_numeric``.
 
     Returns ``X (N, F)``, ``y (N,)`` int64 (and ``info``). The file is only read.
     """
@@ -153,6 +197,9 @@ def load_csv(path, target=-1, *, header="auto", delimiter=None, categorical="one
         raise ValueError(f"categorical must be 'onehot' or 'codes', got {categorical!r}")
     if missing not in ("error", "drop", "nan"):
         raise ValueError(f"missing must be 'error', 'drop' or 'nan', got {missing!r}")
+    if non_numeric not in ("error", "missing", "category"):
+        raise ValueError(f"non_numeric must be 'error', 'missing' or 'category', got "
+                         f"{non_numeric!r}")
     rows, lines = _read_rows(path, delimiter)
     has_header = _has_header(rows) if header == "auto" else bool(header)
     if has_header:
@@ -165,6 +212,13 @@ def load_csv(path, target=-1, *, header="auto", delimiter=None, categorical="one
     if not rows:
         raise ValueError(f"{path!r} has a header but no data rows")
     t = _resolve_target(target, names, has_header, path)
+    strays = {} if non_numeric == "category" else {
+        j: cells for j in range(len(names)) if (cells := _stray_cells(rows, lines, j))}
+    if strays and non_numeric == "error":
+        raise ValueError(_stray_message(path, names, strays))
+    for j, cells in strays.items():                  # non_numeric="missing"
+        for i, _, _ in cells:
+            rows[i][j] = ""
 
     holes = np.array([[_is_missing(c) for c in r] for r in rows], dtype=bool)
     dropped = 0
@@ -179,6 +233,7 @@ def load_csv(path, target=-1, *, header="auto", delimiter=None, categorical="one
         keep = ~(holes[:, t] if missing == "nan" else holes.any(axis=1))
         dropped = int((~keep).sum())
         rows = [r for r, k in zip(rows, keep) if k]
+        lines = [ln for ln, k in zip(lines, keep) if k]
         holes = holes[keep]
         if not rows:
             raise ValueError(f"{path!r}: every row has a missing value; nothing is left after "
@@ -207,6 +262,7 @@ def load_csv(path, target=-1, *, header="auto", delimiter=None, categorical="one
             v = np.array([np.nan if h else float(c) for c, h in zip(col, hole)])
             if np.isinf(v).any():
                 raise NonFiniteError(f"{path!r}: column {names[j]!r} holds an infinite value")
+            _check_magnitude(path, names[j], v, lines, dt)
             feats.append(v)
             feature_names.append(names[j])
             continue
@@ -227,7 +283,8 @@ def load_csv(path, target=-1, *, header="auto", delimiter=None, categorical="one
     if not return_info:
         return X, y
     info = {"feature_names": feature_names, "target_name": names[t], "classes": classes,
-            "categorical": cats, "header": has_header, "dropped_rows": dropped}
+            "categorical": cats, "header": has_header, "dropped_rows": dropped,
+            "non_numeric": {names[j]: len(cells) for j, cells in strays.items()}}
     return X, y, info
 
 
