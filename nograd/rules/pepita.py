@@ -33,6 +33,25 @@ without weight transport", NeurIPS; applied to PEPITA's top-down path by Sriniva
 with :math:`s_1 = -1` and :math:`s_l = +1` above, so that the effective first-layer feedback
 :math:`-W_1 F \propto W_1 W_1^\top W_2^\top \cdots` turns towards backprop's. We keep
 :math:`\|F\|_F` at its initial value (only its direction is learned).
+
+Training. :math:`F = 0.05\cdot U[-\sqrt{6/d}, \sqrt{6/d}]`, :math:`d` the input size, as in
+the paper's experiments and the authors' code (GiorgiaD/PEPITA), which trains with SGD and
+momentum 0.9, batch 64; PEPITA defaults to that optimizer, not Adam. Expanding PEPITA's
+first-layer update to second order in :math:`Fe`, with :math:`δ = f'(a_1) \odot (W_1 F e)`,
+
+.. math::
+    ΔW_1 = (h_1 - h_1^{\rm mod})(x + Fe)^\top \approx -δ x^\top - δ (Fe)^\top :
+
+the first term is AFA's; the second, of size :math:`\|F\|^2`, enters the step
+:math:`W_1 \leftarrow W_1 - ηΔW_1` as :math:`+η\, f'(a_1) \odot (W_1 F e)(F e)^\top`, which grows
+:math:`W_1` along the columns of :math:`F`. Under SGD it is negligible; Adam divides every weight's
+step by that weight's own gradient scale, so on an input that is zero in every sample (MNIST's dark
+border) this term is the whole update and Adam makes it a full step of constant sign: :math:`W_1`
+runs away and the loss diverges (``examples/pepita_mnist.py`` measures it). PEPITA's lr (0.15,
+Nesterov momentum) and 40 epochs are nograd's, for runs about 20 times shorter than the paper's
+(100 epochs of 60,000 images, lr ×0.1 at epochs 60 and 90). The lr cannot be much larger: each
+hidden layer's feedback contains its own weights (:math:`-W_1F` for the first), so the updates feed
+back on themselves at a rate :math:`\propto η\|W_1F\|`. AFA has no second term and keeps Adam.
 """
 from __future__ import annotations
 
@@ -59,10 +78,6 @@ def _elementwise_end(leaves, i, stop):
 
 class _TopDown(_LossRule):
     """Shared: the chain of layers, the top-down matrix F and its optional weight mirroring."""
-
-    # The papers train with SGD and momentum 0.9; the command line's SGD has no momentum, and on
-    # the digits Adam at 1e-3 did better (97.1 % against 92.6 % for plain SGD at 0.05, 30 epochs).
-    defaults = {"optimizer": "adam", "lr": 1e-3, "epochs": 20}
 
     def __init__(self, loss="cross-entropy", *, seed=0, f_scale=0.05, mirror=False, mirror_lr=0.05,
                  mirror_decay=0.5, mirror_noise=1.0, **loss_options):
@@ -164,6 +179,16 @@ class _TopDown(_LossRule):
         """The output of leaf ``i`` from the list of leaf inputs."""
         return inputs[i + 1] if i + 1 < len(inputs) else out
 
+    @staticmethod
+    def _per_sample_and_position(layer, signal):
+        """``signal`` (a hidden layer's ``(N, out)`` or ``(N, C, H, W)`` error) divided by the
+        number of samples and, for a convolution, of output positions :math:`H W`: the update is
+        a mean over both, as in the authors' ``compute_delta_w_conv`` (GiorgiaD/PEPITA,
+        models.py: the per-position products are averaged over the batch, summed over positions,
+        then multiplied by ``1/cnt``). With SGD the scale is the step's; Adam would absorb it."""
+        count = signal.shape[0] if layer.dense else signal.shape[0] * int(np.prod(signal.shape[2:]))
+        return signal / signal.dtype.type(count)
+
     def __repr__(self):
         return f"{type(self).__name__}(seed={self.seed}, f_scale={self.f_scale}, mirror={self.mirror})"
 
@@ -179,8 +204,8 @@ class PEPITA(_TopDown):
     :math:`h_l` is the activity after the layer's activation and dropout (same mask in both passes);
     :math:`h_{l-1}^{\rm mod}` is whatever the layer receives in the modulated pass (after pooling or
     flatten). A Conv2d layer's update is its weight-gradient map applied to
-    :math:`h_l - h_l^{\rm mod}` and its modulated input (the paper also divides by the number of
-    output positions, a constant that the optimizer's learning rate absorbs).
+    :math:`h_l - h_l^{\rm mod}` and its modulated input, divided, as in the authors' code, by the
+    number of output positions as well as of samples (a mean over both).
 
     Parameters
     ----------
@@ -191,7 +216,13 @@ class PEPITA(_TopDown):
 
     Models: a (nested) ``Sequential`` chain of Linear/Conv2d, activations, dropout, pooling and
     flatten; norm layers and ``Residual`` blocks raise ``ValueError``.
+
+    Defaults: SGD with Nesterov momentum 0.9, batch 64, lr 0.15, 40 epochs — the authors'
+    optimizer family (their code's ``mom`` and ``NAG``), never Adam (see the module docstring).
     """
+
+    defaults = {"optimizer": "sgd", "lr": 0.15, "epochs": 40, "batch_size": 64,
+                "optimizer_options": {"momentum": 0.9, "nesterov": True}}
 
     def grads(self, model, x, y, *, rng=None):
         gen, leaves, seed, inputs, caches, out, value, dout, dx, proj = self._start(model, x, y, rng)
@@ -199,13 +230,13 @@ class PEPITA(_TopDown):
         inputs_m, caches_m, out_m = forward_chain(leaves, x_mod, train=True,
                                                   rng=np.random.default_rng(seed))
         _, dout_m = self.loss(out_m, y, **self.loss_options)
-        n = x.shape[0]
         grads: dict = {}
         backward_segment(leaves, caches_m, dout_m, proj[-1], len(leaves), grads)   # e_mod h_{L-1}^mod
         for j, i in enumerate(proj[:-1]):
             end = _elementwise_end(leaves, i, proj[j + 1])
             diff = self._activity(inputs, out, end) - self._activity(inputs_m, out_m, end)
-            backward_segment(leaves, caches_m, diff / diff.dtype.type(n), i, i + 1, grads)
+            backward_segment(leaves, caches_m, self._per_sample_and_position(leaves[i][1], diff),
+                             i, i + 1, grads)
         if self.mirror:
             self._mirror_step(leaves, gen)
         return ordered(grads, model), {"loss": value, "output": out}
@@ -224,7 +255,14 @@ class AFA(_TopDown):
     so the first layer gets feedback alignment with the adaptive matrix :math:`-W_1F`:
     :math:`\dot h_1 = f'(a_1) \odot (W_1 F e)`. The top layer's update is backprop's. Same
     options as :class:`PEPITA` (same ``seed`` → same :math:`F`).
+
+    Defaults: Adam, lr 1e-3, batch 64, 40 epochs. AFA's first-layer update :math:`-\dot h_1 x^\top`
+    has no :math:`(Fe)^\top` term and vanishes on an input that is zero in every sample, so Adam
+    has nothing there to inflate (unlike PEPITA); 40 epochs because the adaptive feedback
+    :math:`-W_1F` is small at the paper's :math:`F` and the hidden layers learn slowly.
     """
+
+    defaults = {"optimizer": "adam", "lr": 1e-3, "epochs": 40, "batch_size": 64}
 
     def grads(self, model, x, y, *, rng=None):
         gen, leaves, seed, inputs, caches, out, value, dout, dx, proj = self._start(model, x, y, rng)
@@ -236,11 +274,11 @@ class AFA(_TopDown):
             for _, m in leaves[:proj[-1]]:
                 h, dx = m.jvp(h, dx, train=True, rng=replay)
                 tangents.append(dx)
-            n = x.shape[0]
             for j, i in enumerate(proj[:-1]):
                 end = _elementwise_end(leaves, i, proj[j + 1])
                 t = tangents[end]
-                backward_segment(leaves, caches, -t / t.dtype.type(n), i, i + 1, grads)
+                backward_segment(leaves, caches, -self._per_sample_and_position(leaves[i][1], t),
+                                 i, i + 1, grads)
         if self.mirror:
             self._mirror_step(leaves, gen)
         return ordered(grads, model), {"loss": value, "output": out}
