@@ -5,10 +5,11 @@ rules — backprop and the alternatives to it — are built from those maps. ``i
 numpy alone; Numba kernels, SciPy and plotting load where they are used.
 """
 from . import core, data, layers, rules, testing
-from .core import Module, Residual, Sequential, flatten_params, load, save, unflatten_params
+from .core import Module, Residual, Sequential, flatten_params, load, unflatten_params
 from .core.checks import NonFiniteError
 from .losses import get_loss
 from .core.optim import SGD, Adam, AdamW, get_optimizer
+from .optimizers import Adagrad, NAdam, RMSprop
 from .layers import (GELU, BatchNorm1d, Dropout, Embedding, Flatten, Identity, LayerNorm, LeakyReLU,
                      Linear, ReLU, Sigmoid, Softplus, Softsign, Tanh)
 from .rules import Backprop, Rule, available_rules, get_rule
@@ -19,18 +20,20 @@ from .estimators import GrandeClassifier, GrandeRegressor
 from .threads import blas_libraries, blas_threads, set_blas_threads
 from .train import History, fit
 from .inference import predict, predict_proba
+from .serialize import load_model, save, save_model   # save: core save + sweep of stale temporaries
 
 __version__ = "0.1.0"
 
 __all__ = ["core", "data", "layers", "rules", "testing", "Module", "Sequential", "Residual", "save", "load",
            "flatten_params", "unflatten_params", "get_loss", "SGD", "Adam", "AdamW", "get_optimizer",
+           "RMSprop", "Adagrad", "NAdam",
            "Linear", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid", "Softsign", "Softplus",
            "Identity", "Dropout", "LayerNorm", "BatchNorm1d", "Flatten", "Embedding", "Backprop",
            "Rule", "get_rule", "available_rules", "metrics", "models", "train", "fit", "History",
            "callbacks", "estimators",
            "get_model", "available_models", "register_model", "GrandeClassifier", "GrandeRegressor",
            "blas_threads", "set_blas_threads", "blas_libraries", "lora", "NonFiniteError",
-           "predict", "predict_proba"]
+           "predict", "predict_proba", "save_model", "load_model"]
 
 # every layer at the top level, as ng.Linear is: ng.Conv2d, ng.MaxPool2d, ng.LSTM, ...
 globals().update({_n: getattr(layers, _n) for _n in layers.__all__})

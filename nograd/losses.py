@@ -10,8 +10,14 @@ forward-mode estimate (forward gradients, :func:`directional`). Look a loss up b
 :func:`get_loss`; the names are the keys of :data:`LOSSES`.
 
 This module sits above the layers and models, which never call a loss, and below the rules, the
-fit loop and the estimators, which do; it imports only :mod:`nograd.core.checks`. It used to be
-``nograd.core.losses``, which still gives the same names.
+fit loop and the estimators, which do; it imports only :mod:`nograd.core.checks` and its own
+argument checks (:mod:`nograd.loss_checks`). It used to be ``nograd.core.losses``, which still gives
+the same names.
+
+Classification: :func:`softmax_cross_entropy` (labels or probabilities, label smoothing, class
+weights, ``ignore_index``), :func:`nll_loss` (on log-probabilities), :func:`focal_loss`,
+:func:`binary_cross_entropy_with_logits`, :func:`kl_div`. Regression: :func:`mse`, :func:`l1_loss`,
+:func:`huber_loss`. Each matches its ``torch.nn.functional`` namesake (mean reduction).
 
 >>> import numpy as np
 >>> value, dz = softmax_cross_entropy(np.zeros((2, 4)), np.array([0, 3]))
@@ -25,108 +31,20 @@ from typing import Callable
 import numpy as np
 
 from .core.checks import NonFiniteError, all_finite, check_array, check_like
+from .loss_checks import (check_ignore_index, check_labels, check_number, check_probabilities,
+                          check_target_like, check_weights, flatten_tokens, kept_labels, log_softmax)
 
-__all__ = ["softmax_cross_entropy", "mse", "binary_cross_entropy_with_logits", "focal_loss",
-           "directional", "get_loss", "LOSSES"]
-
-
-# --------------------------------------------------------------------------------------------
-# helpers: option checks and the stable log-softmax
-# --------------------------------------------------------------------------------------------
-
-def check_labels(y, n: int, num_classes: int | None = None, name: str = "y") -> np.ndarray:
-    """Integer class labels of length ``n`` in ``[0, num_classes)``."""
-    if not isinstance(y, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(y).__name__}")
-    if y.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one label per sample), got shape {y.shape}")
-    if y.shape[0] != n:
-        raise ValueError(f"{name} has {y.shape[0]} labels but the batch has {n} samples")
-    if n and num_classes is not None and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"{name} has labels outside [0, {num_classes}): "
-                         f"min {y.min()}, max {y.max()}")
-    return y
-
-
-def _check_number(value, name: str) -> float:
-    """A finite real number (bools refused), returned as a Python float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not np.isfinite(value):
-        raise NonFiniteError(f"{name} must be finite, got {value!r}")
-    return float(value)
-
-
-def _check_weights(w, name: str, dtype, shape=None, broadcast_to=None) -> np.ndarray:
-    """Non-negative finite weights, cast to ``dtype``; exact ``shape`` or broadcastable."""
-    arr = np.asarray(w)
-    if arr.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    if shape is not None and arr.shape != shape:
-        raise ValueError(f"{name} must have one entry per class, shape {shape}, got {arr.shape}")
-    if broadcast_to is not None:
-        try:
-            ok = np.broadcast_shapes(arr.shape, broadcast_to) == broadcast_to
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(f"{name} of shape {arr.shape} does not broadcast to the logits' "
-                             f"shape {broadcast_to}")
-    arr = arr.astype(np.float64)
-    if not all_finite(arr):
-        raise NonFiniteError(f"{name} contains NaN or inf")
-    if arr.size and arr.min() < 0:
-        raise ValueError(f"{name} must be non-negative, got min {arr.min()}")
-    return arr.astype(dtype)
-
-
-def _check_target_like(target, pred: np.ndarray, name: str = "target") -> np.ndarray:
-    """A real-valued target of exactly pred's shape, finite, cast to pred's dtype."""
-    if not isinstance(target, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(target).__name__}")
-    if target.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold real numbers, got dtype {target.dtype}")
-    if target.shape != pred.shape:
-        raise ValueError(f"{name} has shape {target.shape} but the prediction has shape "
-                         f"{pred.shape}; they must match exactly")
-    if target.dtype.kind == "f" and not all_finite(target):
-        raise NonFiniteError(f"{name} contains NaN or inf")
-    return target.astype(pred.dtype, copy=False)
-
-
-def _check_probabilities(target: np.ndarray, n: int, c: int, dtype) -> np.ndarray:
-    """Rows of class probabilities: shape (n, c), non-negative, each summing to 1 (± 1e-4)."""
-    if target.dtype.kind not in "biuf":
-        raise TypeError(f"target must hold class probabilities, got dtype {target.dtype}")
-    if target.shape != (n, c):
-        raise ValueError(f"target must be integer labels of shape ({n},) or class probabilities "
-                         f"of shape ({n}, {c}), got shape {target.shape}")
-    t = target.astype(np.float64)
-    if not all_finite(t):
-        raise NonFiniteError("target contains NaN or inf")
-    if t.min() < 0:
-        raise ValueError(f"target has negative class probabilities (min {t.min():.6g})")
-    sums = t.sum(axis=1)
-    bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-4)
-    if bad.size:
-        raise ValueError(f"target rows must sum to 1 (within 1e-4); row {bad[0]} sums to "
-                         f"{sums[bad[0]]:.6g}")
-    return target.astype(dtype)
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    """log softmax over axis 1 by the shifted log-sum-exp: z − m − log Σ exp(z − m), m = max z."""
-    s = z - z.max(axis=1, keepdims=True)
-    return s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+__all__ = ["softmax_cross_entropy", "nll_loss", "mse", "l1_loss", "huber_loss",
+           "binary_cross_entropy_with_logits", "focal_loss", "kl_div", "directional", "get_loss",
+           "LOSSES"]
 
 
 # --------------------------------------------------------------------------------------------
 # the losses
 # --------------------------------------------------------------------------------------------
 
-def softmax_cross_entropy(logits, target, *, label_smoothing=0.0, class_weight=None):
+def softmax_cross_entropy(logits, target, *, label_smoothing=0.0, class_weight=None,
+                          ignore_index=None):
     r"""Softmax cross-entropy of logits ``(N, C)`` against labels ``(N,)`` or probabilities ``(N, C)``.
 
     Shapes: logits (N, C) float; target (N,) integer in [0, C) or (N, C) rows of class
@@ -148,60 +66,99 @@ def softmax_cross_entropy(logits, target, *, label_smoothing=0.0, class_weight=N
     :math:`y`: :math:`a_{ic} = w_c\,((1-\varepsilon)[c = y_i] + \varepsilon/C)` and
     :math:`D = \sum_i w_{y_i}` (:math:`D = N` without weights). Probability rows :math:`t`:
     :math:`a_{ic} = w_c\,((1-\varepsilon)t_{ic} + \varepsilon/C)` and :math:`D = N`. Without
-    smoothing or weights the gradient is (softmax − target)/N. These are exactly the conventions
-    of ``torch.nn.functional.cross_entropy(weight=w, label_smoothing=ε)``.
+    smoothing or weights the gradient is (softmax − target)/N. ``ignore_index`` (integer labels
+    only): a sample labelled with it gets :math:`a_i = 0` and leaves :math:`D`, so it adds nothing
+    to the loss or the gradient (padding tokens); at least one sample must remain. These are exactly
+    the conventions of ``torch.nn.functional.cross_entropy(weight=w, label_smoothing=ε,
+    ignore_index=k)``, except that PyTorch's default ``ignore_index`` is −100 and here it is None.
 
     References: Bridle (1990), "Probabilistic interpretation of feedforward classification network
     outputs"; Goodfellow, Bengio & Courville, *Deep Learning* (2016), §6.2.2.3; label smoothing:
     Szegedy et al. (2016), "Rethinking the Inception Architecture for Computer Vision", §7.
     """
     if isinstance(logits, np.ndarray) and logits.ndim > 2:
-        lead, c = logits.shape[:-1], logits.shape[-1]
-        if not isinstance(target, np.ndarray):
-            raise TypeError(f"target must be a numpy.ndarray, got {type(target).__name__}")
-        if target.shape == lead:
-            flat = target.reshape(-1)
-        elif target.shape == logits.shape:
-            flat = target.reshape(-1, c)
-        else:
-            raise ValueError(f"target has shape {target.shape} but logits of shape {logits.shape} "
-                             f"need integer labels of shape {lead} or class probabilities of "
-                             f"shape {logits.shape}")
-        value, dz = softmax_cross_entropy(logits.reshape(int(np.prod(lead)), c), flat,
-                                          label_smoothing=label_smoothing,
-                                          class_weight=class_weight)
+        flat_z, flat = flatten_tokens(logits, target, "logits", probabilities=True)
+        value, dz = softmax_cross_entropy(flat_z, flat, label_smoothing=label_smoothing,
+                                          class_weight=class_weight, ignore_index=ignore_index)
         return value, dz.reshape(logits.shape)
     check_array(logits, "logits", ndim=2)
     n, c = logits.shape
     dt = logits.dtype
-    eps = _check_number(label_smoothing, "label_smoothing")
+    eps = check_number(label_smoothing, "label_smoothing")
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-    w = None if class_weight is None else _check_weights(class_weight, "class_weight", dt,
+    w = None if class_weight is None else check_weights(class_weight, "class_weight", dt,
                                                          shape=(c,))
+    ignore = check_ignore_index(ignore_index)
     if isinstance(target, np.ndarray) and target.ndim == 2:
-        a = _check_probabilities(target, n, c, dt)
+        if ignore is not None:
+            raise ValueError(f"ignore_index applies to integer labels, not to class probabilities "
+                             f"(target of shape {target.shape}); drop those rows instead")
+        a = check_probabilities(target, n, c, dt)
         if eps:
             a = (1.0 - eps) * a + eps / c
         if w is not None:
             a = a * w
         denom = n
     else:
-        y = check_labels(target, n, c, name="target")
-        a = np.full((n, c), eps / c, dtype=dt)
-        a[np.arange(n), y] += 1.0 - eps
-        denom = n
+        y = check_labels(target, n, c, name="target", ignore_index=ignore)
+        rows, kept = kept_labels(y, ignore)
+        a = np.zeros((n, c), dtype=dt)
+        a[rows] = eps / c
+        a[rows, kept] += 1.0 - eps
+        denom = rows.size
         if w is not None:
             a *= w
-            denom = w[y].sum()
+            denom = w[kept].sum()
             if not denom > 0:
                 raise ValueError("class_weight gives the labels of this batch a total weight of 0")
-    logp = _log_softmax(logits)
+    logp = log_softmax(logits)
     # a·log p with 0·(−inf) read as 0 (a float32 log-softmax can underflow to −inf)
     terms = np.multiply(a, logp, out=np.zeros_like(a), where=a != 0)
     value = -terms.sum() / denom
     dz = (a.sum(axis=1, keepdims=True) * np.exp(logp) - a) / denom
     return float(value), dz.astype(dt, copy=False)
+
+
+def nll_loss(log_probs, target, *, class_weight=None, ignore_index=None):
+    r"""Negative log-likelihood of integer labels under given log-probabilities, weighted mean.
+
+    Shapes: log_probs (N, C) float, e.g. a log-softmax output; target (N,) integer in [0, C);
+    class_weight None or non-negative (C,); returns (float, (N, C)). Token form: log_probs
+    (..., C) with target (...), flattened as in :func:`softmax_cross_entropy`. The values are not
+    checked to be log-probabilities (the loss is linear in them). With the kept samples
+    :math:`S` (those not labelled ``ignore_index``):
+
+    .. math::
+
+        L = -\frac{1}{D}\sum_{i \in S} w_{y_i}\,x_{i y_i}, \quad D = \sum_{i \in S} w_{y_i},
+        \qquad \frac{\partial L}{\partial x_{ik}} = -\frac{w_{y_i}}{D}\,[k = y_i]\,[i \in S],
+
+    with :math:`w = 1` without weights (then :math:`D = |S|`). This is
+    ``torch.nn.functional.nll_loss(weight=w, ignore_index=k)``; composed with a log-softmax it is
+    :func:`softmax_cross_entropy`.
+
+    Reference: Goodfellow, Bengio & Courville, *Deep Learning* (2016), §5.5 and §6.2.1.1.
+    """
+    if isinstance(log_probs, np.ndarray) and log_probs.ndim > 2:
+        flat_x, flat = flatten_tokens(log_probs, target, "log_probs", probabilities=False)
+        value, dx = nll_loss(flat_x, flat, class_weight=class_weight, ignore_index=ignore_index)
+        return value, dx.reshape(log_probs.shape)
+    check_array(log_probs, "log_probs", ndim=2)
+    n, c = log_probs.shape
+    dt = log_probs.dtype
+    ignore = check_ignore_index(ignore_index)
+    y = check_labels(target, n, c, name="target", ignore_index=ignore)
+    rows, kept = kept_labels(y, ignore)
+    wy = (np.ones(rows.size, dtype=dt) if class_weight is None else
+          check_weights(class_weight, "class_weight", dt, shape=(c,))[kept])
+    denom = wy.sum()
+    if not denom > 0:
+        raise ValueError("class_weight gives the labels of this batch a total weight of 0")
+    value = -np.dot(wy, log_probs[rows, kept]) / denom
+    dx = np.zeros_like(log_probs)
+    dx[rows, kept] = -wy / denom
+    return float(value), dx
 
 
 def mse(pred, target):
@@ -217,9 +174,61 @@ def mse(pred, target):
     Reference: Goodfellow, Bengio & Courville, *Deep Learning* (2016), §5.1.4.
     """
     check_array(pred, "pred")
-    t = _check_target_like(target, pred)
+    t = check_target_like(target, pred)
     diff = pred - t
     return float(np.sum(diff * diff) / diff.size), (2.0 / diff.size) * diff
+
+
+def l1_loss(pred, target):
+    r"""Mean absolute error over all elements.
+
+    Shapes: pred any shape, float; target exactly pred's shape (integers are cast); returns
+    (float, pred's shape). With :math:`n` the number of elements:
+
+    .. math::
+
+        L = \frac{1}{n}\sum_j |x_j - t_j|, \qquad
+        \frac{\partial L}{\partial x_j} = \frac{1}{n}\operatorname{sign}(x_j - t_j),
+
+    taking the subgradient 0 at :math:`x_j = t_j`, as ``torch.nn.functional.l1_loss`` does.
+
+    Reference: Goodfellow, Bengio & Courville, *Deep Learning* (2016), §6.2.1.2 (the mean absolute
+    error predicts the median).
+    """
+    check_array(pred, "pred")
+    diff = pred - check_target_like(target, pred)
+    return float(np.sum(np.abs(diff)) / diff.size), np.sign(diff) * (1.0 / diff.size)
+
+
+def huber_loss(pred, target, *, delta=1.0):
+    r"""Huber loss, mean over all elements: quadratic within ``delta`` of the target, linear beyond.
+
+    Shapes: pred any shape, float; target exactly pred's shape; delta a positive number; returns
+    (float, pred's shape). With :math:`d_j = x_j - t_j` and :math:`m_j = \min(|d_j|, \delta)`:
+
+    .. math::
+
+        \ell_j = \begin{cases} \tfrac12 d_j^2 & |d_j| \le \delta \\
+                  \delta(|d_j| - \tfrac12\delta) & \text{otherwise} \end{cases}
+                = m_j\,(|d_j| - \tfrac12 m_j), \qquad
+        \frac{\partial L}{\partial x_j} = \frac{1}{n}\operatorname{clip}(d_j, -\delta, \delta).
+
+    Both branches agree in value and slope at :math:`|d_j| = \delta`, so the loss is :math:`C^1`.
+    This is ``torch.nn.functional.huber_loss(delta=δ)``; dividing by δ gives PyTorch's
+    ``smooth_l1_loss(beta=δ)``.
+
+    Reference: Huber (1964), "Robust Estimation of a Location Parameter", *Annals of Mathematical
+    Statistics* 35(1), §4.
+    """
+    check_array(pred, "pred")
+    diff = pred - check_target_like(target, pred)
+    d = check_number(delta, "delta")
+    if d <= 0:
+        raise ValueError(f"delta must be positive, got {delta!r}")
+    a = np.abs(diff)
+    m = np.minimum(a, d)
+    value = np.sum(m * (a - 0.5 * m)) / diff.size
+    return float(value), np.clip(diff, -d, d) * (1.0 / diff.size)
 
 
 def binary_cross_entropy_with_logits(logits, target, *, pos_weight=None):
@@ -249,7 +258,7 @@ def binary_cross_entropy_with_logits(logits, target, *, pos_weight=None):
     if (isinstance(target, np.ndarray) and logits.ndim == 2 and logits.shape[1] == 1
             and target.shape == logits.shape[:1]):
         target = target.reshape(-1, 1)
-    t = _check_target_like(target, logits)
+    t = check_target_like(target, logits)
     if t.min() < 0 or t.max() > 1:
         raise ValueError(f"target must hold values in [0, 1], got min {t.min()}, max {t.max()}")
     z = logits
@@ -263,7 +272,7 @@ def binary_cross_entropy_with_logits(logits, target, *, pos_weight=None):
         loss = t * sp_neg + (1.0 - t) * sp_pos
         dz = sig - t
     else:
-        pt = _check_weights(pos_weight, "pos_weight", z.dtype, broadcast_to=z.shape) * t
+        pt = check_weights(pos_weight, "pos_weight", z.dtype, broadcast_to=z.shape) * t
         loss = pt * sp_neg + (1.0 - t) * sp_pos
         dz = (pt + 1.0 - t) * sig - pt
     return float(loss.sum() / z.size), dz / z.size
@@ -299,17 +308,17 @@ def focal_loss(logits, target, *, gamma=2.0, alpha=None):
     n, c = logits.shape
     dt = logits.dtype
     y = check_labels(target, n, c, name="target")
-    g = _check_number(gamma, "gamma")
+    g = check_number(gamma, "gamma")
     if g < 0:
         raise ValueError(f"gamma must be non-negative, got {gamma!r}")
     if alpha is None:
         alpha_t = None
     elif np.ndim(alpha) == 0:
-        alpha_t = _check_weights(alpha, "alpha", dt)
+        alpha_t = check_weights(alpha, "alpha", dt)
     else:
-        alpha_t = _check_weights(alpha, "alpha", dt, shape=(c,))[y]
+        alpha_t = check_weights(alpha, "alpha", dt, shape=(c,))[y]
     rows = np.arange(n)
-    logp_all = _log_softmax(logits)
+    logp_all = log_softmax(logits)
     p_all = np.exp(logp_all)
     is_target = np.zeros((n, c), dtype=bool)
     is_target[rows, y] = True
@@ -326,6 +335,50 @@ def focal_loss(logits, target, *, gamma=2.0, alpha=None):
     dz[rows, y] = -om                                              # p_k − δ_ky, exact at k = y
     dz *= (factor / n)[:, None]
     return float(per_sample.sum() / n), dz.astype(dt, copy=False)
+
+
+KL_REDUCTIONS = ("batchmean", "sum", "mean")
+
+
+def kl_div(log_probs, target, *, reduction="batchmean", log_target=False):
+    r"""Kullback–Leibler divergence :math:`\mathrm{KL}(p\,\|\,q)` of a target distribution
+    :math:`p` from a predicted one given as log-probabilities :math:`\log q` (PyTorch's ``kl_div``).
+
+    Shapes: log_probs any shape (typically (N, C)), float; target exactly that shape — the
+    probabilities :math:`p` (non-negative), or :math:`\log p` with ``log_target=True``; returns
+    (float, log_probs' shape). Pointwise, with :math:`0 \log 0 = 0`:
+
+    .. math::
+
+        \ell_j = p_j(\log p_j - x_j), \qquad L = \frac{1}{D}\sum_j \ell_j, \qquad
+        \frac{\partial L}{\partial x_j} = -\frac{p_j}{D},
+
+    where :math:`x = \log q` and :math:`D` is the reduction: ``"batchmean"`` (the default) divides
+    by N = log_probs.shape[0], which is the mean over samples of the true divergence;
+    ``"sum"`` by 1; ``"mean"`` by the number of elements (PyTorch's default, which PyTorch itself
+    notes is not the divergence). The rows are not required to sum to 1, as in PyTorch.
+
+    Reference: Kullback & Leibler (1951), "On Information and Sufficiency", *Annals of Mathematical
+    Statistics* 22(1); as a training loss for soft targets, Hinton, Vinyals & Dean (2015),
+    "Distilling the Knowledge in a Neural Network", §2.
+    """
+    check_array(log_probs, "log_probs")
+    t = check_target_like(target, log_probs)
+    if reduction not in KL_REDUCTIONS:
+        raise ValueError(f"reduction must be one of 'batchmean', 'sum', 'mean', got {reduction!r}")
+    if not isinstance(log_target, (bool, np.bool_)):
+        raise TypeError(f"log_target must be a bool, got {log_target!r}")
+    if log_target:
+        p, logp = np.exp(t), t
+    else:
+        if t.min() < 0:
+            raise ValueError(f"target must hold non-negative probabilities, got min {t.min():.6g}"
+                             f" (pass log_target=True for log-probabilities)")
+        p = t
+        logp = np.log(t, out=np.zeros_like(t), where=t > 0)      # 0 log 0 = 0
+    denom = {"batchmean": log_probs.shape[0], "sum": 1, "mean": log_probs.size}[reduction]
+    value = np.sum(p * (logp - log_probs)) / denom
+    return float(value), p * (-1.0 / denom)
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,6 +413,10 @@ LOSSES: dict[str, Callable] = {
     "mse": mse,
     "bce": binary_cross_entropy_with_logits,
     "focal": focal_loss,
+    "nll": nll_loss,
+    "l1": l1_loss,
+    "huber": huber_loss,
+    "kl": kl_div,
 }
 
 

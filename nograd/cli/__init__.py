@@ -6,7 +6,8 @@ One module per family of commands:
   types, the options ``train`` and ``compare`` share, the exit on divergence;
 * :mod:`nograd.cli.rules` — ``compare``, ``train``, ``list``, ``demo`` (learning rules on registered
   models; text data goes on to :mod:`nograd.cli_text`);
-* :mod:`nograd.cli.tabular` — ``diabetes`` and ``grande`` (CSV tables).
+* :mod:`nograd.cli.tabular` — ``diabetes`` and ``grande`` (CSV tables);
+* :mod:`nograd.cli.predict` — ``predict`` (a model file of ``train --save`` on a dataset).
 
 Exit statuses: 0 when the command ran; 2 for any argument error (a bad option, an unknown
 rule/model/dataset, a missing or malformed file), reported as one line on stderr with no
@@ -16,14 +17,14 @@ from __future__ import annotations
 
 import sys
 
-from . import rules, tabular
+from . import predict, rules, tabular
 from .common import PROG, Parser, UserError
 from .rules import cmd_compare, cmd_demo, cmd_list, cmd_train
 from .tabular import cmd_diabetes, cmd_grande
 
 # the sub-parsers in the order ``--help`` lists them
-COMMANDS = (rules.add_compare, rules.add_train, tabular.add_diabetes, tabular.add_grande,
-            rules.add_list, rules.add_demo)
+COMMANDS = (rules.add_compare, rules.add_train, predict.add_predict, tabular.add_diabetes,
+            tabular.add_grande, rules.add_list, rules.add_demo)
 
 
 def build_parser():

@@ -102,11 +102,22 @@ def exit_diverged(command, message) -> NoReturn:
 
 
 def check_writable(path, option):
-    """Refuse (UserError naming ``option``) an output ``path`` whose folder does not exist, before
-    any training time is spent."""
+    """Refuse (UserError naming ``option``), before any training time is spent, an output ``path``
+    that is a directory, or whose folder does not exist or is not writable. Writability is tried,
+    not guessed from mode bits (root, ACLs, read-only mounts): an anonymous temporary file is
+    created in the folder and dropped at once, so nothing is left behind."""
+    import tempfile
+
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserError(f"{option} {path}: is a directory; give a file name inside it")
     if not os.path.isdir(folder):
         raise UserError(f"{option} {path}: folder {folder} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        raise UserError(f"{option} {path}: folder {folder} is not writable") from None
 
 
 def load_data(args):

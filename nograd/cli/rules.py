@@ -45,13 +45,20 @@ def warm_up(rule_name, ds, args, hp):
     """One untimed, untraced step on a throwaway model, rule and optimizer (weights from seed 0,
     one batch of ``min(batch_size, n_train)`` training samples), so that one-time costs — lazy
     imports, loading Numba kernels — count neither in the seconds nor in the peak memory. The
-    rule that trains is not touched: rules keep state (feedback matrices, seeds)."""
+    rule that trains is not touched: rules keep state (feedback matrices, seeds). A learning rate
+    so large that this step overflows is not reported here but by the run itself, as divergence
+    at its epoch and batch (NumPy's overflow warnings are silenced: non-finite values are checked)."""
     import numpy as np
 
     rule, model, optimizer = build(rule_name, ds, args, hp, np.random.default_rng(0))
     n = min(hp["batch_size"], len(ds.X_train))
-    rule.step(model, ds.X_train[:n], ds.y_train[:n], optimizer=optimizer, rng=np.random.default_rng(0))
-    model(ds.X_test[:n])
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            rule.step(model, ds.X_train[:n], ds.y_train[:n], optimizer=optimizer,
+                      rng=np.random.default_rng(0))
+            model(ds.X_test[:n])
+    except FloatingPointError:
+        pass
 
 
 class PeakMemory:
@@ -87,10 +94,12 @@ def run_rule(rule_name, ds, args, *, quiet, log_epochs):
     """Train ``args.model`` on ``ds`` with the rule ``rule_name`` and evaluate it on the test split.
 
     Weights come from ``--seed``, the batch order from ``[seed, 1]``; hyper-parameters are the
-    rule's defaults overridden by the options given. Returns ``(summary, model, history)``; the
-    summary holds test accuracy, macro-F1 and loss, final train loss, seconds, peak MB (``None``
-    with ``--no-memory``), the hyper-parameters, parameter count and forward FLOPs per sample.
-    A NaN/inf in training propagates as ``FloatingPointError`` for the command to report."""
+    rule's defaults overridden by the options given. A last batch of a single sample is dropped
+    (batch norm cannot train on it; ``drop_last`` in the summary says so). Returns ``(summary,
+    model, history)``; the summary holds test accuracy, macro-F1 and loss, final train loss,
+    seconds, peak MB (``None`` with ``--no-memory``), the hyper-parameters, parameter count and
+    forward FLOPs per sample. A NaN/inf or a blow-up in training (NumPy's overflow warnings
+    silenced) propagates as ``FloatingPointError`` for the command to report in one line."""
     import numpy as np
 
     from ..metrics import count_flops, macro_f1
@@ -106,10 +115,12 @@ def run_rule(rule_name, ds, args, *, quiet, log_epochs):
         callbacks = []
         if log_epochs and not quiet:
             callbacks.append(EpochLogger(every=max(1, hp["epochs"] // 20), val_name="test"))
-        history = fit(model, rule, optimizer, (ds.X_train, ds.y_train), val=(ds.X_test, ds.y_test),
-                      epochs=hp["epochs"], batch_size=hp["batch_size"],
-                      rng=np.random.default_rng([args.seed, 1]), callbacks=callbacks,
-                      progress=not quiet)
+        drop_last = len(ds.X_train) % hp["batch_size"] == 1 and len(ds.X_train) > 1
+        with np.errstate(over="ignore", invalid="ignore"):
+            history = fit(model, rule, optimizer, (ds.X_train, ds.y_train),
+                          val=(ds.X_test, ds.y_test), epochs=hp["epochs"],
+                          batch_size=hp["batch_size"], rng=np.random.default_rng([args.seed, 1]),
+                          callbacks=callbacks, progress=not quiet, drop_last=drop_last)
     predict = predictor(model, rule)        # rule.predict when the rule has one (Forward-Forward)
     test = evaluate(model, ds.X_test, ds.y_test, predict=predict)
     pred = np.concatenate([predict(ds.X_test[i:i + 1024]).argmax(1)
@@ -127,7 +138,8 @@ def run_rule(rule_name, ds, args, *, quiet, log_epochs):
                "train_seconds": round(history.info["train_seconds"], 3),
                "peak_mb": None if peak is None else round(peak / 2 ** 20, 2),
                "optimizer": hp["optimizer"], "lr": hp["lr"], "epochs": len(history),
-               "batch_size": hp["batch_size"], "seed": args.seed, "num_params": model.num_params,
+               "batch_size": hp["batch_size"], "drop_last": drop_last, "seed": args.seed,
+               "num_params": model.num_params,
                "flops_per_sample": flops, "n_train": len(ds.X_train), "n_test": len(ds.X_test)}
     return summary, model, history
 
@@ -162,10 +174,12 @@ def cmd_train(args, out=None):
         summary, model, history = run_rule(args.rule, ds, args, quiet=args.json, log_epochs=True)
     except FloatingPointError as e:
         exit_diverged("train", e)
-    if args.save:
-        from ..core.params import save
+    if args.save:       # weights and architecture: `predict --model-file` needs nothing else
+        from ..serialize import save_model
 
-        save(model, args.save)
+        meta = {"command": "train", "rule": args.rule, "data": args.data, "seed": args.seed,
+                "target": args.target}
+        save_model(model, args.save, meta={**meta, **({"data_dir": args.data_dir} if args.data_dir else {})})
         summary["saved"] = args.save
     if args.history:
         if args.history.endswith(".csv"):
@@ -403,7 +417,9 @@ def add_train(sub):
                                    "epoch and a summary. " + MEMORY_HELP + ".")
     t.add_argument("--rule", default="backprop", help="a registered rule (default backprop)")
     add_common(t)
-    t.add_argument("--save", metavar="PATH", help="write the trained weights to PATH (.npz)")
+    t.add_argument("--save", metavar="PATH",
+                   help="write the trained model to PATH (.npz: weights and architecture; read "
+                        "it back with `predict --model-file PATH` or nograd.load_model)")
     lm = t.add_argument_group("language models (--data shakespeare or text:PATH, --model gpt)")
     lm.add_argument("--iters", type=positive_int, default=2000, help="training iterations (default 2000)")
     lm.add_argument("--block-size", type=positive_int, default=64, help="context length (default 64)")

@@ -70,10 +70,11 @@ def cmd_train_text(args, out=None, error=ValueError):
                "val_loss": hist["val_loss"],
                "train_loss": hist["train_loss"], "train_seconds": round(hist["train_seconds"], 3),
                "num_params": model.num_params, "sample": sample}
-    if args.save:
-        from ..core.params import save
+    if args.save:       # weights and architecture (nograd.load_model rebuilds the GPT)
+        from ..serialize import save_model
 
-        save(model, args.save)
+        save_model(model, args.save, meta={"command": "train", "rule": args.rule, "data": args.data,
+                                           "seed": args.seed})
         summary["saved"] = args.save
     if args.json:
         print(json.dumps(summary), file=out)

@@ -465,7 +465,8 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
 def get_optimizer(name: str, params, **kw) -> Optimizer:
-    """Build an optimizer by name (``"sgd"``, ``"adam"``, ``"adamw"``) over ``params``."""
+    """Build an optimizer by name, a key of :data:`OPTIMIZERS` (``"sgd"``, ``"adam"``, ``"adamw"``,
+    and ``"rmsprop"``, ``"adagrad"``, ``"nadam"``, which :mod:`nograd.optimizers` adds on import)."""
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {name!r}")
     cls = OPTIMIZERS.get(name.lower())

@@ -1,71 +1,76 @@
-"""Flat parameter dicts: flatten/unflatten to one vector, and save/load as ``.npz``.
-
->>> import numpy as np
->>> p = {"w": np.arange(6.0).reshape(2, 3), "b": np.array([7.0, 8.0])}
->>> v = flatten_params(p)
->>> v
-array([0., 1., 2., 3., 4., 5., 7., 8.])
->>> q = unflatten_params(v, like=p)
->>> bool(np.array_equal(q["w"], p["w"])) and list(q) == ["w", "b"]
-True
-"""
+"""Flat parameter dicts: flatten/unflatten to one vector, and save/load as ``.npz`` (no pickles)."""
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
-FORMAT_KEY = "__nograd_format__"
-FORMAT_VERSION = 1
+FORMAT_KEY, FORMAT_VERSION = "__nograd_format__", 1
+SPEC_KEY = "__nograd_spec__"              # optional JSON text: the architecture (nograd.serialize)
+TMP_PREFIX, TMP_SUFFIX = ".nograd-", ".npz.tmp"     # temporaries: .nograd-<pid>-<12 hex>.npz.tmp
 
 
 def flatten_params(params: dict[str, np.ndarray]) -> np.ndarray:
     """Concatenate the arrays of ``params`` (in dict order) into one 1-D vector (a copy)."""
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict name -> array, got {type(params).__name__}")
-    if not params:
-        return np.zeros(0)
     for k, v in params.items():
         if not isinstance(v, np.ndarray):
             raise TypeError(f"params[{k!r}] must be a numpy.ndarray, got {type(v).__name__}")
-    return np.concatenate([v.reshape(-1) for v in params.values()])
+    return np.concatenate([v.reshape(-1) for v in params.values()]) if params else np.zeros(0)
 
 
 def unflatten_params(flat: np.ndarray, like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Split ``flat`` into arrays shaped like those of ``like`` (views of ``flat``, same order)."""
     if not isinstance(flat, np.ndarray) or flat.ndim != 1:
         raise ValueError(f"flat must be a 1-D numpy array, got {getattr(flat, 'shape', type(flat).__name__)}")
-    total = sum(v.size for v in like.values())
-    if flat.size != total:
-        raise ValueError(f"flat has {flat.size} entries but like needs {total}")
-    out, i = {}, 0
-    for k, v in like.items():
-        out[k] = flat[i:i + v.size].reshape(v.shape)
-        i += v.size
-    return out
+    ends = np.cumsum([0] + [v.size for v in like.values()])
+    if flat.size != ends[-1]:
+        raise ValueError(f"flat has {flat.size} entries but like needs {ends[-1]}")
+    return {k: flat[a:b].reshape(v.shape) for (k, v), a, b in zip(like.items(), ends[:-1], ends[1:])}
 
 
 def _state(model) -> dict[str, np.ndarray]:
-    arrays = {f"param/{k}": v for k, v in model.params.items()}
-    arrays.update({f"buffer/{k}": v for k, v in model.buffers.items()})
-    return arrays
+    return {**{f"param/{k}": v for k, v in model.params.items()},
+            **{f"buffer/{k}": v for k, v in model.buffers.items()}}
 
 
-def save(model, path) -> None:
-    """Write the model's parameters and buffers to ``path`` as an uncompressed ``.npz``.
+def _check(path, key, a, shape=None):
+    """Refuse an array as :func:`load` does (and :func:`save`, with the same message)."""
+    if shape is not None and a.shape != shape:
+        raise ValueError(f"checkpoint {path!r}: {key[key.index('/') + 1:]!r} has shape {a.shape}, "
+                         f"the model expects {shape}")
+    if a.dtype.kind != "f" or not np.isfinite(a).all():
+        raise ValueError(f"checkpoint {path!r}: {key[key.index('/') + 1:]!r} must be finite floats")
 
-    The file is written to a temporary name in the same folder and renamed over ``path`` only
-    once complete, so an interrupted save never destroys a good file. No pickles are written.
+
+def save(model, path, *, spec=None) -> None:
+    """Write the model's parameters and buffers to ``path`` as an uncompressed ``.npz``, with
+    ``spec`` (JSON text: the architecture, see :func:`nograd.save_model`) if given.
+
+    Written to a temporary ``.nograd-<pid>-<hex>.npz.tmp`` beside ``path`` and renamed over it once
+    complete (an interrupted save never destroys a good file), with ``np.save``'s mode (0666 less the
+    umask); ``nograd.save`` (:func:`nograd.serialize.save`) first removes the temporaries killed saves
+    left. Arrays that are not finite floats are refused with :func:`load`'s message; a directory
+    ``path`` or an unwritable folder is a ``ValueError``.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ValueError(f"path {path!r}: folder {folder!r} does not exist")
+    if os.path.isdir(path) or not os.path.isdir(folder):
+        raise ValueError(f"path {path!r} is a directory; give a file name such as model.npz"
+                         if os.path.isdir(path) else f"path {path!r}: folder {folder!r} does not exist")
+    if not isinstance(spec, (str, type(None))):
+        raise TypeError(f"spec must be a str (JSON text) or None, got {type(spec).__name__}")
     arrays = _state(model)
-    arrays[FORMAT_KEY] = np.array(FORMAT_VERSION)
-    fd, tmp = tempfile.mkstemp(prefix=".nograd-", suffix=".npz.tmp", dir=folder)
+    for k, v in arrays.items():
+        _check(path, k, v)
+    arrays.update({FORMAT_KEY: np.array(FORMAT_VERSION)}, **({} if spec is None else {SPEC_KEY: np.array(spec)}))
+    tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}{TMP_SUFFIX}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except PermissionError:
+        raise ValueError(f"path {path!r}: folder {folder!r} is not writable") from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -81,15 +86,16 @@ def save(model, path) -> None:
 def load(model, path):
     """Read ``path`` (written by :func:`save`) into the model's arrays, in place; returns the model.
 
-    Every array is checked before any is written: a missing, extra or mis-shaped array, or a file
-    that is not a readable ``.npz``, raises ``ValueError`` and leaves the model untouched.
+    Every array is checked before any is written: a missing, extra, mis-shaped or non-finite array,
+    or a file that is not a readable ``.npz``, raises ``ValueError`` and leaves the model untouched.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"path {path!r} does not exist")
+        raise ValueError(f"path {path!r} " + ("is a directory, not a checkpoint file"
+                                              if os.path.isdir(path) else "does not exist"))
     try:
         with np.load(path, allow_pickle=False) as data:
-            stored = {k: data[k] for k in data.files}
+            stored = {k: data[k] for k in data.files if k != SPEC_KEY}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
         raise ValueError(f"path {path!r} is not a readable nograd .npz file ({e})") from None
     version = stored.pop(FORMAT_KEY, None)
@@ -97,18 +103,12 @@ def load(model, path):
         raise ValueError(f"path {path!r} is not a nograd checkpoint (format key missing or "
                          f"unknown version {version!r})")
     target = _state(model)
-    missing = [k.split("/", 1)[1] for k in target if k not in stored]
-    extra = [k.split("/", 1)[1] for k in stored if k not in target]
+    missing, extra = ([k[k.index("/") + 1:] for k in a if k not in b] for a, b in ((target, stored), (stored, target)))
     if missing or extra:
         raise ValueError(f"checkpoint {path!r} does not match the model: missing {missing}, "
                          f"unexpected {extra}")
     for k, dst in target.items():
-        src = stored[k]
-        if src.shape != dst.shape:
-            raise ValueError(f"checkpoint {path!r}: {k.split('/', 1)[1]!r} has shape {src.shape}, "
-                             f"the model expects {dst.shape}")
-        if src.dtype.kind != "f" or not np.isfinite(src).all():
-            raise ValueError(f"checkpoint {path!r}: {k.split('/', 1)[1]!r} must be finite floats")
+        _check(path, k, stored[k], dst.shape)
     for k, dst in target.items():
         dst[...] = stored[k]
     return model

@@ -58,7 +58,8 @@ def _lookup(name):
 def get_model(name: str, input_shape, num_classes: int, *, rng=None, **options) -> Module:
     """Build the model registered as ``name`` for samples of ``input_shape`` and ``num_classes``
     outputs, with initial weights drawn from ``rng`` (a Generator or int seed: same seed, same
-    weights). ``options`` go to the builder (e.g. ``hidden=(128,)`` for ``"mlp"``).
+    weights). ``options`` go to the builder (e.g. ``hidden=(128,)`` for ``"mlp"``). The model keeps
+    ``build_spec`` (name, input shape, classes, options) for :func:`nograd.save_model`.
     """
     builder = _lookup(name)
     if is_int(input_shape):
@@ -77,4 +78,7 @@ def get_model(name: str, input_shape, num_classes: int, *, rng=None, **options) 
     model = builder(tuple(int(d) for d in shape), int(num_classes), rng=as_rng(rng), **options)
     if not isinstance(model, Module):
         raise TypeError(f"the builder of {name!r} returned {type(model).__name__}, not a nograd Module")
+    # how it was built, which nograd.save_model writes beside the weights (nograd.serialize)
+    model.build_spec = {"model": name, "input_shape": tuple(int(d) for d in shape),
+                        "num_classes": int(num_classes), "options": dict(options)}
     return model

@@ -393,7 +393,8 @@ def test_float32_target_keeps_float64_prediction_dtype():
 
 def test_registry_and_get_loss():
     assert LOSSES == {"cross-entropy": softmax_cross_entropy, "mse": mse,
-                      "bce": binary_cross_entropy_with_logits, "focal": focal_loss}
+                      "bce": binary_cross_entropy_with_logits, "focal": focal_loss,
+                      "nll": L.nll_loss, "l1": L.l1_loss, "huber": L.huber_loss, "kl": L.kl_div}
     for name, fn in LOSSES.items():
         assert get_loss(name) is fn
     custom = lambda p, t: (0.0, np.zeros_like(p))  # noqa: E731

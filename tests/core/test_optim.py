@@ -370,8 +370,8 @@ def test_get_optimizer():
     assert isinstance(get_optimizer("Adam", params), Adam)
     opt = get_optimizer("adamw", params)
     assert type(opt) is AdamW and opt.groups[0]["weight_decay"] == 1e-2
-    with pytest.raises(ValueError, match="sgd, adam, adamw"):
-        get_optimizer("rmsprop", params)
+    with pytest.raises(ValueError, match="sgd, adam, adamw, rmsprop, adagrad, nadam"):
+        get_optimizer("lion", params)
     with pytest.raises(TypeError, match="name"):
         get_optimizer(None, params)
 
