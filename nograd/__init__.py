@@ -18,7 +18,7 @@ from .models import available_models, get_model, register_model
 from . import callbacks, estimators
 from .estimators import GrandeClassifier, GrandeRegressor
 from .threads import blas_libraries, blas_threads, set_blas_threads
-from .train import History, fit
+from .train import DivergenceError, History, fit
 from .inference import predict, predict_proba
 from .serialize import load_model, save, save_model   # save: core save + sweep of stale temporaries
 
@@ -33,7 +33,7 @@ __all__ = ["core", "data", "layers", "rules", "testing", "Module", "Sequential",
            "callbacks", "estimators",
            "get_model", "available_models", "register_model", "GrandeClassifier", "GrandeRegressor",
            "blas_threads", "set_blas_threads", "blas_libraries", "lora", "NonFiniteError",
-           "predict", "predict_proba", "save_model", "load_model"]
+           "predict", "predict_proba", "save_model", "load_model", "DivergenceError"]
 
 # every layer at the top level, as ng.Linear is: ng.Conv2d, ng.MaxPool2d, ng.LSTM, ...
 globals().update({_n: getattr(layers, _n) for _n in layers.__all__})

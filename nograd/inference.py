@@ -32,6 +32,8 @@ def _scores(model, x, batch_size, rule):
     check_positive(batch_size, "batch_size", integer=True)
     if not isinstance(x, np.ndarray):
         raise TypeError(f"x must be a numpy.ndarray, got {type(x).__name__}")
+    if x.ndim < 2:
+        raise ValueError(f"x must be a batch (N, ...), got shape {x.shape}; one sample is x[None]")
     if len(x) == 0:
         raise ValueError(f"x is empty (shape {x.shape})")
     fn = predictor(model, rule)

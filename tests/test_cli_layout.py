@@ -111,3 +111,10 @@ def test_list_prints_plain_text_not_rest_markup(capsys):
     for mark in (":math:", ":meth:", ":class:", "``", "\\"):
         assert mark not in out, f"`list` prints raw markup {mark!r}"
     assert "⊙" in out                       # brSF's B = |R_t| ⊙ sign(W), spelled out
+
+
+def test_the_optimizer_choices_are_every_registered_optimizer():
+    import nograd
+    from nograd.cli.common import OPTIMIZERS
+
+    assert set(OPTIMIZERS) == set(nograd.core.optim.OPTIMIZERS)

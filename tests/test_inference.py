@@ -34,5 +34,7 @@ def test_bad_input_names_the_argument():
     net = ng.Sequential(ng.Linear(2, 3, rng=0))
     with pytest.raises(TypeError, match="x must be"):
         ng.predict(net, [[1.0, 2.0]])
+    with pytest.raises(ValueError, match=r"x\[None\]"):
+        ng.predict(net, np.ones(2, np.float32))
     with pytest.raises(ValueError, match="batch_size"):
         ng.predict(net, np.ones((2, 2), np.float32), batch_size=0)

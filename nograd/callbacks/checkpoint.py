@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from ..core.checks import check_positive
-from ..core.params import save
+from ..serialize import save        # the core saver plus the sweep of our stale temporaries
 from .base import Callback, monitor_mode, monitored_value
 
 __all__ = ["Checkpoint"]

@@ -26,7 +26,7 @@ MEMORY_HELP = ("peak memory is measured with Python's tracemalloc (NumPy reports
                "optimizer state, activations, gradients and batches, not the dataset; "
                "--no-memory turns the tracing (and its small time overhead) off")
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam")   # = nograd.core.optim.OPTIMIZERS (tested)
 
 
 class UserError(Exception):
