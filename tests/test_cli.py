@@ -159,7 +159,7 @@ def test_list(test_rules, capsys):
     (["train", "--epochs", "0"], "--epochs: must be a positive integer"),
     (["train", "--lr", "-1"], "--lr: must be a positive number"),
     (["train", "--lr", "abc"], "--lr: must be a positive number"),
-    (["train", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
+    (["train", "--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
     (["train", "--save", "/no/such/dir/w.npz"], "--save /no/such/dir/w.npz: folder"),
     (["train", "--history", "h.txt"], "must end in .csv or .json"),
     (["compare", "--rules", "backprop,nope"], "unknown rule 'nope'"),

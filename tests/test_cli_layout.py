@@ -118,3 +118,28 @@ def test_the_optimizer_choices_are_every_registered_optimizer():
     from nograd.cli.common import OPTIMIZERS
 
     assert set(OPTIMIZERS) == set(nograd.core.optim.OPTIMIZERS)
+
+
+def test_threads_option_sets_the_blas_threads_of_the_run(capsys):
+    from nograd.__main__ import main
+    from nograd.rules import Backprop
+    from nograd.rules.base import _REGISTRY, register
+    from nograd.threads import blas_libraries
+
+    if not blas_libraries():
+        pytest.skip("no BLAS library reachable to limit")
+    seen = []
+
+    class ThreadProbe(Backprop):
+        def grads(self, model, x, y, *, rng=None):
+            seen.append({lib["threads"] for lib in blas_libraries()})
+            return super().grads(model, x, y, rng=rng)
+
+    register("test-thread-probe")(ThreadProbe)
+    try:
+        assert main(["compare", "--rules", "test-thread-probe", "--epochs", "1", "--threads", "1",
+                     "--no-memory"]) == 0
+    finally:
+        _REGISTRY.pop("test-thread-probe", None)
+    assert seen and all(s == {1} for s in seen)
+    assert "BLAS threads: 1 (--threads)" in capsys.readouterr().err

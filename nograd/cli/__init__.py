@@ -49,7 +49,13 @@ def main(argv=None):
         parser.print_help()
         return 2
     try:
-        args.func(args)
+        from .common import threads_context
+
+        context, described = threads_context(args)
+        with context:
+            args.func(args)
+        if not getattr(args, "json", False) and args.command in ("train", "compare", "diabetes", "grande"):
+            print(described, file=sys.stderr)          # after the run: an error stays one line
     except UserError as e:
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
         return 2

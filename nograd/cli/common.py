@@ -167,6 +167,29 @@ def add_common(p):
     h.add_argument("--batch-size", type=positive_int)
     h.add_argument("--lr", type=positive_float, help="learning rate")
     h.add_argument("--optimizer", choices=OPTIMIZERS)
+    add_threads(p)
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print JSON only (no table or epoch lines)")
     o.add_argument("--no-memory", action="store_true", help=MEMORY_HELP)
+
+
+def add_threads(p):
+    """``--threads N``: the BLAS threads of the run (default: as the environment leaves them)."""
+    p.add_argument("--threads", type=positive_int, metavar="N",
+                   help="BLAS threads for the run (default: unchanged, e.g. OPENBLAS_NUM_THREADS). On a "
+                        "small model or a busy machine 1 is usually fastest; results can differ in the "
+                        "last digits between thread counts")
+
+
+def threads_context(args):
+    """``(context manager, description)`` for ``args.threads``: :func:`nograd.blas_threads` when
+    given, else nothing; the description names the BLAS threads the run will use."""
+    import contextlib
+
+    from ..threads import blas_libraries, blas_threads
+
+    n = getattr(args, "threads", None)
+    if n is None:
+        counts = sorted({lib["threads"] for lib in blas_libraries()})
+        return contextlib.nullcontext(), f"BLAS threads: {counts or 'unknown'} (--threads N to set)"
+    return blas_threads(n), f"BLAS threads: {n} (--threads)"

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from .common import (OPTIMIZERS, UserError, exit_diverged, fraction, positive_float, positive_int,
+from .common import (OPTIMIZERS, add_threads, UserError, exit_diverged, fraction, positive_float, positive_int,
                      target, user_errors)
 
 
@@ -366,6 +366,7 @@ def add_diabetes(sub):
                     help="--protocol paper: the most epochs the stopping rule may wait "
                          "(default 1000)")
     dn.add_argument("--json", action="store_true", help="print one JSON object only")
+    add_threads(dn)
     dn.set_defaults(func=cmd_diabetes)
 
 
@@ -392,6 +393,7 @@ def add_grande(sub):
     g2.add_argument("--depth", type=positive_int, help="depth of each tree")
     g2.add_argument("--epochs", type=positive_int, help="training epochs")
     g2.add_argument("--batch-size", type=positive_int)
+    add_threads(gr)
     gr.add_argument("--json", action="store_true",
                     help="print one JSON object only (means, std and per-fold lists)")
     gr.set_defaults(func=cmd_grande)
