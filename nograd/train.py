@@ -247,7 +247,22 @@ def evaluate(model, X, y, *, loss="cross-entropy", batch_size: int = 1024, loss_
 
 
 # --------------------------------------------------------------------------- fit
-def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, callbacks=(),
+def _by_name(model, rule, optimizer):
+    """A rule and an optimizer from names (``"backprop"``, ``"adam"``) or ``None`` (the rule's
+    defaults: ``rule.defaults`` optimizer and lr), or passed through."""
+    from .core.optim import get_optimizer
+    from .rules import get_rule
+
+    rule = get_rule(rule) if isinstance(rule, str) else rule
+    defaults = getattr(rule, "defaults", {}) or {}
+    if optimizer is None or isinstance(optimizer, str):
+        optimizer = get_optimizer(optimizer or defaults.get("optimizer", "adam"), model.params,
+                                  lr=defaults.get("lr", 1e-3), **defaults.get("optimizer_options", {}))
+    return rule, optimizer, defaults
+
+
+def fit(model, rule="backprop", optimizer=None, train=None, *, val=None, epochs=None, batch_size=None,
+        rng=None, callbacks=(),
         progress=True, schedule=None, loss=None, eval_batch_size=1024, drop_last=False,
         schedule_every="epoch", divergence=10.0) -> History:
     """Train ``model`` with a learning ``rule`` and an ``optimizer`` for ``epochs`` epochs.
@@ -255,6 +270,8 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
     Parameters
     ----------
     model : a nograd Module.
+    rule, optimizer : objects, or names (``"backprop"``, ``"adam"``); ``optimizer=None`` is the
+        rule's default optimizer at its default lr (``rule.defaults``), built on ``model.params``.
     rule : a learning rule (:class:`nograd.rules.Rule`); fit calls
         ``rule.step(model, x, y, optimizer=optimizer, rng=rng) -> info`` for every batch (by
         default ``rule.grads`` then ``optimizer.step``). Its ``check_model`` runs first, so a rule
@@ -269,11 +286,13 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
     train, val : pairs ``(X, y)``: float inputs with samples first, and integer labels ``(N,)`` or
         float targets ``(N, C)``. ``val`` (optional) is evaluated after every epoch, through
         ``rule.predict(model, x)`` when the rule has one (see :func:`predictor`).
-    epochs, batch_size : positive ints; the last batch of an epoch may be smaller.
+    epochs, batch_size : positive ints (default: the rule's ``defaults``, else 10 and 64); the last
+        batch of an epoch may be smaller.
     drop_last : skip that smaller last batch (batch norm cannot train on a batch of one; without
         ``drop_last`` such a failure is a ``ValueError`` that says so).
     rng : ``np.random.Generator`` or int seed — the batch order and the rule's randomness (dropout
-        masks, perturbations) come from it only: same seed, same run.
+        masks, perturbations) come from it only: same seed, same run. ``None`` draws a fresh seed
+        from the OS and records it (an int seed too) in ``history.info["seed"]`` to rerun with.
     callbacks : :class:`Callback` instances, called in order after each epoch.
     progress : draw a progress line (epoch, batch, loss, accuracy, ETA) on stderr — with ``tqdm``
         when installed, a plain ``\\r`` line otherwise — only when stderr is a terminal.
@@ -298,6 +317,12 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
     """
     if not isinstance(model, Module):
         raise TypeError(f"model must be a nograd Module, got {type(model).__name__}")
+    if train is None:
+        raise TypeError("fit needs the training data: train=(X, y)")
+    rule, optimizer, defaults = _by_name(model, rule, optimizer)
+    epochs = defaults.get("epochs", 10) if epochs is None else epochs
+    batch_size = defaults.get("batch_size", 64) if batch_size is None else batch_size
+    seed = int(np.random.SeedSequence().entropy % 2 ** 63) if rng is None else rng
     if not (callable(getattr(rule, "grads", None)) and callable(getattr(rule, "step", None))):
         raise TypeError(f"rule must be a learning rule (a nograd.rules.Rule) with grads(model, x, "
                         f"y, rng=) and step(model, x, y, optimizer=, rng=) methods, "
@@ -313,7 +338,7 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
     check_positive(epochs, "epochs", integer=True)
     check_positive(batch_size, "batch_size", integer=True)
     check_positive(eval_batch_size, "eval_batch_size", integer=True)
-    rng = as_rng(rng)
+    rng = as_rng(seed)
     callbacks = tuple(callbacks)
     for i, cb in enumerate(callbacks):
         if not isinstance(cb, Callback):
@@ -346,6 +371,8 @@ def fit(model, rule, optimizer, train, *, val=None, epochs, batch_size, rng, cal
     _labels(y)                       # targets that give no labels fail here, not mid-epoch
 
     history = History()
+    if isinstance(seed, (int, np.integer)):
+        history.info["seed"] = int(seed)
     if not isinstance(drop_last, (bool, np.bool_)):
         raise TypeError(f"drop_last must be a bool, got {drop_last!r}")
     if drop_last and len(X) < batch_size:

@@ -286,3 +286,25 @@ def test_divergence_is_a_floating_point_error_naming_the_batch():
     with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="diverged at epoch"):
         ng.train.fit(net, ng.Backprop(), ng.SGD(net.params, lr=1e8), (X, y), epochs=5,
                      batch_size=8, rng=0, progress=False)
+
+
+def test_fit_takes_names_and_defaults_and_records_a_drawn_seed():
+    import nograd as ng
+
+    X, y = ng.data.spirals(40, 3, rng=0)
+    net = ng.Sequential(ng.Linear(2, 16, rng=0), ng.Tanh(), ng.Linear(16, 3, rng=1))
+    w0 = {k: v.copy() for k, v in net.params.items()}
+    hist = ng.fit(net, "backprop", "adam", (X, y), epochs=3, progress=False)
+    seed = hist.info["seed"]
+    assert isinstance(seed, int) and len(hist) == 3
+    again = ng.Sequential(ng.Linear(2, 16, rng=0), ng.Tanh(), ng.Linear(16, 3, rng=1))
+    assert all(np.array_equal(again.params[k], w0[k]) for k in w0)
+    hist2 = ng.fit(again, "backprop", "adam", (X, y), epochs=3, rng=seed, progress=False)
+    assert hist2.info["seed"] == seed
+    assert all(np.array_equal(again.params[k], net.params[k]) for k in w0)   # the seed reruns it
+    default = ng.fit(ng.Sequential(ng.Linear(2, 3, rng=0)), train=(X, y), rng=0, progress=False)
+    assert len(default) == ng.get_rule("backprop").defaults["epochs"]
+    with pytest.raises(ValueError, match="rule"):
+        ng.fit(net, "no-such-rule", None, (X, y), rng=0)
+    with pytest.raises(ValueError, match="optimizer|lbfgs"):
+        ng.fit(net, "backprop", "lbfgs", (X, y), rng=0)
