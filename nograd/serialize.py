@@ -255,7 +255,7 @@ def _settings(m) -> dict:
     values (numbers, strings, None, tuples/lists of them) and fixed arrays."""
     out = {}
     for k, v in vars(m).items():
-        if k in ("_own", "_buffers", "_children", "build_spec"):
+        if k in ("_own", "_buffers", "_children", "build_spec", "init_seed"):   # how, not what
             continue
         if isinstance(v, np.ndarray) or _plain(v):
             out[k] = v

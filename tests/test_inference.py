@@ -38,3 +38,12 @@ def test_bad_input_names_the_argument():
         ng.predict(net, np.ones(2, np.float32))
     with pytest.raises(ValueError, match="batch_size"):
         ng.predict(net, np.ones((2, 2), np.float32), batch_size=0)
+
+
+def test_get_model_without_rng_records_the_seed_it_drew():
+    a = ng.get_model("mlp", (4,), 3)
+    assert isinstance(a.init_seed, int)
+    b = ng.get_model("mlp", (4,), 3, rng=a.init_seed)
+    assert b.init_seed == a.init_seed
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    assert ng.get_model("mlp", (4,), 3, rng=np.random.default_rng(0)).init_seed is None

@@ -11,6 +11,8 @@ with a message that names the shape it needs.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from typing import Callable
 
 from ..core.checks import as_rng, check_positive, is_int
@@ -59,7 +61,9 @@ def get_model(name: str, input_shape, num_classes: int, *, rng=None, **options) 
     """Build the model registered as ``name`` for samples of ``input_shape`` and ``num_classes``
     outputs, with initial weights drawn from ``rng`` (a Generator or int seed: same seed, same
     weights). ``options`` go to the builder (e.g. ``hidden=(128,)`` for ``"mlp"``). The model keeps
-    ``build_spec`` (name, input shape, classes, options) for :func:`nograd.save_model`.
+    ``build_spec`` (name, input shape, classes, options) for :func:`nograd.save_model`, and
+    ``init_seed``: the int seed of the weights (drawn from the OS when ``rng`` is None, so
+    ``get_model(..., rng=model.init_seed)`` draws them again), or None for a Generator.
     """
     builder = _lookup(name)
     if is_int(input_shape):
@@ -75,10 +79,13 @@ def get_model(name: str, input_shape, num_classes: int, *, rng=None, **options) 
     check_positive(num_classes, "num_classes", integer=True)
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if rng is None:                # a fresh seed, kept so the weights can be drawn again (DESIGN §4)
+        rng = int(np.random.SeedSequence().entropy % 2 ** 63)
     model = builder(tuple(int(d) for d in shape), int(num_classes), rng=as_rng(rng), **options)
     if not isinstance(model, Module):
         raise TypeError(f"the builder of {name!r} returned {type(model).__name__}, not a nograd Module")
     # how it was built, which nograd.save_model writes beside the weights (nograd.serialize)
+    model.init_seed = int(rng) if is_int(rng) else None
     model.build_spec = {"model": name, "input_shape": tuple(int(d) for d in shape),
                         "num_classes": int(num_classes), "options": dict(options)}
     return model
