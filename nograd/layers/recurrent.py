@@ -202,10 +202,14 @@ class RecurrentBase(Module):
             return stack.forward(self, x, p, state, train, rng)
         return self._run(x, p, self._state(state, x.shape[0], x.dtype))
 
+    def _project(self, x, p):
+        """The input projection of every step at once, ``x W_ihᵀ + b_ih``."""
+        return x @ p["weight_ih"].T + p["bias_ih"]
+
     def _run(self, x, p, S0):
         """One layer, one direction: ``(y, cache)`` from the initial state tuple ``S0``."""
         B, T, _ = x.shape
-        xp = x @ p["weight_ih"].T + p["bias_ih"]
+        xp = self._project(x, p)
         y = np.empty((B, T, self.hidden_size), x.dtype)
         S, steps = S0, []
         for t in range(T):

@@ -165,7 +165,7 @@ def test_hyperlstm_scalings_start_at_a_tenth():
     x = np.random.default_rng(0).standard_normal((2, 3, 3))
     _, cache = m.forward(x)
     for step in cache[2]:
-        d = step[11]                                # (B, 3, 4H): d_h, d_x, b(z_b)
+        d = step[5]                                 # (B, 3, 4H): d_h, d_x, b(z_b)
         np.testing.assert_allclose(d[:, 0], 0.1, rtol=1e-12)
         np.testing.assert_allclose(d[:, 1], 0.1, rtol=1e-12)
         np.testing.assert_array_equal(d[:, 2], 0.0)
