@@ -42,15 +42,25 @@ class Parser(argparse.ArgumentParser):
 
 
 # --------------------------------------------------------------------------- argument types
-def positive_int(s):
-    """``s`` as an integer ≥ 1; otherwise an ``ArgumentTypeError`` that quotes it."""
+def _int_at_least(s, low, what):
+    """``s`` as an integer ≥ ``low``; otherwise an ``ArgumentTypeError`` "must be {what}"."""
     try:
         v = int(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+        raise argparse.ArgumentTypeError(f"must be {what}, got {s!r}") from None
+    if v < low:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {s}")
     return v
+
+
+def positive_int(s):
+    """``s`` as an integer ≥ 1; otherwise an ``ArgumentTypeError`` that quotes it."""
+    return _int_at_least(s, 1, "a positive integer")
+
+
+def whole_number(s):
+    """``s`` as an integer ≥ 0; otherwise an ``ArgumentTypeError`` that quotes it."""
+    return _int_at_least(s, 0, "a whole number ≥ 0")
 
 
 def positive_float(s):

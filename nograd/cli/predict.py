@@ -13,20 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .common import UserError, target, user_errors
-
-
-def _count(s):
-    """``s`` as an integer ≥ 0 (rows to show)."""
-    import argparse
-
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 0, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 0, got {s}")
-    return v
+from .common import UserError, target, user_errors, whole_number
 
 
 def _load(path):
@@ -128,7 +115,7 @@ def add_predict(sub):
                    help="class column of a CSV (default: the file's, else the last)")
     p.add_argument("--data-dir", metavar="DIR", help="folder of mnist / fashion-mnist / cifar10")
     p.add_argument("--download", action="store_true", help="let mnist / fashion-mnist download")
-    p.add_argument("--show", type=_count, default=10, metavar="N",
+    p.add_argument("--show", type=whole_number, default=10, metavar="N",
                    help="predictions to print before the accuracy (default 10; --json gives all)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: accuracy, every prediction and label")
