@@ -26,7 +26,15 @@ import contextlib
 
 from .core.checks import check_int
 
-__all__ = ["blas_libraries", "set_blas_threads", "blas_threads"]
+__all__ = ["blas_libraries", "set_blas_threads", "blas_threads", "auto_threads", "usable_cores",
+           "LARGE_STEP_FLOPS"]
+
+#: one training step (forward + backward of a batch) above this many FLOPs gets every usable core
+#: from :func:`auto_threads`; below it, one BLAS thread (measurements in the docstring there)
+LARGE_STEP_FLOPS = 2e10
+
+#: environment variables that, when set, say the user chose the BLAS threads already
+THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 
 #: OpenBLAS entry points (the scipy-openblas wheels add a prefix and a 64-bit-integer suffix)
 _PREFIXES = ("scipy_openblas", "openblas")
@@ -126,3 +134,58 @@ def blas_threads(n: int):
         yield
     finally:
         _restore(previous)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:            # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def auto_threads(step_flops, *, cores=None, environ=None):
+    """The BLAS thread count nograd's command line uses when ``--threads`` is not given:
+    ``(n, reason)``.
+
+    * If the user set ``OPENBLAS_NUM_THREADS`` (or ``OMP_``/``MKL_``/``BLIS_NUM_THREADS``) in the
+      environment, that choice stands: ``n`` is ``None`` (change nothing).
+    * Else one thread when a training step (forward + backward of one batch) costs fewer than
+      :data:`LARGE_STEP_FLOPS` FLOPs, every usable core above it.
+
+    Why: on a 2-core machine shared with other work, OpenBLAS's threads spin between the many small
+    products of a step and slow it several-fold (``compare --rules all``: 6 min 36 s with the
+    default two threads against 84 s with one, the issue that introduced this); only products large
+    enough to keep every core busy for a long time gain from more threads. Every model the command
+    line builds at its defaults (the MLP/CNN on digits, the GPT of nanoGPT's CPU recipe at about
+    3.6 GFLOP a step) falls below the bar. The choice is deterministic (it depends on the model and
+    the batch, never on timing), so a run's results — which can differ in the last digits between
+    thread counts — are reproduced by the same command.
+
+    >>> auto_threads(1e6, cores=2, environ={})
+    (1, 'auto: 1 thread for a small step (1 MFLOP < 20 GFLOP)')
+    >>> auto_threads(5e10, cores=2, environ={})
+    (2, 'auto: 2 threads for a large step (50 GFLOP >= 20 GFLOP)')
+    >>> auto_threads(1e6, cores=2, environ={"OPENBLAS_NUM_THREADS": "2"})
+    (None, 'from the environment (OPENBLAS_NUM_THREADS=2)')
+    """
+    import os
+
+    env = os.environ if environ is None else environ
+    for var in THREAD_ENV:
+        if env.get(var):
+            return None, f"from the environment ({var}={env[var]})"
+    cores = usable_cores() if cores is None else int(cores)
+    if step_flops >= LARGE_STEP_FLOPS and cores > 1:
+        return cores, (f"auto: {cores} threads for a large step ({_si(step_flops)}FLOP >= "
+                       f"{_si(LARGE_STEP_FLOPS)}FLOP)")
+    return 1, f"auto: 1 thread for a small step ({_si(step_flops)}FLOP < {_si(LARGE_STEP_FLOPS)}FLOP)"
+
+
+def _si(v):
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if v >= scale:
+            return f"{v / scale:.3g} {unit}"
+    return f"{v:.0f} "

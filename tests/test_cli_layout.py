@@ -143,3 +143,68 @@ def test_threads_option_sets_the_blas_threads_of_the_run(capsys):
         _REGISTRY.pop("test-thread-probe", None)
     assert seen and all(s == {1} for s in seen)
     assert "BLAS threads: 1 (--threads)" in capsys.readouterr().err
+
+
+def _probe_run(monkeypatch, argv, env=None):
+    """Run ``compare`` with a rule that records the BLAS thread counts it trains under."""
+    from nograd.__main__ import main
+    from nograd.rules import Backprop
+    from nograd.rules.base import _REGISTRY, register
+    from nograd.threads import THREAD_ENV, blas_libraries, blas_threads
+
+    if not blas_libraries():
+        pytest.skip("no BLAS library reachable to limit")
+    for var in THREAD_ENV:
+        monkeypatch.delenv(var, raising=False)
+    for var, value in (env or {}).items():
+        monkeypatch.setenv(var, value)
+    seen = []
+
+    class ThreadProbe(Backprop):
+        def grads(self, model, x, y, *, rng=None):
+            seen.append({lib["threads"] for lib in blas_libraries()})
+            return super().grads(model, x, y, rng=rng)
+
+    register("test-thread-probe")(ThreadProbe)
+    try:
+        with blas_threads(2):              # the process starts with two threads, as OpenBLAS would
+            assert main(["compare", "--rules", "test-thread-probe", "--epochs", "1", "--no-memory"]
+                        + argv) == 0
+            after = {lib["threads"] for lib in blas_libraries()}
+    finally:
+        _REGISTRY.pop("test-thread-probe", None)
+    return seen, after
+
+
+def test_default_threads_are_one_for_a_small_model_and_restored_after(monkeypatch, capsys):
+    seen, after = _probe_run(monkeypatch, [])
+    assert seen and all(s == {1} for s in seen)
+    assert after == {2}                                # the run's choice does not leak out of main
+    err = capsys.readouterr().err
+    assert "BLAS threads: 1 (auto: 1 thread for a small step" in err
+
+
+def test_default_threads_use_every_core_for_a_large_step(monkeypatch, capsys):
+    from nograd import threads
+
+    if threads.usable_cores() < 2:
+        pytest.skip("one core: nothing to choose")
+    monkeypatch.setattr(threads, "LARGE_STEP_FLOPS", 1.0)      # every step counts as large
+    seen, _ = _probe_run(monkeypatch, [])
+    # seen[0] is the untimed warm-up batch, run before the model (and so the choice) exists
+    assert len(seen) > 1 and all(s == {threads.usable_cores()} for s in seen[1:])
+    assert f"auto: {threads.usable_cores()} threads for a large step" in capsys.readouterr().err
+
+
+def test_threads_from_the_environment_are_left_alone(monkeypatch, capsys):
+    seen, _ = _probe_run(monkeypatch, [], env={"OPENBLAS_NUM_THREADS": "2"})
+    assert seen and all(s == {2} for s in seen)
+    assert "from the environment (OPENBLAS_NUM_THREADS=2)" in capsys.readouterr().err
+
+
+def test_step_flops_of_a_gpt_counts_six_per_parameter_and_token():
+    from nograd.cli.common import step_flops
+    from nograd.models import get_model
+
+    model = get_model("gpt", (16,), 65, rng=0, n_layer=1, n_head=2, n_embd=16)
+    assert step_flops(model, (16,), 3) == 6 * model.num_params * 3 * 16

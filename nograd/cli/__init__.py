@@ -55,7 +55,7 @@ def main(argv=None):
         with context:
             args.func(args)
         if not getattr(args, "json", False) and args.command in ("train", "compare", "diabetes", "grande"):
-            print(described, file=sys.stderr)          # after the run: an error stays one line
+            print(described[0], file=sys.stderr)       # after the run: an error stays one line
     except UserError as e:
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
         return 2

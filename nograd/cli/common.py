@@ -184,22 +184,68 @@ def add_common(p):
 
 
 def add_threads(p):
-    """``--threads N``: the BLAS threads of the run (default: as the environment leaves them)."""
+    """``--threads N``: the BLAS threads of the run (default: chosen by :func:`nograd.threads.auto_threads`)."""
     p.add_argument("--threads", type=positive_int, metavar="N",
-                   help="BLAS threads for the run (default: unchanged, e.g. OPENBLAS_NUM_THREADS). On a "
-                        "small model or a busy machine 1 is usually fastest; results can differ in the "
-                        "last digits between thread counts")
+                   help="BLAS threads for the run. Default: one thread for a small training step (every "
+                        "built-in model at its defaults), all cores for a step over 20 GFLOP, or what "
+                        "OPENBLAS_NUM_THREADS / OMP_NUM_THREADS say when set. Results can differ in the "
+                        "last digits between thread counts; verbose output names the choice")
 
 
 def threads_context(args):
-    """``(context manager, description)`` for ``args.threads``: :func:`nograd.blas_threads` when
-    given, else nothing; the description names the BLAS threads the run will use."""
+    """``(context manager, description)`` for the run's BLAS threads.
+
+    ``--threads N``: :func:`nograd.blas_threads` with ``N``. Without it the automatic choice of
+    :func:`nograd.threads.auto_threads` for a small step (one thread unless the environment sets
+    the count); a command that builds a large model raises it with :func:`auto_threads_for`.
+    The description (a list holding one string, updated in place) names the threads the run used."""
     import contextlib
 
-    from ..threads import blas_libraries, blas_threads
+    from ..threads import auto_threads, blas_threads
 
     n = getattr(args, "threads", None)
-    if n is None:
-        counts = sorted({lib["threads"] for lib in blas_libraries()})
-        return contextlib.nullcontext(), f"BLAS threads: {counts or 'unknown'} (--threads N to set)"
-    return blas_threads(n), f"BLAS threads: {n} (--threads)"
+    if n is not None:
+        return blas_threads(n), [f"BLAS threads: {n} (--threads)"]
+    stack = contextlib.ExitStack()
+    described = [""]
+    args._threads_stack, args._threads_described = stack, described
+    _apply_auto(args, auto_threads(0))
+    return stack, described
+
+
+def _apply_auto(args, choice):
+    from ..threads import blas_libraries, blas_threads
+
+    n, reason = choice
+    if n is not None:
+        args._threads_stack.enter_context(blas_threads(n))
+    counts = sorted({lib["threads"] for lib in blas_libraries()})
+    shown = counts[0] if len(counts) == 1 else (counts or "unknown")
+    args._threads_described[0] = f"BLAS threads: {shown} ({reason}; --threads N to set)"
+
+
+def step_flops(model, input_shape, batch_size):
+    """FLOPs of one training step (forward + backward of a batch) of ``model``: by
+    :func:`nograd.metrics.count_flops` where it can walk the model, else ``6 · parameters · rows``
+    (rows: the batch times the tokens of a sample, for integer token inputs)."""
+    from ..metrics import count_flops
+
+    try:
+        f = count_flops(model, input_shape, batch_size=batch_size)
+        return f["forward"] + f["backward"]
+    except (ValueError, TypeError):
+        rows = batch_size
+        for d in input_shape:
+            rows *= int(d)
+        return 6 * model.num_params * rows
+
+
+def auto_threads_for(args, model, input_shape, batch_size):
+    """Without ``--threads``: re-choose the BLAS threads for the training step of ``model`` (all
+    cores when it is large, :func:`nograd.threads.auto_threads`). Does nothing with ``--threads``
+    or outside :func:`nograd.cli.main` (a command called directly, as the tests do)."""
+    if getattr(args, "threads", None) is not None or not hasattr(args, "_threads_stack"):
+        return
+    from ..threads import auto_threads
+
+    _apply_auto(args, auto_threads(step_flops(model, input_shape, batch_size)))

@@ -13,7 +13,7 @@ import json
 import sys
 import time
 
-from .common import (MEMORY_HELP, PROG, UserError, add_common, check_writable,
+from .common import (MEMORY_HELP, PROG, UserError, add_common, auto_threads_for, check_writable,
                      exit_diverged, hyperparameters, load_data, positive_float, positive_int,
                      user_errors)
 
@@ -112,6 +112,7 @@ def run_rule(rule_name, ds, args, *, quiet, log_epochs):
     with PeakMemory(not args.no_memory) as memory:
         _, model, optimizer = build(rule_name, ds, args, hp, np.random.default_rng(args.seed),
                                     rule=rule)
+        auto_threads_for(args, model, ds.input_shape, hp["batch_size"])
         callbacks = []
         if log_epochs and not quiet:
             callbacks.append(EpochLogger(every=max(1, hp["epochs"] // 20), val_name="test"))
@@ -263,6 +264,13 @@ def cmd_compare(args, out=None):
     row (or a JSON line) per rule as it finishes. A rule that diverges gets a ``diverged`` row and
     a line on stderr; the others still run. Returns the list of summaries."""
     out = sys.stdout if out is None else out
+    if getattr(args, "plot", None):             # before any data is loaded or rule trained
+        from ..plotting import plot_dir
+
+        try:
+            args.plot = plot_dir(args.plot, "--plot")
+        except (ImportError, ValueError, TypeError) as e:
+            raise UserError(str(e)) from None
     ds = user_errors(lambda: load_data(args))
     names, skipped = rule_names(args.rules, args.model, ds, args.seed)
     for name, why in skipped:
@@ -277,10 +285,10 @@ def cmd_compare(args, out=None):
               f"seed {args.seed})", file=out)
         print(header, file=out)
         print("-" * len(header), file=out, flush=True)
-    results = []
+    results, histories = [], {}
     for name in names:
         try:
-            summary, _, _ = run_rule(name, ds, args, quiet=args.json, log_epochs=False)
+            summary, _, histories[name] = run_rule(name, ds, args, quiet=args.json, log_epochs=False)
         except FloatingPointError as e:
             print(f"{PROG} compare: rule {name}: {e}", file=sys.stderr)
             summary = {"command": "compare", "rule": name, "model": args.model, "data": ds.name,
@@ -295,6 +303,15 @@ def cmd_compare(args, out=None):
             print(f"{name:<{w}} {summary['test_accuracy']:>8.4f} {summary['train_seconds']:>8.2f} "
                   f"{mem:>8}  {summary['optimizer']:<9} {summary['lr']:>8g} {summary['epochs']:>6d} "
                   f"{summary['batch_size']:>5d}", file=out, flush=True)
+    if getattr(args, "plot", None) and histories:
+        import os
+
+        from ..plotting import learning_curves
+
+        path = learning_curves(histories, os.path.join(args.plot, "learning_curves.png"),
+                               title=f"{args.model} on {ds.name}, seed {args.seed}")
+        if not args.json:
+            print(f"figure: {path}", file=out)
     return results
 
 
@@ -407,6 +424,10 @@ def add_compare(sub):
                    help="comma-separated rule names, or 'all' (default): every registered rule "
                         "that supports the model")
     add_common(c)
+    c.add_argument("--plot", metavar="DIR",
+                   help="write DIR/learning_curves.png: test accuracy and training loss per epoch, "
+                        "a line per rule (DIR is created; needs matplotlib: pip install "
+                        "'nograd[plot]')")
     c.set_defaults(func=cmd_compare)
 
 

@@ -25,6 +25,7 @@ def cmd_train_text(args, out=None, error=ValueError):
     import numpy as np
 
     from ..data.text import load_text
+    from .common import auto_threads_for
     from ..models import get_model
     from ..models.gpt import generate
     from ..train_lm import LM_RULES, lm_defaults, train_lm
@@ -46,6 +47,7 @@ def cmd_train_text(args, out=None, error=ValueError):
                           n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
     except (ValueError, TypeError, OSError) as e:
         raise error(str(e)) from None
+    auto_threads_for(args, model, (args.block_size,), args.batch_size or 12)
     log = None if args.json else (lambda line: print(line, file=out, flush=True))
     if log:
         log(f"gpt on {args.data}: {model.num_params:,} parameters, vocabulary {data.vocab.size}, "
