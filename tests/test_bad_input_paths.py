@@ -3,6 +3,8 @@ in a numeric CSV column, a run that blows up without turning NaN, a learning rat
 warm-up step overflows, a last batch of one under batch norm, a CSV with only a header, 1-D inputs
 to ``fit`` and a column of huge finite numbers. Each case is an error of one clear line naming the
 argument (or, for the command line, a run that does the sensible thing)."""
+import json
+
 import numpy as np
 import pytest
 
@@ -107,6 +109,22 @@ def test_the_commands_refuse_the_typo_in_one_line(tmp_path, capsys, command):
     code, out, err = run(command[:1] + ["--data", f"csv:{p}"] + command[1:], capsys)
     assert code == 2 and out == "" and err.count("\n") == 1, err
     assert "'glucose'" in err and "'1O8' on line 9" in err
+    assert "--non-numeric missing" in err and "non_numeric=" not in err   # advice in CLI terms
+
+
+@pytest.mark.parametrize("command, kept", [
+    (["train", "--epochs", "1", "--json", "--no-memory"], "n_train"),
+    (["diabetes", "--target", "outcome", "--epochs", "1", "--cv", "2", "--missing", "drop", "--json"], None),
+    (["grande", "--target", "outcome", "--epochs", "1", "--json"], None),
+])
+def test_non_numeric_missing_reads_the_typo_as_a_missing_cell(tmp_path, capsys, command, kept):
+    p = pima_like(tmp_path / "pima.csv", typos={(7, 1): "1O8"})
+    code, out, err = run(command[:1] + ["--data", f"csv:{p}", "--non-numeric", "missing"] + command[1:],
+                         capsys)
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    if kept:                       # train drops the row: 59 rows left, split 3:1
+        assert summary[kept] + summary["n_test"] == 59
 
 
 # --------------------------------------------------------------------------- divergence

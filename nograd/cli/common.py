@@ -135,8 +135,26 @@ def load_data(args):
     ``--download``), as :func:`nograd.data.load_dataset` returns it."""
     from ..data import load_dataset
 
-    return load_dataset(args.data, data_dir=args.data_dir, target=args.target, seed=args.seed,
-                        download=args.download)
+    try:
+        return load_dataset(args.data, data_dir=args.data_dir, target=args.target, seed=args.seed,
+                            download=args.download, non_numeric=getattr(args, "non_numeric", "error"))
+    except ValueError as e:
+        raise ValueError(cli_wording(str(e))) from None
+
+
+def cli_wording(message):
+    """A library error message with its advice in command-line terms (``--non-numeric missing``
+    for ``non_numeric='missing'``, ``--missing drop`` for ``missing='drop'``)."""
+    return (message.replace("load with non_numeric='missing'", "pass --non-numeric missing")
+            .replace(" (non_numeric='category' reads such a column as categories)", "")
+            .replace("pass missing='drop'", "pass --missing drop"))
+
+
+def add_non_numeric(p):
+    """``--non-numeric {error,missing}``: stray non-numbers in a CSV's numeric column."""
+    p.add_argument("--non-numeric", choices=("error", "missing"), default="error",
+                   help="a CSV column of numbers with a few other cells (a typo such as 1O8): an error "
+                        "naming the column, lines and cells (default), or read those cells as missing")
 
 
 def hyperparameters(rule_cls, args):
@@ -166,6 +184,10 @@ def add_common(p):
                         "end; default -1, the last column)")
     g.add_argument("--data-dir", metavar="DIR",
                    help="folder of the mnist / fashion-mnist IDX files or the cifar10 batches")
+    g.add_argument("--non-numeric", choices=("error", "missing"), default="error",
+                   help="a CSV column of numbers with a few other cells (a typo such as 1O8): an error "
+                        "naming the column, lines and cells (default), or read those cells as missing "
+                        "and drop their rows")
     g.add_argument("--download", action="store_true",
                    help="let mnist / fashion-mnist fetch missing files (SHA-256 checked) into "
                         "--data-dir or the cache folder")

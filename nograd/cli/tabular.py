@@ -15,8 +15,8 @@ import os
 import sys
 import time
 
-from .common import (OPTIMIZERS, add_threads, UserError, exit_diverged, fraction, positive_float, positive_int,
-                     target, user_errors)
+from .common import (OPTIMIZERS, UserError, add_non_numeric, add_threads, cli_wording, exit_diverged,
+                     fraction, positive_float, positive_int, target, user_errors)
 
 
 # --------------------------------------------------------------------------- diabetes
@@ -102,9 +102,10 @@ def cmd_diabetes(args, out=None):
     protocol, balance = _protocol(args)
     path = args.data[4:]
     try:
-        X, y, info = load_csv(path, target=args.target, missing=args.missing, return_info=True)
+        X, y, info = load_csv(path, target=args.target, missing=args.missing,
+                              non_numeric=args.non_numeric, return_info=True)
     except (ValueError, TypeError) as e:
-        raise UserError(str(e).replace("pass missing='drop'", "pass --missing drop")) from None
+        raise UserError(cli_wording(str(e))) from None
     if len(info["classes"]) != 2:
         raise UserError(f"target {info['target_name']!r} of {os.path.basename(path)} has "
                         f"{len(info['classes'])} classes ({', '.join(map(str, info['classes'][:10]))}); "
@@ -245,9 +246,9 @@ def cmd_grande(args, out=None):
     path = args.data[4:]
     try:
         X, y, info = load_csv(path, target=args.target, categorical="codes", missing="nan",
-                              dtype=np.float64, return_info=True)
+                              non_numeric=args.non_numeric, dtype=np.float64, return_info=True)
     except (ValueError, TypeError) as e:
-        raise UserError(str(e)) from None
+        raise UserError(cli_wording(str(e))) from None
     classes = info["classes"]
     if len(classes) < 2:
         raise UserError(f"target {info['target_name']!r} of {os.path.basename(path)} has one class "
@@ -356,6 +357,7 @@ def add_diabetes(sub):
                          "training folds' medians")
     dn.add_argument("--missing", choices=("error", "drop"), default="error",
                     help="empty or ?/NA cells in the file: an error (default) or drop those rows")
+    add_non_numeric(dn)
     dn.add_argument("--leaky", action="store_true",
                     help="the same as --protocol leaky: re-balance the whole table before "
                          "splitting it, to measure how much that inflates the scores")
@@ -394,6 +396,7 @@ def add_grande(sub):
     g2.add_argument("--epochs", type=positive_int, help="training epochs")
     g2.add_argument("--batch-size", type=positive_int)
     add_threads(gr)
+    add_non_numeric(gr)
     gr.add_argument("--json", action="store_true",
                     help="print one JSON object only (means, std and per-fold lists)")
     gr.set_defaults(func=cmd_grande)

@@ -55,12 +55,15 @@ def _num_classes(*ys) -> int:
 
 
 def load_dataset(spec: str, *, data_dir=None, target=-1, seed: int = 0, download: bool = False,
-                 test_size=0.25, dtype=np.float32) -> Dataset:
+                 test_size=0.25, dtype=np.float32, non_numeric="error") -> Dataset:
     """Load the dataset named by ``spec`` (see :func:`available_datasets`) as a :class:`Dataset`.
 
     ``data_dir`` is the folder of the file-based sets (mnist, fashion-mnist, cifar10); ``target``
     the class column of a CSV; ``seed`` fixes the split of digits and CSV tables and the draw of
-    the synthetic sets; ``download`` allows the MNIST loaders to fetch missing files. Unknown names
+    the synthetic sets; ``download`` allows the MNIST loaders to fetch missing files;
+    ``non_numeric`` says what a CSV's stray non-numbers in a numeric column are
+    (:func:`nograd.data.load_csv`): ``"error"`` (default), or ``"missing"`` — such cells are missing
+    and their rows, with any row that has an empty cell, are dropped. Unknown names
     and bad files raise ``ValueError``.
     """
     if not isinstance(spec, str) or not spec:
@@ -76,7 +79,11 @@ def load_dataset(spec: str, *, data_dir=None, target=-1, seed: int = 0, download
         if kind == "csv":
             from .tabular import load_csv
 
-            X, y, info = load_csv(arg, target, dtype=dtype, return_info=True)
+            if non_numeric not in ("error", "missing"):
+                raise ValueError(f"non_numeric must be 'error' or 'missing', got {non_numeric!r}")
+            X, y, info = load_csv(arg, target, dtype=dtype, non_numeric=non_numeric,
+                                  missing="drop" if non_numeric == "missing" else "error",
+                                  return_info=True)
             if len(np.unique(y)) < 2:
                 raise ValueError(f"{arg!r}: the target column {info['target_name']!r} has a single "
                                  f"class; classification needs at least two")
