@@ -2,6 +2,7 @@
 
     python bench/grande_tabular.py [--data-dir DIR] [--datasets phoneme,ilpd,...] [--folds 5]
                                    [--seed 0] [--models grande,hgb,rf] [--quick] [--json]
+                                   [--plot DIR]
 
 Datasets (binary, from the GRANDE paper's benchmark, Marton et al. ICLR 2024): the OpenML tables
 ``phoneme``, ``qsar-biodeg``, ``climate-model-simulation-crashes`` and ``ilpd`` (class column
@@ -30,6 +31,8 @@ Missing cells reach every model as NaN (HGB and, from scikit-learn 1.4, RF handl
 The JSON line holds ``f1`` and ``f1_std`` (dataset → model → mean/std over folds), ``fit_seconds``
 (dataset → model → mean per fold), ``mean_f1`` (model → mean over datasets) and
 ``max_fit_seconds_per_fold`` (the slowest GRANDE fold over all datasets and GRANDE variants).
+``--plot DIR`` writes ``DIR/f1_per_dataset.png``: a group of bars per dataset, a bar per model
+(mean macro-F1, ± the standard deviation over folds), needing matplotlib.
 """
 from __future__ import annotations
 
@@ -191,6 +194,8 @@ def parse_args(argv=None):
     ap.add_argument("--n-estimators", type=int, default=None,
                     help="GRANDE trees (default: its own)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    ap.add_argument("--plot", metavar="DIR", help="write DIR/f1_per_dataset.png, macro-F1 per "
+                    "dataset and model (DIR is created; needs matplotlib)")
     args = ap.parse_args(argv)
     if args.datasets is None:
         args.datasets = ",".join(QUICK_DATASETS if args.quick else OPENML + TOY)
@@ -210,6 +215,13 @@ def parse_args(argv=None):
         ap.error(f"--datasets: unknown {bad}; choose from {', '.join(OPENML + TOY)}")
     if args.folds < 2:
         ap.error(f"--folds {args.folds}: need at least 2")
+    if args.plot:
+        from nograd.plotting import plot_dir
+
+        try:
+            args.plot = plot_dir(args.plot)
+        except (ImportError, ValueError, TypeError) as e:
+            ap.error(str(e))
     return args
 
 
@@ -260,6 +272,14 @@ def main(argv=None):
     for d in f1:
         print(f"{d:<{w}} " + " ".join(f"{f1[d][m]:>8.4f} ({fit[d][m]:>6.2f})" for m in models))
     print(f"{'mean':<{w}} " + " ".join(f"{mean_f1[m]:>8.4f}{'':9}" for m in models))
+    if args.plot:
+        from nograd.plotting import grouped_bars
+
+        path = grouped_bars(f1, os.path.join(args.plot, "f1_per_dataset.png"), errors=f1_std,
+                            ylabel=f"macro-F1 (mean ± std over {args.folds} folds)", ylim=(0, 1),
+                            title=f"GRANDE and scikit-learn ensembles, {args.folds}-fold stratified "
+                                  f"CV, seed {args.seed}" + (" (--quick)" if args.quick else ""))
+        print(f"figure: {path}")
     if args.json:
         print(json.dumps({**record, "datasets": list(f1), "models": models, "f1": f1,
                           "f1_std": f1_std, "fit_seconds": fit, "mean_f1": mean_f1,

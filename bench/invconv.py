@@ -2,6 +2,7 @@
 
     python bench/invconv.py [--sizes 16,32,64,128] [--channels 4] [--kernel 3] [--batch 8]
                             [--repeats 9] [--warm 3] [--block 5] [--dense-max 32] [--cold] [--json]
+                            [--plot DIR]
 
 For each image size H = W, on a float32 batch N×C×H×W (C = 4, k = 3, N = 8 by default):
 
@@ -26,7 +27,8 @@ solve). ``--warm 1 --block 1`` is the previous single-call interleaving; ``--col
 first call after the other routes. ``speedup_vs_dense_32`` is dense over
 (solve + backward) at 32×32, ``backward_over_forward`` the largest backward/solve ratio,
 ``slope`` the log-log slope of (solve + backward) time against pixels (1 = linear), and
-``solve_over_conv`` the largest solve/conv ratio.
+``solve_over_conv`` the largest solve/conv ratio. ``--plot DIR`` writes ``DIR/scaling.png``: the
+medians of every route against the image size on log-log axes (needs matplotlib).
 """
 from __future__ import annotations
 
@@ -85,12 +87,21 @@ def main(argv=None):
                     help="timed calls of one route in a row per turn (their median is the turn's "
                          "figure); 1 interleaves single calls")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    ap.add_argument("--plot", metavar="DIR", help="write DIR/scaling.png, time against image size "
+                    "per route (DIR is created; needs matplotlib)")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.block < 1 or args.warm < 0:
         ap.error("--block must be positive and --warm non-negative")
     if min(sizes) < 1 or args.repeats < 1 or args.channels < 1 or args.kernel < 1 or args.batch < 1:
         ap.error("sizes, --channels, --kernel, --batch and --repeats must be positive")
+    if args.plot:
+        from nograd.plotting import plot_dir
+
+        try:
+            args.plot = plot_dir(args.plot)
+        except (ImportError, ValueError, TypeError) as e:
+            ap.error(str(e))
     rng = np.random.default_rng(args.seed)
     C, k, N = args.channels, args.kernel, args.batch
     inv = InverseConv2d(C, k, rng=rng)
@@ -151,6 +162,18 @@ def main(argv=None):
     print(f"\nslope of time vs pixels {slope:.2f} (target <= 1.2); backward/forward <= {bwd_fwd:.2f} "
           f"(target <= 3); solve/conv <= {solve_conv:.2f} (target <= 5)"
           + (f"; {speedup:.0f}x faster than dense at 32x32 (target >= 100)" if speedup else ""))
+    if args.plot:
+        from nograd.plotting import line_plot
+
+        labels = {"solve": "InverseConv2d solve (forward)", "backward": "InverseConv2d backward",
+                  "inverse": "InverseConv2d inverse (sampling)", "conv": "Conv2d forward + backward",
+                  "dense": "dense matrix + SciPy triangular solves (f + b)"}
+        series = {text: (sizes, [1e3 * rows[S][key] if key in rows[S] else None for S in sizes])
+                  for key, text in labels.items() if any(key in rows[S] for S in sizes)}
+        path = line_plot(series, os.path.join(args.plot, "scaling.png"), logx=True, logy=True,
+                         xlabel="image side H = W (pixels)", ylabel="ms per call (median)",
+                         title=f"C={C}, k={k}, batch {N}, float32")
+        print(f"figure: {path}")
     if args.json:
         print(json.dumps({
             "channels": C, "kernel": k, "batch": N, "dtype": "float32", "repeats": args.repeats,

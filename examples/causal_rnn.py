@@ -1,6 +1,6 @@
 """Recurrent networks as delayed traces in St(C), differentiated three ways, then trained.
 
-    python examples/causal_rnn.py [--seed 0] [--steps 300] [--json]
+    python examples/causal_rnn.py [--seed 0] [--steps 300] [--json] [--plot DIR]
 
 1. An Elman RNN and a small LSTM are built as *delayed traces of stateless cells*
    (``nograd.causal.elman`` / ``lstm``): a cell ``[h, x] -> [h', y]`` whose hidden wire is fed
@@ -12,7 +12,8 @@
 3. The Elman RNN and the LSTM are trained with BPTT + Adam to echo their input two steps late
    (``y_t = x_{t-2}``), which needs memory; predicting 0 scores MSE 1.
 
-With ``--json`` the last line is a JSON object of the figures. Sprunger & Katsumata,
+With ``--json`` the last line is a JSON object of the figures; ``--plot DIR`` writes the training
+MSE of every step of both networks to ``DIR/echo_training.png`` (needs matplotlib). Sprunger & Katsumata,
 "Differentiable Causal Computations via Delayed Trace", LICS 2019.
 """
 from __future__ import annotations
@@ -92,14 +93,16 @@ def echo_batch(rng, batch, steps, lag=2):
     return xs, target
 
 
-def train(net, rng, steps, lr):
+def train(net, rng, steps, lr, curve=None):
     opt = Adam(net.params, lr=lr)
     xt, tt = echo_batch(np.random.default_rng(12345), 256, 30)
     before = loss_and_grad_wrt_outputs(net.run(xt), tt)[0] * 2
     for it in range(steps):
         xs, target = echo_batch(rng, 32, 20)
         ys, cache = net.forward(xs)
-        _, dy = loss_and_grad_wrt_outputs(ys, target)
+        loss, dy = loss_and_grad_wrt_outputs(ys, target)
+        if curve is not None:
+            curve.append(2 * loss)                        # the batch's MSE before this step
         _, grads = net.backward(cache, dy)                # BPTT
         opt.step(grads)
     after = loss_and_grad_wrt_outputs(net.run(xt), tt)[0] * 2
@@ -111,7 +114,16 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=300, help="training steps for each network")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--plot", metavar="DIR", help="write DIR/echo_training.png (DIR is created; "
+                    "needs matplotlib)")
     args = ap.parse_args(argv)
+    if args.plot:
+        from nograd.plotting import plot_dir
+
+        try:
+            args.plot = plot_dir(args.plot)
+        except (ImportError, ValueError, TypeError) as e:
+            ap.error(str(e))
     t0 = time.perf_counter()
     rng = np.random.default_rng(args.seed)
 
@@ -136,14 +148,29 @@ def main(argv=None):
     print(f"\ntraining to echo the input 2 steps late (Adam, {args.steps} steps of 32 "
           f"sequences of length 20); test MSE, predicting 0 scores 1.0")
     trained = {"elman": elman(1, 16, 1, rng=rng), "lstm": lstm(1, 12, 1, rng=rng)}
+    curves = {}
     for name, net in trained.items():
         t1 = time.perf_counter()
-        before, after = train(net, np.random.default_rng(args.seed + 1), args.steps, lr=0.01)
+        curves[name] = [] if args.plot else None
+        before, after = train(net, np.random.default_rng(args.seed + 1), args.steps, lr=0.01,
+                              curve=curves[name])
         secs = time.perf_counter() - t1
         report[name].update(mse_before=round(before, 4), mse_after=round(after, 4),
                             train_seconds=round(secs, 2))
         print(f"  {name:<6} test MSE {before:.4f} -> {after:.4f}  ({secs:.1f} s)")
 
+    if args.plot:
+        from nograd.plotting import line_plot
+
+        steps = np.arange(1, args.steps + 1)
+        path = line_plot({**{f"{name} ({trained[name].num_params} params), BPTT": (steps, c)
+                             for name, c in curves.items()},
+                          "predicting 0": (steps, np.ones(args.steps))},
+                         os.path.join(args.plot, "echo_training.png"), logy=True, markers=False,
+                         xlabel="training step (batch of 32 sequences of length 20)",
+                         ylabel="batch MSE, echo y_t = x_{t-2}",
+                         title="recurrent networks as delayed traces, trained by BPTT (Adam 0.01)")
+        print(f"figure: {path}")
     total = time.perf_counter() - t0
     print(f"\ndone in {total:.1f} s")
     if args.json:

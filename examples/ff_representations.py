@@ -2,6 +2,7 @@
 
     python examples/ff_representations.py [--seed 0] [--json] [--figure ff_reps.png]
     python examples/ff_representations.py --data mnist --data-dir DIR --ff-epochs 10 --bp-epochs 5
+    python examples/ff_representations.py --plot DIR      # DIR/hoyer_sparsity.png, class_means.png
 
 Trains the same MLP (input-256-256-10, ReLU, He-uniform weights from --seed) twice on the same split
 and batch order: with Forward-Forward (Hinton 2022; the label written over the 10 least-varying
@@ -16,8 +17,11 @@ the share of units that belong to one class only). FF's representations are read
 label in the input, as in the paper; backprop's from the plain forward pass.
 
 With --figure and matplotlib installed it saves a figure of the per-class mean activation of every
-unit (units sorted by their preferred class) for both networks. Runs in about a minute on two cores
-with the defaults; --json ends the output with one JSON line of the figures.
+unit (units sorted by their preferred class) for both networks. With --plot DIR it writes
+DIR/hoyer_sparsity.png (histograms of the per-sample Hoyer sparsity, FF against backprop, a panel
+per hidden layer, the paper's MNIST ranges marked) and the same per-class figure as
+DIR/class_means.png. Runs in about a minute on two cores with the defaults; --json ends the
+output with one JSON line of the figures.
 """
 import argparse
 import json
@@ -35,7 +39,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import nograd as ng  # noqa: E402
-from nograd.analysis import class_means, hidden_activities, representation_report  # noqa: E402
+from nograd.analysis import (class_means, hidden_activities, representation_report,  # noqa: E402
+                             sparsity)
 from nograd.data import load_dataset  # noqa: E402
 from nograd.models import get_model  # noqa: E402
 from nograd.rules import Backprop, ForwardForward  # noqa: E402
@@ -103,6 +108,8 @@ def main(argv=None):
     ap.add_argument("--figure", default=None, metavar="PATH",
                     help="save a PNG of the per-class mean activations (needs matplotlib)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    ap.add_argument("--plot", metavar="DIR", help="write DIR/hoyer_sparsity.png and "
+                    "DIR/class_means.png (DIR is created; needs matplotlib)")
     args = ap.parse_args(argv)
     if args.ff_epochs < 1 or args.bp_epochs < 1 or min(args.hidden) < 1:
         ap.error("epochs and hidden widths must be positive")
@@ -113,6 +120,16 @@ def main(argv=None):
             ap.error("--figure needs matplotlib (pip install matplotlib); nothing was trained")
         if not os.path.isdir(os.path.dirname(os.path.abspath(args.figure))):
             ap.error(f"--figure {args.figure}: the folder does not exist")
+    if args.plot:
+        from nograd.plotting import plot_dir
+
+        if len(args.hidden) > 5:
+            ap.error(f"--plot draws at most 5 hidden layers; --hidden has {len(args.hidden)}")
+
+        try:
+            args.plot = plot_dir(args.plot)
+        except (ImportError, ValueError, TypeError) as e:
+            ap.error(str(e))
     try:
         ds = load_dataset(args.data, data_dir=args.data_dir, seed=args.seed)
     except (ValueError, TypeError, OSError) as e:
@@ -160,14 +177,26 @@ def main(argv=None):
           f"{PAPER['bp_layer1_hoyer'][1]} for backprop.", file=out)
     sparser = all(f["hoyer"] > b["hoyer"] for f, b in zip(ff_rep, bp_rep))
     print(f"FF sparser than backprop in every layer: {'yes' if sparser else 'no'}", file=out)
-    if args.figure:
+    if args.plot:
+        from nograd.plotting import sparsity_histograms
+
+        mf, mb = ff_good.argmax(1) == y, bp_out.argmax(1) == y
+        path = sparsity_histograms(
+            {"FF": [sparsity(h[mf]) for h in ff_reps], "backprop": [sparsity(h[mb]) for h in bp_reps]},
+            os.path.join(args.plot, "hoyer_sparsity.png"),
+            bands={"FF": PAPER["ff_layer1_hoyer"], "backprop": PAPER["bp_layer1_hoyer"]},
+            title=f"Hoyer sparsity of correctly classified test samples, MLP {arch} on {ds.name}")
+        print(f"figure: {path}", file=out)
+    for fig_path in [args.figure] + ([os.path.join(args.plot, "class_means.png")] if args.plot else []):
+        if not fig_path:
+            continue
         panels = []
         for i, (hf, hb) in enumerate(zip(ff_reps, bp_reps)):
             mf, mb = ff_good.argmax(1) == y, bp_out.argmax(1) == y
             panels.append((f"FF, layer {i + 1}", sorted_means(hf[mf], y[mf], k)))
             panels.append((f"backprop, layer {i + 1}", sorted_means(hb[mb], y[mb], k)))
-        figure(args.figure, panels, k)
-        print(f"figure: {args.figure}", file=out)
+        figure(fig_path, panels, k)
+        print(f"figure: {fig_path}", file=out)
     if args.json:
         keys = ("hoyer", "hoyer_std", "active_fraction", "ensemble_size_fraction",
                 "ensemble_overlap", "ensemble_specific_fraction")

@@ -2,6 +2,7 @@
 
     python examples/inverse_flow.py [--epochs 30] [--steps 6] [--hidden 64] [--seed 0]
                                     [--data digits|mnist] [--data-dir DIR] [--png samples.png] [--json]
+                                    [--plot DIR]
 
 Nagar & Varma (AISTATS 2025) put the *inverse* of a causal convolution on the image → latent side
 of a Glow-like flow: the density (training) direction runs triangular solves over anti-diagonals,
@@ -13,7 +14,8 @@ affine coupling) by maximum likelihood with Adam, and reports
   4.09 for the 17-level digits, 8 for 8-bit MNIST);
 - time per image to *sample* (latents → images: convolutions) beside time per image to *evaluate
   the density* (images → latents: solves), medians of repeated batches of 100;
-- a PNG grid of samples (``--png``) when matplotlib is installed.
+- a PNG grid of samples (``--png PATH``, or ``--plot DIR`` for ``DIR/samples.png``: 64 samples,
+  8 per row) when matplotlib is installed.
 
 ``--data digits`` (default) is the embedded UCI 8×8 digits (levels 0..16); ``--data mnist
 --data-dir DIR`` reads MNIST IDX files from DIR (when the training images are absent, as in the
@@ -107,11 +109,20 @@ def main(argv=None):
     ap.add_argument("--png", default=None, help="save a grid of 64 samples here")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    ap.add_argument("--plot", metavar="DIR", help="write DIR/samples.png, a grid of 64 samples "
+                    "(DIR is created; needs matplotlib)")
     args = ap.parse_args(argv)
     if args.data == "mnist" and not args.data_dir:
         ap.error("--data mnist needs --data-dir (a folder with the MNIST IDX files)")
     if min(args.steps, args.hidden, args.batch_size) < 1 or args.lr <= 0 or args.limit < 0:
         ap.error("--steps, --hidden, --batch-size and --lr must be positive")
+    if args.plot:
+        from nograd.plotting import plot_dir
+
+        try:
+            args.plot = plot_dir(args.plot)
+        except (ImportError, ValueError, TypeError) as e:
+            ap.error(str(e))
     epochs = args.epochs if args.epochs is not None else (30 if args.data == "digits" else 3)
     try:
         L, Lt, n_bins, note = load(args)
@@ -155,6 +166,14 @@ def main(argv=None):
                                         f"{test_bpd:.2f} bits/dim"):
             png = args.png
             print(f"samples written to {png}")
+    if args.plot:
+        from nograd.plotting import image_grid
+
+        samples = flow.sample(64, rng=args.seed, temperature=args.temperature)
+        path = image_grid(samples, os.path.join(args.plot, "samples.png"), cols=8,
+                          title=f"Inverse-Flow samples, T={args.temperature}, "
+                                f"{test_bpd:.2f} bits/dim ({epochs} epochs)")
+        print(f"samples written to {path}")
     if args.json:
         print(json.dumps({"data": args.data, "epochs": epochs, "seed": args.seed,
                           "params": flow.num_params, "test_bits_per_dim": round(test_bpd, 4),

@@ -1,7 +1,7 @@
 """The same small CNN with max, average, mixed and each of the 16 poset poolings.
 
     python examples/poset_pooling.py [--seeds 3] [--epochs 8] [--seed 0] [--placement both]
-                                     [--data digits|mnist --data-dir DIR] [--json]
+                                     [--data digits|mnist --data-dir DIR] [--json] [--plot DIR]
 
 Network: conv3×3(1→8) → ReLU → pool → conv3×3(8→16) → ReLU → pool → linear, trained with backprop
 (Adam 3e-3, batch 32) from the same initial weights for every pooling. Poolings: ``max``, ``avg``,
@@ -16,7 +16,9 @@ after a poset filter, which is ≥ 0), where the posets do differ. ``--placement
 default) runs both; the JSON ``accuracy`` is that of ``relu-pool``, ``accuracy_pool_relu`` the other.
 
 Digits (embedded, 8×8) by default; ``--data mnist --data-dir DIR`` reads the MNIST IDX files from DIR
-(``--train-size`` training images, 10000 by default for MNIST, all for digits).
+(``--train-size`` training images, 10000 by default for MNIST, all for digits). ``--plot DIR``
+writes ``DIR/accuracy.png``: a pair of bars (one per placement) per pooling, mean ± std over the
+seeds (needs matplotlib).
 """
 from __future__ import annotations
 
@@ -122,9 +124,18 @@ def main(argv=None):
     ap.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
     ap.add_argument("--train-size", type=int, default=0, help="training images (0: all; MNIST 10000)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    ap.add_argument("--plot", metavar="DIR", help="write DIR/accuracy.png, test accuracy per pooling "
+                    "and placement (DIR is created; needs matplotlib)")
     args = ap.parse_args(argv)
     if args.seeds < 1 or args.epochs < 1:
         ap.error("--seeds and --epochs must be at least 1")
+    if args.plot:
+        from nograd.plotting import plot_dir
+
+        try:
+            args.plot = plot_dir(args.plot)
+        except (ImportError, ValueError, TypeError) as e:
+            ap.error(str(e))
     data = load(args)
     seeds = list(range(args.seed, args.seed + args.seeds))
     placements = ("relu-pool", "pool-relu") if args.placement == "both" else (args.placement,)
@@ -145,6 +156,21 @@ def main(argv=None):
             acc = f"{r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f}"
             print(f"{r['pooling']:<12}{acc:>20}{r['seconds_per_epoch']:>10.3f}")
     print(f"\ntotal {total:.1f} s")
+    if args.plot:
+        from nograd.plotting import grouped_bars
+
+        mean = {r["pooling"]: {} for r in rows}
+        std = {r["pooling"]: {} for r in rows}
+        for r in rows:
+            mean[r["pooling"]][r["placement"]] = r["accuracy_mean"]
+            std[r["pooling"]][r["placement"]] = r["accuracy_std"]
+        low = min(r["accuracy_mean"] - r["accuracy_std"] for r in rows)
+        path = grouped_bars(mean, os.path.join(args.plot, "accuracy.png"), errors=std,
+                            ylim=(max(0.0, np.floor(20 * low) / 20 - 0.05), 1.0),
+                            ylabel=f"test accuracy (mean ± std, {len(seeds)} seeds)",
+                            title=f"small CNN on {args.data}, {args.epochs} epochs: max, average, "
+                                  f"mixed and the 16 poset poolings")
+        print(f"figure: {path}")
     if args.json:
         first = [r for r in rows if r["placement"] == placements[0]]
         out = {"data": args.data, "epochs": args.epochs, "seeds": seeds, "placement": args.placement,

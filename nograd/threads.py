@@ -2,7 +2,7 @@
 
 On a small machine whose cores are shared with other work, OpenBLAS's worker threads keep
 spinning after each matrix product and slow the small products of a training step 10–50×
-(see the Benchmarks section of the README); one thread is then faster. The environment variable
+(docs/benchmarks.md); one thread is then faster. The environment variable
 ``OPENBLAS_NUM_THREADS=1`` does it for a whole process, before NumPy is imported; these functions
 do it at run time, for a block of code:
 

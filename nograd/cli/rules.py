@@ -308,8 +308,9 @@ def cmd_compare(args, out=None):
 
         from ..plotting import learning_curves
 
+        data = ds.name.split(":", 1)[0] + ":" + os.path.basename(ds.name) if ":" in ds.name else ds.name
         path = learning_curves(histories, os.path.join(args.plot, "learning_curves.png"),
-                               title=f"{args.model} on {ds.name}, seed {args.seed}")
+                               title=f"{args.model} on {data}, seed {args.seed}")
         if not args.json:
             print(f"figure: {path}", file=out)
     return results

@@ -91,7 +91,7 @@ class MonoForward(SeededRule, Rule):
 
     #: 40 epochs, twice backprop's 20, set when every hidden layer learned through a projection of
     #: its own (``docs/notes/performance-notes.md``); with the paper's structure 20 already come
-    #: within 0.23 points of backprop on digits (seeds 0-2, README "Forward-only learning")
+    #: within 0.23 points of backprop on digits (seeds 0-2, docs/methods/forward-only.md)
     defaults = {"optimizer": "adam", "lr": 1e-3, "epochs": 40, "batch_size": 64}
 
     def __init__(self, *, output="projection", predict_mode="last", projection_lr=None, seed=0):
