@@ -12,7 +12,10 @@ The architecture is described one of two ways:
 
 * a model built by :func:`nograd.get_model` records its name, input shape, number of classes and
   options (``model.build_spec``); the file stores them and :func:`load_model` calls ``get_model``
-  again (any registered model, including those of the command line);
+  again (any registered model, including those of the command line), then puts back the layers
+  that replaced some of its own afterwards (layers declaring ``swapped_in``, such as the
+  quantized layers of :func:`nograd.compress.quantize`), recorded as ``swaps``: their dotted
+  path, class and constructor arguments;
 * otherwise a :class:`~nograd.Sequential` / :class:`~nograd.Residual` tree of layers exported by
   :mod:`nograd.layers` is described generically: each layer's class name and the constructor
   arguments read back from the layer (an argument is the attribute of the same name; a boolean
@@ -223,10 +226,23 @@ def describe(model, *, meta=None) -> dict:
                              "num_classes": int(recorded["num_classes"]),
                              "options": {k: _encode(v, f"option {k!r} of model {recorded['model']!r}")
                                          for k, v in recorded["options"].items()}}
+        swaps = [{"at": name, "class": type(m).__name__, "args": _layer_args(m, f".{name}")}
+                 for name, m in model.modules() if getattr(type(m), "swapped_in", False)]
+        if swaps:       # layers put in place after get_model built it (nograd.compress.quantize)
+            spec["swaps"] = swaps
     else:
         spec["layers"] = _describe_tree(model)
     spec["meta"] = {k: _encode(v, f"meta[{k!r}]") for k, v in dict(meta or {}).items()}
     return spec
+
+
+def _swap(model, at: str, layer: Module) -> None:
+    """Put ``layer`` in place of the child at dotted path ``at`` of ``model``."""
+    parent_name, _, key = at.rpartition(".")
+    parent = dict(model.modules()).get(parent_name)
+    if parent is None or key not in parent._children:
+        raise ValueError(f"the architecture swaps a layer at {at!r}, which the model does not have")
+    parent._children[key] = layer
 
 
 def build(spec) -> Module:
@@ -243,6 +259,8 @@ def build(spec) -> Module:
         g = spec["get_model"]
         model = get_model(g["model"], tuple(g["input_shape"]), g["num_classes"], rng=0,
                           **{k: _decode(v) for k, v in g["options"].items()})
+        for swap in spec.get("swaps", ()):
+            _swap(model, swap["at"], _build_tree({"class": swap["class"], "args": swap["args"]}))
     else:
         model = _build_tree(spec["layers"])
     if spec.get("dtype") and model.dtype is not None and model.dtype != np.dtype(spec["dtype"]):

@@ -28,6 +28,7 @@ from nograd.models.flow_steps import ActNorm, AffineCoupling, FlowStep
 from nograd.models.grande_net import GrandeNet
 from nograd.models.hypernet import HyperLSTM, HyperNetwork, KernelGenerator
 from nograd.models.vit import ViT
+from nograd.layers import QuantizedConv2d, QuantizedLinear
 from nograd.layers import (ELU, AdaptiveAvgPool2d, AvgPool1d, Conv1d, Dropout2d, Hardtanh, MaxPool1d,
                            Mish, PReLU)
 
@@ -404,7 +405,30 @@ ENTRIES = [
     Entry("lstm-layernorm-bidirectional", LSTM,
           lambda dt, r: _biased_all(LSTM(2, 3, layer_norm=True, bidirectional=True, rng=r, dtype=dt), r),
           normal((3, 2)), bad_shape=LAST),
+    # low-bit layers of nograd.compress.quantize (issue #22): random codes on the grid, scales and
+    # offsets per channel or per layer; the scale and bias are the trainable arrays
+    Entry("quantized-linear", QuantizedLinear,
+          lambda dt, r: _coded(QuantizedLinear(5, 3, bits=3, dtype=dt), r), normal((5,)), bad_shape=LAST),
+    Entry("quantized-linear-layer-3d", QuantizedLinear,
+          lambda dt, r: _coded(QuantizedLinear(4, 2, bits=6, bias=False, granularity="layer", dtype=dt), r),
+          normal((3, 4)), bad_shape=LAST),
+    Entry("quantized-conv2d", QuantizedConv2d,
+          lambda dt, r: _coded(QuantizedConv2d(2, 3, 3, stride=(2, 1), padding=1, bits=4, dtype=dt), r),
+          normal((2, 5, 6)), bad_shape=CHANNELS),
+    Entry("quantized-conv2d-layer", QuantizedConv2d,
+          lambda dt, r: _coded(QuantizedConv2d(3, 2, (2, 3), dilation=(2, 1), bits=2, granularity="layer",
+                                               dtype=dt), r),
+          normal((3, 6, 5)), bad_shape=CHANNELS),
 ]
+
+
+def _coded(layer, rng):
+    """Fill a quantized layer with random codes, positive scales, offsets and a non-zero bias."""
+    out, fan_in = layer._rows
+    k = layer.params["scale"].size
+    bias = rng.normal(size=out) if "bias" in layer.params else None
+    return layer.load_codes(rng.integers(0, 1 << layer.bits, (out, fan_in)), rng.uniform(0.5, 1.5, k),
+                            rng.integers(-(1 << (layer.bits - 1)), 1, k), bias)
 
 
 def _bool_mask(rng, t):

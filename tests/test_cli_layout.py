@@ -37,7 +37,8 @@ def test_every_cli_module_within_500_lines():
 def test_commands_in_help_order():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert list(sub.choices) == ["compare", "train", "predict", "diabetes", "grande", "list", "demo"]
+    assert list(sub.choices) == ["compare", "train", "predict", "diabetes", "grande", "list", "demo",
+                                 "quantize"]
 
 
 def test_warm_up_runs_on_a_throwaway_rule(monkeypatch, capsys):

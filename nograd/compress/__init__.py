@@ -10,7 +10,7 @@ import importlib
 
 #: public name -> submodule that defines it
 _LAZY = {
-    "quantize": "quantize",
+    "quantize": "quantization",
     "prune": "prune",
 }
 

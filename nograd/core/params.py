@@ -41,8 +41,9 @@ def _check(path, key, a, shape=None):
     if shape is not None and a.shape != shape:
         raise ValueError(f"checkpoint {path!r}: {key[key.index('/') + 1:]!r} has shape {a.shape}, "
                          f"the model expects {shape}")
-    if a.dtype.kind != "f" or not np.isfinite(a).all():
-        raise ValueError(f"checkpoint {path!r}: {key[key.index('/') + 1:]!r} must be finite floats")
+    if a.dtype.kind not in "fiu" or (a.dtype.kind == "f" and not np.isfinite(a).all()):
+        raise ValueError(f"checkpoint {path!r}: {key[key.index('/') + 1:]!r} must be finite floats "
+                         f"(or integers: the packed codes of a quantized layer)")
 
 
 def save(model, path, *, spec=None) -> None:
@@ -52,7 +53,7 @@ def save(model, path, *, spec=None) -> None:
     Written to a temporary ``.nograd-<pid>-<hex>.npz.tmp`` beside ``path`` and renamed over it once
     complete (an interrupted save never destroys a good file), with ``np.save``'s mode (0666 less the
     umask); ``nograd.save`` (:func:`nograd.serialize.save`) first removes the temporaries killed saves
-    left. Arrays that are not finite floats are refused with :func:`load`'s message; a directory
+    left. Arrays that are neither finite floats nor integers are refused with :func:`load`'s message; a directory
     ``path`` or an unwritable folder is a ``ValueError``.
     """
     path = os.fspath(path)

@@ -15,6 +15,7 @@ from .patch import PatchEmbed
 from .pool import (AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, GlobalAvgPool2d, MaxPool1d, MaxPool2d,
                    Upsample2d)
 from .prelu import PReLU
+from .quantized import QuantizedConv2d, QuantizedLinear
 from .recurrent import GRU, LSTM, RNN
 from .rmsnorm import RMSNorm
 from .poset import Poset, PosetPool2d, four_point_posets, get_poset
@@ -30,4 +31,4 @@ __all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid",
            "get_activation", "LoRA", "RMSNorm", "SiLU", "PatchEmbed", "MultiheadAttention",
            "scaled_dot_product_attention", "PositionalEmbedding", "Softmax", "LogSoftmax",
            "TransformerBlock", "ELU", "Mish", "PReLU", "Hardtanh", "Dropout2d", "AdaptiveAvgPool2d",
-           "Conv1d", "MaxPool1d", "AvgPool1d"]
+           "Conv1d", "MaxPool1d", "AvgPool1d", "QuantizedLinear", "QuantizedConv2d"]
