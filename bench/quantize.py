@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import nograd  # noqa: E402
 from nograd.cli.quantize import calibration, file_sizes, train_float  # noqa: E402
 from nograd.compress.comq import comq  # noqa: E402
-from nograd.compress.quantize import quantize  # noqa: E402
+from nograd.compress.quantization import quantize  # noqa: E402
 from nograd.data import load_dataset  # noqa: E402
 from nograd.train import evaluate  # noqa: E402
 
