@@ -28,6 +28,8 @@ from nograd.models.flow_steps import ActNorm, AffineCoupling, FlowStep
 from nograd.models.grande_net import GrandeNet
 from nograd.models.hypernet import HyperLSTM, HyperNetwork, KernelGenerator
 from nograd.models.vit import ViT
+from nograd.layers import SinusoidalEmbedding
+from nograd.models.diffusion_lora import LoRAConv2d
 from nograd.layers import QuantizedConv2d, QuantizedLinear
 from nograd.layers import (ELU, AdaptiveAvgPool2d, AvgPool1d, Conv1d, Dropout2d, Hardtanh, MaxPool1d,
                            Mish, PReLU)
@@ -405,6 +407,14 @@ ENTRIES = [
     Entry("lstm-layernorm-bidirectional", LSTM,
           lambda dt, r: _biased_all(LSTM(2, 3, layer_norm=True, bidirectional=True, rng=r, dtype=dt), r),
           normal((3, 2)), bad_shape=LAST),
+    # the diffusion U-Net's time embedding (issue #26): one time step per sample, spread over
+    # [0, 50) so that low and high frequencies both vary
+    Entry("sinusoidal-embedding", SinusoidalEmbedding, lambda dt, r: SinusoidalEmbedding(6, max_period=100.0),
+          lambda rng, n, dt, m: rng.uniform(0, 50, n).astype(dt), bad_shape=lambda s: s + (2,)),
+    # the U-Net's convolution adapter (nograd.models.diffusion_lora), B off its zero init
+    Entry("lora-conv2d", LoRAConv2d,
+          lambda dt, r: _lora(LoRAConv2d(_biased(Conv2d(4, 6, 3, padding=1, groups=2, rng=r, dtype=dt), r), 2,
+                                         alpha=3.0, rng=r), r), normal((4, 5, 6)), bad_shape=CHANNELS),
     # low-bit layers of nograd.compress.quantize (issue #22): random codes on the grid, scales and
     # offsets per channel or per layer; the scale and bias are the trainable arrays
     Entry("quantized-linear", QuantizedLinear,

@@ -21,6 +21,7 @@ from .rmsnorm import RMSNorm
 from .poset import Poset, PosetPool2d, four_point_posets, get_poset
 from .shape import Flatten, Reshape
 from .softmax import LogSoftmax, Softmax
+from .time_embedding import SinusoidalEmbedding
 from .transformer import TransformerBlock
 
 __all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid", "Softsign",
@@ -31,4 +32,5 @@ __all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid",
            "get_activation", "LoRA", "RMSNorm", "SiLU", "PatchEmbed", "MultiheadAttention",
            "scaled_dot_product_attention", "PositionalEmbedding", "Softmax", "LogSoftmax",
            "TransformerBlock", "ELU", "Mish", "PReLU", "Hardtanh", "Dropout2d", "AdaptiveAvgPool2d",
-           "Conv1d", "MaxPool1d", "AvgPool1d", "QuantizedLinear", "QuantizedConv2d"]
+           "Conv1d", "MaxPool1d", "AvgPool1d", "SinusoidalEmbedding", "QuantizedLinear",
+           "QuantizedConv2d"]

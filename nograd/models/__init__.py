@@ -16,6 +16,7 @@ estimators and the tabular training helpers moved there. Their old names here
 reaches up (a test holds it to that).
 """
 from .cnn import cnn
+from .diffusion import UNet
 from .flow import InverseFlow, dequantize
 from .flow_steps import ActNorm, AffineCoupling, Bijector, FlowStep
 from .gpt import GPT, generate, gpt
@@ -30,7 +31,7 @@ __all__ = ["get_model", "available_models", "register_model", "model_description
            "TabularMLP", "DiabetesNet", "logistic_regression", "HyperNetwork",
            "KernelGenerator", "HyperLSTM", "GrandeNet",
            "InverseFlow", "dequantize", "Bijector", "ActNorm",
-           "AffineCoupling", "FlowStep", "GPT", "gpt", "generate", "ViT", "vit"]
+           "AffineCoupling", "FlowStep", "GPT", "gpt", "generate", "ViT", "vit", "UNet"]
 
 # names that moved up to nograd.estimators (old name here -> the module that holds it now)
 _MOVED = {"GrandeClassifier": "nograd.estimators.grande", "GrandeRegressor": "nograd.estimators.grande"}
