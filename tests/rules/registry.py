@@ -164,6 +164,10 @@ ENTRIES = [
                          "paper's arithmetic (exact_restore=False) then restores theta to an ulp, "
                          "not bit for bit. The other refused batches (one label too few, a NaN "
                          "in x) are caught before theta is touched and leave it bit for bit"}),
+    # pipelined backprop (three stages on the mlp, delays 4, 2, 0) with SC+LWP, which apply SGD
+    # with momentum themselves: the optimizer must be SGD; nothing is drawn
+    RuleEntry("pipelined", seeded=False, random=False, refuse=no_params,
+              optimizer=lambda params: SGD(params, lr=0.02, momentum=0.9), loss_ratio=0.3),
 ]
 
 BY_NAME = {e.name: e for e in ENTRIES}
