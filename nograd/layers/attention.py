@@ -278,12 +278,19 @@ class MultiheadAttention(Module):
         q = c_att[0]
         check_like(dy, (q.shape[0], q.shape[2], self.embed_dim))
         dm, g_out = self._children["out_proj"].backward(c_out, dy, params=self._split(params, "out_proj"))
-        B, T, _ = dm.shape
-        do = dm.reshape(B, T, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
-        dqkv = self._join_qkv(*attention_backward(c_att, do))
+        dqkv = self.attention_vjp(c_att, dm)
         dx, g_in = self._children["in_proj"].backward(c_in, dqkv, params=self._split(params, "in_proj"),
                                                       need_dx=need_dx)
         return dx, {**self._prefixed(g_in, "in_proj"), **self._prefixed(g_out, "out_proj")}
+
+    def attention_vjp(self, c_att, dm):
+        """The vjp of the part between the two projections: the merged heads' cotangent
+        ``dm (B, T, E)`` → the cotangent of ``[q, k, v]`` ``(B, T, 3E)``, with ``c_att`` the middle
+        entry of this layer's cache. A rule that runs the projections' backward its own way (VCAS
+        samples their weight gradients) calls it between them; :meth:`backward` does too."""
+        B, T, _ = dm.shape
+        do = dm.reshape(B, T, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+        return self._join_qkv(*attention_backward(c_att, do))
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         self._check(x)

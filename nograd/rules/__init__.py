@@ -10,11 +10,12 @@ from .forward_forward import ForwardForward
 from .mono_forward import MonoForward
 from .foton import FOTON
 from .pipelined import PipelinedBackprop
+from .vcas import VCAS
 
 __all__ = ["Rule", "register", "get_rule", "available_rules", "Backprop",
            "FA", "USF", "FRSF", "BRSF", "DFA", "OpticalDFA", "PEPITA", "AFA",
            "ForwardGradient", "ForwardGradientLocal", "SPSA", "MeZO",
-           "ForwardForward", "MonoForward", "FOTON", "PipelinedBackprop"]
+           "ForwardForward", "MonoForward", "FOTON", "PipelinedBackprop", "VCAS"]
 
 
 def __getattr__(name):

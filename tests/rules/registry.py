@@ -171,3 +171,16 @@ ENTRIES = [
 ]
 
 BY_NAME = {e.name: e for e in ENTRIES}
+
+
+def with_batchnorm():
+    """An MLP with BatchNorm1d: batch statistics couple the samples VCAS drops."""
+    from nograd.layers import BatchNorm1d
+
+    r = np.random.default_rng(0)
+    return Sequential(Linear(4, 6, rng=r), BatchNorm1d(6), Tanh(), Linear(6, 3, rng=r))
+
+
+# VCAS with fixed ratios (the controller starts at ratio 1, which is backprop): samples drawn
+ENTRIES += [RuleEntry("vcas", options={"act_ratio": 0.5, "weight_ratio": 0.5, "adapt": False},
+                      refuse=with_batchnorm, refuse_layer="BatchNorm1d", loss_ratio=0.3)]
