@@ -301,7 +301,7 @@ def cmd_compare(args, out=None):
         else:
             mem = "-" if summary["peak_mb"] is None else f"{summary['peak_mb']:.1f}"
             print(f"{name:<{w}} {summary['test_accuracy']:>8.4f} {summary['train_seconds']:>8.2f} "
-                  f"{mem:>8}  {summary['optimizer']:<9} {summary['lr']:>8g} {summary['epochs']:>6d} "
+                  f"{mem:>8}  {summary['optimizer']:<9} {summary['lr']:>8.3g} {summary['epochs']:>6d} "
                   f"{summary['batch_size']:>5d}", file=out, flush=True)
     if getattr(args, "plot", None) and histories:
         import os
