@@ -57,6 +57,10 @@ LM_RULES: dict[str, dict] = {
                          "clip_norm": 1.0},
     "spsa": {"optimizer": "sgd", "lr": 1e-3, "warmup": 0, "weight_decay": 0.0, "clip_norm": 0.0},
     "mezo": {"optimizer": "sgd", "lr": 1e-3, "warmup": 0, "weight_decay": 0.0, "clip_norm": 0.0},
+    # recurrent models only (--model charlm): backprop's recipe (examples/dsf_charlm.py uses one lr
+    # for BPTT, DSF and truncated BPTT)
+    "dsf": {"optimizer": "adamw", "lr": 1e-3, "warmup": 100, "weight_decay": 0.1, "clip_norm": 1.0},
+    "tbptt": {"optimizer": "adamw", "lr": 1e-3, "warmup": 100, "weight_decay": 0.1, "clip_norm": 1.0},
 }
 
 

@@ -21,7 +21,7 @@ TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16
 
 @pytest.fixture(autouse=True)
 def one_blas_thread():
-    """The tiny model's small products run fastest on one thread (README, Benchmarks); on a busy
+    """The tiny model's small products run fastest on one thread (docs/benchmarks.md); on a busy
     machine OpenBLAS's spinning workers make them many times slower."""
     with nograd.blas_threads(1):
         yield

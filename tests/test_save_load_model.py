@@ -25,6 +25,7 @@ MODELS = {
     "mlp": ((1, 8, 8), 10, {"hidden": (16, 8)}, IMAGE),
     "cnn": ((1, 8, 8), 10, {"channels": (4,)}, IMAGE),
     "vit": ((1, 8, 8), 10, {"dim": 16, "depth": 1, "heads": 2}, IMAGE),
+    "charlm": ((12,), 11, {"hidden": 8, "embed": 4}, lambda rng: rng.integers(0, 11, size=(3, 12))),
     "gpt": ((12,), 11, {"n_layer": 1, "n_head": 2, "n_embd": 16},
             lambda rng: rng.integers(0, 11, size=(3, 12))),
     "tabular-mlp": ((6,), 3, {"hidden": (8, 4), "dropout": 0.1}, TABLE(6)),

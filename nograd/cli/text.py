@@ -30,27 +30,31 @@ def cmd_train_text(args, out=None, error=ValueError):
     from ..models.gpt import generate
     from ..train_lm import LM_RULES, lm_defaults, train_lm
 
-    if args.model != "gpt":
-        raise error(f"--data {args.data} is text: it trains a language model, use --model gpt "
-                    f"(got --model {args.model})")
+    if args.model not in ("gpt", "charlm"):
+        raise error(f"--data {args.data} is text: it trains a language model, use --model gpt or "
+                    f"charlm (got --model {args.model})")
     if args.rule not in LM_RULES:
         raise error(f"--rule {args.rule}: text training accepts --rule "
                     f"{' | '.join(LM_RULES)}")
+    if getattr(args, "plot", None) or getattr(args, "history", None):
+        _check_outputs(args, error)
     recipe = lm_defaults(args.rule)
     optimizer = args.optimizer or recipe["optimizer"]
     lr = args.lr or recipe["lr"]
-    if args.n_embd % args.n_head:
+    if args.model == "gpt" and args.n_embd % args.n_head:
         raise error(f"--n-embd {args.n_embd} must be a multiple of --n-head {args.n_head}")
     try:
         data = load_text(args.data)
-        model = get_model("gpt", (args.block_size,), data.vocab.size, rng=args.seed,
-                          n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
+        # charlm: a GRU of --n-embd units (nograd.models.charlm); --n-layer and --n-head are GPT's
+        opts = (dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
+                if args.model == "gpt" else dict(hidden=args.n_embd))
+        model = get_model(args.model, (args.block_size,), data.vocab.size, rng=args.seed, **opts)
     except (ValueError, TypeError, OSError) as e:
         raise error(str(e)) from None
     auto_threads_for(args, model, (args.block_size,), args.batch_size or 12)
     log = None if args.json else (lambda line: print(line, file=out, flush=True))
     if log:
-        log(f"gpt on {args.data}: {model.num_params:,} parameters, vocabulary {data.vocab.size}, "
+        log(f"{args.model} on {args.data}: {model.num_params:,} parameters, vocabulary {data.vocab.size}, "
             f"{len(data.train):,} train / {len(data.val):,} val tokens; rule {args.rule}, "
             f"{optimizer} lr {lr:g}")
     try:
@@ -65,9 +69,10 @@ def cmd_train_text(args, out=None, error=ValueError):
     if args.sample:
         # prompt: a newline when the text has one (a fresh line), else its first character
         start = data.vocab.encode("\n") if "\n" in data.vocab.stoi else data.train[:1]
-        ids = generate(model, start, args.sample, rng=args.seed)
+        ids = (generate(model, start, args.sample, rng=args.seed) if args.model == "gpt"
+               else model.generate(start, args.sample, rng=args.seed))
         sample = data.vocab.decode(ids)
-    summary = {"model": "gpt", "data": args.data, "rule": args.rule, "optimizer": optimizer, "lr": lr,
+    summary = {"model": args.model, "data": args.data, "rule": args.rule, "optimizer": optimizer, "lr": lr,
                "iters": hist["iters"], "initial_val_loss": hist["evals"][0]["val_loss"],
                "val_loss": hist["val_loss"],
                "train_loss": hist["train_loss"], "train_seconds": round(hist["train_seconds"], 3),
@@ -78,11 +83,54 @@ def cmd_train_text(args, out=None, error=ValueError):
         save_model(model, args.save, meta={"command": "train", "rule": args.rule, "data": args.data,
                                            "seed": args.seed})
         summary["saved"] = args.save
+    if getattr(args, "history", None):
+        _write_history(hist["evals"], args.history)
+        summary["history"] = args.history
+    if getattr(args, "plot", None):
+        from ..plotting import line_plot
+
+        evals = hist["evals"]
+        its = [e["iter"] for e in evals]
+        line_plot({"train": (its, [e["train_loss"] for e in evals]),
+                   "val": (its, [e["val_loss"] for e in evals])}, args.plot, xlabel="iteration",
+                  ylabel="loss (nats per character)",
+                  title=f"{args.model} on {args.data}, {args.rule}, seed {args.seed}")
+        summary["plot"] = args.plot
     if args.json:
         print(json.dumps(summary), file=out)
     else:
         print(f"--- sample ---\n{sample}\n---" if sample else "", file=out)
-        print(f"gpt on {args.data} with {args.rule}: val loss {hist['val_loss']:.4f} (train "
+        print(f"{args.model} on {args.data} with {args.rule}: val loss {hist['val_loss']:.4f} (train "
               f"{hist['train_loss']:.4f}; untrained {summary['initial_val_loss']:.4f}) after "
               f"{hist['iters']} iterations, {hist['train_seconds']:.1f} s", file=out)
     return summary
+
+
+def _check_outputs(args, error):
+    """``--plot PATH`` and ``--history PATH`` of a text run: checked before training starts."""
+    import importlib.util
+
+    from .common import check_writable
+
+    if args.history:
+        check_writable(args.history, "--history")
+        if not args.history.endswith((".csv", ".json")):
+            raise error(f"--history {args.history}: the name must end in .csv or .json")
+    if args.plot:
+        check_writable(args.plot, "--plot")
+        if importlib.util.find_spec("matplotlib") is None:
+            raise error("--plot needs matplotlib, which is not installed (pip install 'nograd[plot]'); "
+                        "nothing was trained")
+
+
+def _write_history(evals, path):
+    """The evaluation lines of a text run (iteration, train and val loss, learning rate) as JSON
+    (a list of objects) or CSV (a header and a row per evaluation)."""
+    keys = ("iter", "train_loss", "val_loss", "lr")
+    with open(path, "w", encoding="utf-8") as f:
+        if path.endswith(".json"):
+            json.dump([{k: e[k] for k in keys} for e in evals], f)
+        else:
+            f.write(",".join(keys) + "\n")
+            for e in evals:
+                f.write(",".join(repr(e[k]) for k in keys) + "\n")

@@ -114,6 +114,12 @@ class RecurrentBase(Module):
     gates = 1
     state_parts = 1
     num_layers, bidirectional, dropout = 1, False, 0.0
+    state_feedback = False      # True: backward_local runs the steps' backward all at once
+
+    def backward_local(self, cache, dy, carry, *, params=None, need_dx=True):
+        """Reverse mode with the state cotangents of every step set by ``carry`` and the local VJPs
+        of all steps batched over time: ``(dx, grads)`` (:func:`.recurrent_stack.backward_local`)."""
+        return stack.backward_local(self, cache, dy, self._use(params), need_dx, carry)
 
     def __init__(self, input_size, hidden_size, *, num_layers=1, bidirectional=False, dropout=0.0,
                  rng=None, dtype=np.float32):
@@ -292,11 +298,11 @@ class RecurrentBase(Module):
             da = da + dp["bias_hh"]
         return a, da
 
-    def _hh_back(self, da, h, p, g):
+    def _hh_back(self, da, h, p, g, need_dh=True):
         """Accumulate the ``weight_hh``/``bias_hh`` gradients of ``h W_hhᵀ + b_hh``; return ``dh``."""
         g["weight_hh"] += da.T @ h
         g["bias_hh"] += da.sum(axis=0)
-        return da @ p["weight_hh"]
+        return da @ p["weight_hh"] if need_dh else None
 
 
 _Recurrent = RecurrentBase          # the former private name, kept for old imports
@@ -313,17 +319,18 @@ class RNN(RecurrentBase):
         \qquad \dot h_t = (1 - h_t^2) \odot \dot a_t.
     """
 
-    gates, state_parts = 1, 1
+    gates, state_parts, state_feedback = 1, 1, True
 
     def _cell(self, xp, S, p):
         h_prev = S[0]
         h = np.tanh(xp + (h_prev @ p["weight_hh"].T + p["bias_hh"]))
         return (h,), (h_prev, h)
 
-    def _cell_back(self, cache, dS, p, g):
+    def _cell_back(self, cache, dS, p, g, need_dh=True):
         h_prev, h = cache
         da = dS[0] * (1 - h * h)
-        return da, (self._hh_back(da, h_prev, p, g),)
+        dh_prev = self._hh_back(da, h_prev, p, g, need_dh)
+        return da, ((dh_prev,) if need_dh else None)
 
     def _cell_jvp(self, xp, dxp, S, dS, p, dp):
         a, da = self._hh(S[0], dS[0], p, dp)
@@ -350,7 +357,7 @@ class LSTM(RecurrentBase):
         \bar a = (\bar c g\, i(1-i),\; \bar c c_{t-1} f(1-f),\; \bar c i (1-g^2),\; \bar h \tanh c_t\, o(1-o)).
     """
 
-    gates, state_parts = 4, 2
+    gates, state_parts, state_feedback = 4, 2, True
 
     def __init__(self, input_size, hidden_size, *, layer_norm=False, eps=1e-5, num_layers=1,
                  bidirectional=False, dropout=0.0, rng=None, dtype=np.float32):
@@ -412,7 +419,7 @@ class LSTM(RecurrentBase):
         tc = np.tanh(c)
         return (o * tc, c), (h_prev, c_prev, i, f, g, o, tc, None)
 
-    def _cell_back(self, cache, dS, p, g_acc):
+    def _cell_back(self, cache, dS, p, g_acc, need_dh=True):
         h_prev, c_prev, i, f, g, o, tc, lns = cache
         dh, dc = dS
         dcn = dh * o * (1 - tc * tc)
@@ -422,7 +429,14 @@ class LSTM(RecurrentBase):
         if lns:
             dhp = self._ln_back(da, lns[1], p, g_acc, "ln_h")
             da = self._ln_back(da, lns[0], p, g_acc, "ln_x")
-        return da, (self._hh_back(dhp, h_prev, p, g_acc), dc * f)
+        dh_prev = self._hh_back(dhp, h_prev, p, g_acc, need_dh)
+        return da, ((dh_prev, dc * f) if need_dh else None)
+
+    def _cell_dc(self, cache, dh, p):
+        """The cotangent of the cell ``c_t`` from its own step's ``h_t = o tanh LN(c_t)`` alone."""
+        o, tc, lns = cache[5:8]
+        dcn = dh * o * (1 - tc * tc)
+        return self._ln_back(dcn, lns[2], p, {"ln_c_weight": 0, "ln_c_bias": 0}, "ln_c") if lns else dcn
 
     def _cell_jvp(self, xp, dxp, S, dS, p, dp):
         (h_prev, c_prev), (dh_prev, dc_prev) = S, dS
@@ -450,7 +464,7 @@ class GRU(RecurrentBase):
         n = \tanh(X_{p,n} + r \odot H_{p,n}),\; h_t = (1 - z) n + z h_{t-1}.
     """
 
-    gates, state_parts = 3, 1
+    gates, state_parts, state_feedback = 3, 1, True
 
     def _cell(self, xp, S, p):
         H, h_prev = self.hidden_size, S[0]
@@ -460,7 +474,7 @@ class GRU(RecurrentBase):
         n = np.tanh(xp[:, 2 * H:] + r * hp[:, 2 * H:])
         return ((1 - z) * n + z * h_prev,), (h_prev, hp, r, z, n)
 
-    def _cell_back(self, cache, dS, p, g):
+    def _cell_back(self, cache, dS, p, g, need_dh=True):
         h_prev, hp, r, z, n = cache
         H, dh = self.hidden_size, dS[0]
         dan = dh * (1 - z) * (1 - n * n)
@@ -468,7 +482,8 @@ class GRU(RecurrentBase):
         daz = dh * (h_prev - n) * z * (1 - z)
         dxp = np.concatenate([dar, daz, dan], axis=1)
         dhp = np.concatenate([dar, daz, dan * r], axis=1)
-        return dxp, (dh * z + self._hh_back(dhp, h_prev, p, g),)
+        dh_prev = self._hh_back(dhp, h_prev, p, g, need_dh)
+        return dxp, ((dh * z + dh_prev,) if need_dh else None)
 
     def _cell_jvp(self, xp, dxp, S, dS, p, dp):
         H, h_prev, dh_prev = self.hidden_size, S[0], dS[0]

@@ -123,8 +123,10 @@ def final_state(m, cache):
     return _public(m, [run[3] for run in cache[0]])
 
 
-def backward(m, cache, dy, p, need_dx, dstate):
-    """The stack's backward through time: ``(dx, grads, dstate0)``."""
+def backward(m, cache, dy, p, need_dx, dstate, back=None):
+    """The stack's backward through time: ``(dx, grads, dstate0)``. ``back(k, cache_k, dy_k, q_k,
+    dS_k, need_dx)`` replaces each pass's ``_run_back`` when given (:func:`backward_local`)."""
+    back = back or (lambda k, *args: m._run_back(*args))
     runs, masks, (B, T, _) = cache
     D, H = directions(m), m.hidden_size
     check_like(dy, (B, T, D * H))
@@ -136,8 +138,8 @@ def backward(m, cache, dy, p, need_dx, dstate):
         for d in range(D):
             k = layer * D + d
             dyd = _flip(dout[:, :, d * H:(d + 1) * H], d)
-            dxd, g, dS0[k] = m._run_back(runs[k], dyd, _arrays(m, q, layer, d), dS[k],
-                                         need_dx or layer > 0)
+            dxd, g, dS0[k] = back(k, runs[k], dyd, _arrays(m, q, layer, d), dS[k],
+                                  need_dx or layer > 0)
             sfx = suffix(m, layer, d)
             grads.update({name + sfx: v for name, v in g.items()})
             if dxd is not None:
@@ -170,3 +172,87 @@ def jvp(m, x, dx, p, dp, state, dstate, train, rng):
             dfinals.append(dS)
         inp, dinp = _cat(ys), _cat(ts)
     return inp, dinp, _public(m, finals), _public(m, dfinals)
+
+
+# --------------------------------------------------------------------------- all steps at once
+def _time_major(steps):
+    """The per-step caches of a pass (a list of ``T`` tuples of ``(B, ...)`` arrays, nested tuples
+    or None) as one cache of ``T·B`` rows, row ``t·B + b`` for step ``t`` and sample ``b``."""
+    first = steps[0]
+    if first is None:
+        return None
+    if isinstance(first, tuple):
+        return tuple(_time_major([s[j] for s in steps]) for j in range(len(first)))
+    return np.concatenate(steps, axis=0)
+
+
+def _local_pass(m, k, cache, dy, q, need_dx, carry, rows=256):
+    """One pass of :func:`backward_local`: ``(dx, grads, zero initial-state cotangents)``. The steps
+    run in chunks of about ``rows`` rows (``T·B`` in all), so that each chunk's elementwise work
+    stays in cache while each weight's gradient is still a GEMM over many steps."""
+    x, _, steps, _ = cache
+    B, T, _ = x.shape
+    C = max(1, min(T, rows // B))                 # steps per chunk
+    chunks = [(t, min(T, t + C)) for t in range(0, T, C)]
+
+    def tm(a, t0, t1):          # (B, T, n) -> rows (t1-t0)·B, time-major
+        return a[:, t0:t1].transpose(1, 0, 2).reshape((t1 - t0) * B, -1)
+
+    cell = None
+    if hasattr(m, "_cell_dc"):
+        def cell(dh):
+            out = np.empty_like(dh)
+            for t0, t1 in chunks:
+                dc = m._cell_dc(_time_major(steps[t0:t1]), tm(dh, t0, t1), q)
+                out[:, t0:t1] = dc.reshape(t1 - t0, B, -1).transpose(1, 0, 2)
+            return out
+    dS = carry(k, dy, cell)
+    sizes = m._state_sizes()
+    if not isinstance(dS, tuple) or len(dS) != len(sizes):
+        raise TypeError(f"carry must return a tuple of {len(sizes)} arrays (one per state part of "
+                        f"{type(m).__name__}), got {type(dS).__name__}")
+    for j, (d, n) in enumerate(zip(dS, sizes)):
+        check_like(d, (B, T, n), f"carry(...)[{j}]")
+    g = {name: np.zeros(v.shape, dy.dtype) for name, v in q.items()}
+    dx = np.empty(x.shape, dy.dtype) if need_dx else None
+    for t0, t1 in chunks:           # each chunk's input-projection products too: no (T·B, G·H) buffer
+        dSc = tuple(tm(d.astype(dy.dtype, copy=False), t0, t1) for d in dS)
+        dxp = m._cell_back(_time_major(steps[t0:t1]), dSc, q, g, need_dh=False)[0]
+        g["weight_ih"] += dxp.T @ tm(x, t0, t1)
+        g["bias_ih"] += dxp.sum(axis=0)
+        if need_dx:
+            dx[:, t0:t1] = (dxp @ q["weight_ih"]).reshape(t1 - t0, B, -1).transpose(1, 0, 2)
+    return dx, g, tuple(np.zeros((B, n), dy.dtype) for n in sizes)
+
+
+def backward_local(m, cache, dy, p, need_dx, carry):
+    r"""Reverse mode of a recurrent layer (or stack) in which the recursion over time is replaced by
+    ``carry`` and every step's local VJP runs at once: ``(dx, grads)``.
+
+    For each single-direction pass ``k`` (the layer itself, or pass :math:`(l, d)` of a stack as
+    :math:`k = lD + d`, the top layer first), ``carry(k, dy_k, cell)`` receives the pass's output
+    cotangent ``dy_k (B, T, H)`` (time-reversed for a reverse pass: index ``t`` is the pass's ``t``-th
+    step) and returns the cotangents the steps' backward receives, one ``(B, T, H)`` array per state
+    part: :math:`\delta_t`, the total cotangent of :math:`h_t` (``dy_k`` included), and for an LSTM
+    the cotangent of :math:`c_t` carried from the later steps. ``cell`` is None, except for an LSTM:
+    ``cell(dh)`` is the cotangent that each step's own :math:`h_t = o \tanh c_t` sends to
+    :math:`c_t`, for all steps. Backward through time is ``carry`` running the exact recursion
+    :math:`\delta_t = \bar y_t + J_{t+1}^\top \delta_{t+1}`; a stationary feedback (Caillon et al.
+    2025) runs :math:`\delta_t = \bar y_t + A \delta_{t+1}`; ``carry = lambda k, e, cell: (e,)`` cuts
+    the state cotangent (fully truncated BPTT).
+
+    The step caches are stacked into ``T·B`` rows and the cell's backward runs once over them
+    (without the cotangent of :math:`h_{t-1}`, which nothing uses), so each weight's gradient is one
+    GEMM over all steps, :math:`\bar W_{hh} = \sum_t \bar a_t^\top h_{t-1}`, instead of ``T``.
+    The final-state cotangent is zero and the initial state's is not returned.
+    """
+    q = m._cast(p, dy.dtype)
+    if stacked(m):
+        def back(k, run, dyk, qk, dSk, need):
+            return _local_pass(m, k, run, dyk, qk, need, carry)
+        dx, grads, _ = backward(m, cache, dy, p, need_dx, None, back=back)
+        return dx, grads
+    B, T, _ = cache[0].shape
+    check_like(dy, (B, T, m.hidden_size))
+    dx, g, _ = _local_pass(m, 0, cache, dy, q, need_dx, carry)
+    return dx, {name: g[name].astype(p[name].dtype, copy=False) for name in m._own}

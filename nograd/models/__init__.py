@@ -15,6 +15,7 @@ estimators and the tabular training helpers moved there. Their old names here
 :mod:`nograd.estimators` on first use, by :func:`_from_above`, the one place in this room that
 reaches up (a test holds it to that).
 """
+from .charlm import CharLM, charlm
 from .cnn import cnn
 from .diffusion import UNet
 from .flow import InverseFlow, dequantize
@@ -31,7 +32,7 @@ __all__ = ["get_model", "available_models", "register_model", "model_description
            "TabularMLP", "DiabetesNet", "logistic_regression", "HyperNetwork",
            "KernelGenerator", "HyperLSTM", "GrandeNet",
            "InverseFlow", "dequantize", "Bijector", "ActNorm",
-           "AffineCoupling", "FlowStep", "GPT", "gpt", "generate", "ViT", "vit", "UNet"]
+           "AffineCoupling", "FlowStep", "GPT", "gpt", "generate", "ViT", "vit", "CharLM", "charlm", "UNet"]
 
 # names that moved up to nograd.estimators (old name here -> the module that holds it now)
 _MOVED = {"GrandeClassifier": "nograd.estimators.grande", "GrandeRegressor": "nograd.estimators.grande"}

@@ -9,13 +9,14 @@ from .zeroth_order import SPSA, MeZO
 from .forward_forward import ForwardForward
 from .mono_forward import MonoForward
 from .foton import FOTON
-from .pipelined import PipelinedBackprop
 from .vcas import VCAS
+from .dsf import DSF, TruncatedBPTT
+from .pipelined import PipelinedBackprop
 
 __all__ = ["Rule", "register", "get_rule", "available_rules", "Backprop",
            "FA", "USF", "FRSF", "BRSF", "DFA", "OpticalDFA", "PEPITA", "AFA",
            "ForwardGradient", "ForwardGradientLocal", "SPSA", "MeZO",
-           "ForwardForward", "MonoForward", "FOTON", "PipelinedBackprop", "VCAS"]
+           "ForwardForward", "MonoForward", "FOTON", "VCAS", "PipelinedBackprop", "DSF", "TruncatedBPTT"]
 
 
 def __getattr__(name):

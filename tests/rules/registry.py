@@ -170,7 +170,36 @@ ENTRIES = [
               optimizer=lambda params: SGD(params, lr=0.02, momentum=0.9), loss_ratio=0.3),
 ]
 
-BY_NAME = {e.name: e for e in ENTRIES}
+
+# ------------------------------------------------------------------ recurrent rules (issue #27)
+def gru_sequence(dtype, rng):
+    """GRU(1 → 8) over the 4 features read as a sequence of 4 steps, then Flatten, Linear(32, 3)."""
+    from nograd.layers import GRU
+
+    return Sequential(GRU(1, 8, rng=rng, dtype=dtype), Flatten(), Linear(4 * 8, N_CLASSES, rng=rng,
+                                                                         dtype=dtype))
+
+
+def blobs_sequence(dtype=np.float32):
+    """The blobs as sequences ``(60, 4, 1)``: one feature per time step."""
+    X, y = blobs_task(dtype)
+    return X.reshape(N_SAMPLES, N_FEATURES, 1), y
+
+
+def gru_in_residual():
+    """A GRU inside a Residual block: DSF replaces the backward of recurrent blocks of a chain only."""
+    from nograd.layers import GRU
+
+    r = np.random.default_rng(0)
+    return Sequential(Residual(GRU(4, 4, rng=r)), Flatten(), Linear(4, 3, rng=r))
+
+
+_RECURRENT = {"model": gru_sequence, "data": blobs_sequence, "refuse": gru_in_residual,
+              "refuse_layer": "Residual", "epochs": 30}
+ENTRIES += [
+    RuleEntry("dsf", **_RECURRENT, loss_ratio=0.5),
+    RuleEntry("tbptt", seeded=False, random=False, **_RECURRENT, loss_ratio=0.5),
+]
 
 
 def with_batchnorm():
@@ -184,3 +213,5 @@ def with_batchnorm():
 # VCAS with fixed ratios (the controller starts at ratio 1, which is backprop): samples drawn
 ENTRIES += [RuleEntry("vcas", options={"act_ratio": 0.5, "weight_ratio": 0.5, "adapt": False},
                       refuse=with_batchnorm, refuse_layer="BatchNorm1d", loss_ratio=0.3)]
+
+BY_NAME = {e.name: e for e in ENTRIES}
