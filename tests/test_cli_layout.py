@@ -38,7 +38,7 @@ def test_commands_in_help_order():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     assert list(sub.choices) == ["compare", "train", "predict", "diabetes", "grande", "list", "demo",
-                                 "quantize"]
+                                 "quantize", "prune"]
 
 
 def test_warm_up_runs_on_a_throwaway_rule(monkeypatch, capsys):

@@ -21,11 +21,13 @@ from . import predict, rules, tabular
 from .common import PROG, Parser, UserError
 from .rules import cmd_compare, cmd_demo, cmd_list, cmd_train
 from .tabular import cmd_diabetes, cmd_grande
+from .prune import add_prune
 from .quantize import add_quantize
 
 # the sub-parsers in the order ``--help`` lists them
 COMMANDS = (rules.add_compare, rules.add_train, predict.add_predict, tabular.add_diabetes,
-            tabular.add_grande, rules.add_list, rules.add_demo, add_quantize)
+            tabular.add_grande, rules.add_list, rules.add_demo, add_quantize,
+            add_prune)
 
 
 def build_parser():

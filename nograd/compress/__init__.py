@@ -11,7 +11,8 @@ import importlib
 #: public name -> submodule that defines it
 _LAZY = {
     "quantize": "quantization",
-    "prune": "prune",
+    "prune": "pruning",
+    "recover": "pruning",
 }
 
 __all__ = sorted(_LAZY)

@@ -46,16 +46,25 @@ class GPT(Module):
     norm : ``"layernorm"`` or ``"rmsnorm"``; activation : the MLP's (exact GELU by default).
     rng, dtype : initial weights (nanoGPT's: N(0, 0.02²), residual projections N(0, (0.02/√(2L))²),
         zero biases) and float32 (default) or float64.
+    n_heads, mlp_hidden : optional per-block sizes of a structurally pruned model
+        (:func:`nograd.compress.prune`): block ``l`` keeps ``n_heads[l]`` heads of width
+        ``n_embd // n_head`` (its ``attn.in_proj`` is ``(3·n_heads[l]·D, E)`` and ``attn.out_proj``
+        ``(E, n_heads[l]·D)``) and an MLP of ``mlp_hidden[l]`` channels; ``None`` means ``n_head``
+        heads and ``4·n_embd`` channels in every block.
     """
 
     def __init__(self, vocab_size: int, n_layer: int = 4, n_head: int = 4, n_embd: int = 128,
                  block_size: int = 64, dropout: float = 0.0, bias: bool = False, tie_weights: bool = True,
-                 norm: str = "layernorm", activation="gelu", *, rng=None, dtype=np.float32):
+                 norm: str = "layernorm", activation="gelu", *, rng=None, dtype=np.float32,
+                 n_heads=None, mlp_hidden=None):
         super().__init__()
         for name, v in (("vocab_size", vocab_size), ("n_layer", n_layer), ("n_head", n_head),
                         ("n_embd", n_embd), ("block_size", block_size)):
             check_positive(v, name, integer=True)
+        n_heads = _per_block(n_heads, "n_heads", n_layer, n_head, n_head)
+        mlp_hidden = _per_block(mlp_hidden, "mlp_hidden", n_layer, 4 * n_embd, None)
         dt, rng = check_dtype(dtype), as_rng(rng)
+        self.n_heads, self.mlp_hidden = n_heads, mlp_hidden
         self.vocab_size, self.n_layer, self.n_head = int(vocab_size), int(n_layer), int(n_head)
         self.n_embd, self.block_size, self.tie_weights = int(n_embd), int(block_size), bool(tie_weights)
         std = 0.02
@@ -65,6 +74,8 @@ class GPT(Module):
         blocks = [TransformerBlock(self.n_embd, self.n_head, causal=True, bias=bias, dropout=dropout,
                                    norm=norm, activation=activation, rng=rng, dtype=dt)
                   for _ in range(self.n_layer)]
+        for block, heads, hidden in zip(blocks, n_heads, mlp_hidden):
+            _resize_block(block, heads, hidden, bias=bias, rng=rng, dtype=dt)
         self._children["h"] = Sequential(*blocks)
         self._children["ln_f"] = make_norm(norm, self.n_embd, bias=bias, dtype=dt)
         if not self.tie_weights:
@@ -188,6 +199,36 @@ class GPT(Module):
         cache["n"] = n + idx.shape[1]
         h = self._children["ln_f"](h, params=self._split(params, "ln_f"))
         return self._logits(h, self._head_weight(params))
+
+
+def _per_block(sizes, name, n_layer, default, limit):
+    """``sizes`` (None or one positive int per block, each at most ``limit``) as a tuple."""
+    if sizes is None:
+        return (int(default),) * int(n_layer)
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__") or len(sizes) != n_layer:
+        raise ValueError(f"{name} must be None or a sequence of {n_layer} positive ints (one per "
+                         f"block), got {sizes!r}")
+    for i, v in enumerate(sizes):
+        check_positive(v, f"{name}[{i}]", integer=True)
+        if limit is not None and v > limit:
+            raise ValueError(f"{name}[{i}] is {v}; a block has at most {limit}")
+    return tuple(int(v) for v in sizes)
+
+
+def _resize_block(block, heads, hidden, *, bias, rng, dtype):
+    """Give ``block`` (a fresh :class:`TransformerBlock`) ``heads`` heads of unchanged width and an
+    MLP of ``hidden`` channels by replacing its projections with smaller Linear layers (their
+    weights are drawn again by :class:`GPT`'s initialisation)."""
+    attn, mlp = block._children["attn"], block._children["mlp"]
+    E = block.embed_dim
+    if heads != attn.num_heads:
+        inner = heads * attn.head_dim
+        attn.num_heads = heads
+        attn._children["in_proj"] = Linear(E, 3 * inner, bias, rng=rng, dtype=dtype)
+        attn._children["out_proj"] = Linear(inner, E, bias, rng=rng, dtype=dtype)
+    if hidden != mlp[0].out_features:
+        mlp._children["0"] = Linear(E, hidden, bias, rng=rng, dtype=dtype)
+        mlp._children["2"] = Linear(hidden, E, bias, rng=rng, dtype=dtype)
 
 
 def generate(model: GPT, prompt, max_new_tokens: int, *, temperature: float = 1.0, top_k=None, rng=None,
