@@ -15,7 +15,13 @@ import nograd
 PACKAGE = os.path.dirname(os.path.abspath(nograd.__file__))
 
 #: rooms each room may import from (its own included); DESIGN.md §1
-BELOW = {"models": {"core", "layers", "kernels", "models"},
+_STACK = {"core", "layers", "kernels", "models"}
+BELOW = {"models": _STACK,
+         # the rooms of the later issues: compression reads models through layers and may use the
+         # zeroth-order rules and LoRA; diffusion sits on models; distributed runs rules and fit
+         "compress": _STACK | {"compress", "losses", "lora", "rules"},
+         "diffusion": _STACK | {"diffusion"},
+         "distributed": _STACK | {"distributed", "losses", "rules", "train", "metrics", "threads"},
          "layers": {"core", "kernels", "layers"},
          "core": {"core", "kernels"}}
 
