@@ -1,11 +1,22 @@
 """One training step of the reference CNN: nograd beside PyTorch CPU (when installed) and the GEMM
 lower bound of the same step, plus batch-1 timing, a per-layer breakdown and Numba compile times.
 
-    python bench/cnn_step.py [--steps 30] [--repeats 3] [--batch 64] [--json]
+    python bench/cnn_step.py [--model cnn|resnet] [--algorithm auto|im2col|winograd] [--threads N]
+                             [--steps 30] [--repeats 3] [--batch 64] [--json]
 
-The CNN: input 3×32×32, conv3×3(3→32, pad 1) + ReLU + maxpool 2, conv3×3(32→64, pad 1) + ReLU +
-maxpool 2, flatten, linear 4096→10, softmax cross-entropy, SGD; float32. The GEMM bound times the
-im2col-shaped matrix products of the step alone (3 forward, 3 weight gradients, 2 input cotangents).
+The CNN (``--model cnn``, default): input 3×32×32, conv3×3(3→32, pad 1) + ReLU + maxpool 2,
+conv3×3(32→64, pad 1) + ReLU + maxpool 2, flatten, linear 4096→10, softmax cross-entropy, SGD;
+float32. ``--model resnet``: a small residual CNN on 3×32×32 with batch norm — a 3×3 stem to 16
+channels, three residual blocks of two 3×3 convolutions each (16, 32 and 64 channels; the last
+two start with stride 2 and have a strided 1×1 convolution on the shortcut), global average
+pooling and a linear layer to 10 classes. The GEMM bound times the im2col-shaped matrix products
+of the step alone (for every convolution its forward product and weight gradient, and its input
+cotangent except for the first layer; the same for the linear layer) — the arithmetic of the
+im2col design, whatever ``--algorithm`` runs, so a Winograd win shows as a ratio below 1.
+``--algorithm`` sets the Conv2d algorithm of the 3×3 stride-1 convolutions (``im2col`` is the
+design before issue 28; ``auto`` the default rule). ``--threads N`` sets NumPy's BLAS threads
+and PyTorch's intra-op threads to N (default: as the process starts); the thread settings and
+the load average are printed and written to the JSON.
 ``compile_s`` is the extra time of the first step in a fresh process with an empty Numba cache;
 ``warm_start_s`` the same with the cache filled by that process.
 """
@@ -30,15 +41,57 @@ from _common import timed  # noqa: E402
 from nograd.losses import softmax_cross_entropy  # noqa: E402
 
 
-def reference_cnn(rng):
+def reference_cnn(rng, algorithm="auto"):
+    conv = nograd.layers.Conv2d
     return nograd.Sequential(
-        nograd.layers.Conv2d(3, 32, 3, padding=1, rng=rng), nograd.ReLU(), nograd.layers.MaxPool2d(2),
-        nograd.layers.Conv2d(32, 64, 3, padding=1, rng=rng), nograd.ReLU(), nograd.layers.MaxPool2d(2),
+        conv(3, 32, 3, padding=1, rng=rng, algorithm=algorithm), nograd.ReLU(), nograd.layers.MaxPool2d(2),
+        conv(32, 64, 3, padding=1, rng=rng, algorithm=algorithm), nograd.ReLU(), nograd.layers.MaxPool2d(2),
         nograd.Flatten(), nograd.Linear(64 * 8 * 8, 10, rng=rng))
 
 
-def make_nograd(seed):
-    net = reference_cnn(np.random.default_rng(seed))
+# (in, out, stride) of the residual blocks of --model resnet, after a 3→16 stem at 32×32
+RESNET_BLOCKS = ((16, 16, 1), (16, 32, 2), (32, 64, 2))
+
+
+def reference_resnet(rng, algorithm="auto"):
+    L = nograd.layers
+
+    def conv3(cin, cout, stride=1):
+        return L.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False, rng=rng,
+                        algorithm=algorithm if stride == 1 else "im2col")
+
+    layers = [conv3(3, 16), L.BatchNorm2d(16), nograd.ReLU()]
+    for cin, cout, stride in RESNET_BLOCKS:
+        body = nograd.Sequential(conv3(cin, cout, stride), L.BatchNorm2d(cout), nograd.ReLU(),
+                                 conv3(cout, cout), L.BatchNorm2d(cout))
+        short = None if stride == 1 and cin == cout else nograd.Sequential(
+            L.Conv2d(cin, cout, 1, stride=stride, bias=False, rng=rng), L.BatchNorm2d(cout))
+        layers += [nograd.Residual(body, short), nograd.ReLU()]
+    layers += [L.GlobalAvgPool2d(), nograd.Flatten(), nograd.Linear(64, 10, rng=rng)]
+    return nograd.Sequential(*layers)
+
+
+def gemm_shapes(model, batch):
+    """(A, B) shapes of the im2col products of one step: forward, weight gradient, input cotangent."""
+    def conv(cin, cout, k, L, first=False):
+        out = [((cout, cin * k * k), (cin * k * k, batch * L)), ((cout, batch * L), (batch * L, cin * k * k))]
+        return out if first else out + [((cin * k * k, cout), (cout, batch * L))]
+
+    if model == "cnn":
+        return (conv(3, 32, 3, 1024, True) + conv(32, 64, 3, 256)
+                + [((batch, 4096), (4096, 10)), ((10, batch), (batch, 4096)), ((batch, 10), (10, 4096))])
+    shapes, side = conv(3, 16, 3, 1024, True), 32
+    for cin, cout, stride in RESNET_BLOCKS:
+        side //= stride
+        shapes += conv(cin, cout, 3, side * side) + conv(cout, cout, 3, side * side)
+        if stride != 1 or cin != cout:
+            shapes += conv(cin, cout, 1, side * side)
+    return shapes + [((batch, 64), (64, 10)), ((10, batch), (batch, 64)), ((batch, 10), (10, 64))]
+
+
+def make_nograd(seed, model="cnn", algorithm="auto"):
+    build = reference_cnn if model == "cnn" else reference_resnet
+    net = build(np.random.default_rng(seed), algorithm)
     opt = nograd.SGD(net.params, lr=0.01)
     rule = nograd.Backprop()
 
@@ -48,15 +101,10 @@ def make_nograd(seed):
     return step, net
 
 
-def make_gemm_bound(seed, batch):
+def make_gemm_bound(seed, batch, model="cnn"):
     rng = np.random.default_rng(seed)
     f32 = np.float32
-    shapes = [  # (A, B) of each product in the step
-        ((32, 27), (27, batch * 1024)), ((64, 288), (288, batch * 256)), ((batch, 4096), (4096, 10)),
-        ((10, batch), (batch, 4096)), ((batch, 10), (10, 4096)),
-        ((64, batch * 256), (batch * 256, 288)), ((288, 64), (64, batch * 256)),
-        ((32, batch * 1024), (batch * 1024, 27)),
-    ]
+    shapes = gemm_shapes(model, batch)
     mats = [(rng.standard_normal(a).astype(f32), rng.standard_normal(b).astype(f32)) for a, b in shapes]
 
     def step(x, y):
@@ -65,16 +113,33 @@ def make_gemm_bound(seed, batch):
     return step
 
 
-def make_torch(seed):
+def make_torch(seed, model="cnn"):
     try:
         import torch
     except ImportError:
         return None, None
     torch.manual_seed(seed)
     nn = torch.nn
-    net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                        nn.Linear(4096, 10))
+    if model == "cnn":
+        net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                            nn.Linear(4096, 10))
+    else:
+        class Block(nn.Module):
+            def __init__(self, cin, cout, stride):
+                super().__init__()
+                self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+                                          nn.ReLU(), nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+                                          nn.BatchNorm2d(cout))
+                self.short = (nn.Identity() if stride == 1 and cin == cout else
+                              nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+            def forward(self, x):
+                return torch.relu(self.body(x) + self.short(x))
+
+        net = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                            *[Block(*b) for b in RESNET_BLOCKS], nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                            nn.Linear(64, 10))
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     loss_fn = nn.CrossEntropyLoss()
     cache = {}
@@ -115,7 +180,7 @@ import sys, time, numpy as np
 sys.path.insert(0, {root!r})
 sys.path.insert(0, {bench!r})
 from cnn_step import make_nograd
-step, _ = make_nograd(0)
+step, _ = make_nograd(0, {model!r}, {algorithm!r})
 x = np.random.default_rng(0).standard_normal(({batch}, 3, 32, 32)).astype(np.float32)
 y = np.random.default_rng(1).integers(0, 10, {batch})
 t = time.perf_counter(); step(x, y); first = time.perf_counter() - t
@@ -126,11 +191,12 @@ print(first - sorted(ts)[2])
 """
 
 
-def compile_times(batch):
+def compile_times(batch, model="cnn", algorithm="auto"):
     """(cold, warm): first-step overhead in fresh processes with an empty, then a filled, Numba cache."""
     with tempfile.TemporaryDirectory() as cache_dir:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
-        code = FIRST_STEP.format(root=ROOT, bench=os.path.dirname(os.path.abspath(__file__)), batch=batch)
+        code = FIRST_STEP.format(root=ROOT, bench=os.path.dirname(os.path.abspath(__file__)), batch=batch,
+                                 model=model, algorithm=algorithm)
         runs = []
         for _ in range(2):
             out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
@@ -141,6 +207,11 @@ def compile_times(batch):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    ap.add_argument("--model", choices=("cnn", "resnet"), default="cnn")
+    ap.add_argument("--algorithm", choices=("auto", "im2col", "winograd"), default="auto",
+                    help="Conv2d algorithm of the 3×3 stride-1 convolutions")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="BLAS threads for NumPy and intra-op threads for PyTorch (default: unchanged)")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
@@ -150,22 +221,33 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
+    if args.threads is not None:
+        if args.threads < 1:
+            ap.error(f"--threads must be at least 1, got {args.threads}")
+        try:  # first, so that the BLAS PyTorch loads is limited too
+            import torch
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            pass
+        nograd.set_blas_threads(args.threads)
     compile_s = warm_s = None
     if not args.no_compile:
-        compile_s, warm_s = compile_times(args.batch)
+        compile_s, warm_s = compile_times(args.batch, args.model, args.algorithm)
 
     rng = np.random.default_rng(args.seed)
     results = {}
     for batch in (args.batch, 1):
         x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
         y = rng.integers(0, 10, batch)
-        ng_step, net = make_nograd(args.seed)
-        steps = {"nograd": ng_step, "gemm_bound": make_gemm_bound(args.seed, batch)}
-        torch_step, torch_info = make_torch(args.seed)
+        ng_step, net = make_nograd(args.seed, args.model, args.algorithm)
+        steps = {"nograd": ng_step, "gemm_bound": make_gemm_bound(args.seed, batch, args.model)}
+        torch_step, torch_info = make_torch(args.seed, args.model)
         if torch_step is not None:
             steps["torch"] = torch_step
         for s in steps.values():
             timed(s, x, y, args.warmup)
+        if args.threads is not None:  # again: the warm-up may have loaded another BLAS
+            nograd.set_blas_threads(args.threads)
         times = {k: [] for k in steps}
         for _ in range(args.repeats):
             for k, s in steps.items():
@@ -176,9 +258,13 @@ def main(argv=None):
 
     main_ms = results[args.batch]
     one_ms = results[1]
+    blas = nograd.blas_libraries()
+    threads = {"blas": [b["threads"] for b in blas], "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
+               "torch": torch_info}
+    load = [round(v, 2) for v in os.getloadavg()]
     torch_ms = main_ms.get("torch")
     res = {
-        "benchmark": "cnn_step", "batch": args.batch, "dtype": "float32", "steps": args.steps * args.repeats,
+        "benchmark": "cnn_step", "model": args.model, "algorithm": args.algorithm, "batch": args.batch, "dtype": "float32", "steps": args.steps * args.repeats,
         "nograd_ms": round(main_ms["nograd"], 3), "torch_ms": None if torch_ms is None else round(torch_ms, 3),
         "gemm_bound_ms": round(main_ms["gemm_bound"], 3),
         "ratio_torch": None if torch_ms is None else round(main_ms["nograd"] / torch_ms, 3),
@@ -189,9 +275,10 @@ def main(argv=None):
         "batch1_torch_ms": None if "torch" not in one_ms else round(one_ms["torch"], 3),
         "batch1_gemm_bound_ms": round(one_ms["gemm_bound"], 3),
         "per_layer_ms": [{"layer": n, "forward": round(f, 3), "backward": round(b, 3)} for n, f, b in breakdown],
-        "torch": torch_info,
+        "torch": torch_info, "threads": threads, "load_average": load,
     }
-    print(f"reference CNN step, float32, median of {res['steps']} steps")
+    print(f"reference {args.model} step, float32, Conv2d algorithm={args.algorithm}, "
+          f"median of {res['steps']} steps")
     print(f"{'batch':>6}{'nograd ms':>12}{'torch ms':>12}{'GEMM bound':>12}{'/torch':>9}{'/GEMM':>8}")
     for b, ms in ((args.batch, main_ms), (1, one_ms)):
         t = ms.get("torch")
@@ -202,8 +289,8 @@ def main(argv=None):
         print(f"  {n:<12} forward {f:7.2f} ms   backward {b:7.2f} ms")
     if compile_s is not None:
         print(f"Numba compile (empty cache): {compile_s:.2f} s; second process, warm cache: {warm_s:.3f} s")
-    if torch_info:
-        print(torch_info)
+    print(f"threads: BLAS {threads['blas']} (OPENBLAS_NUM_THREADS={threads['OPENBLAS_NUM_THREADS']}), "
+          f"{torch_info or 'no torch'}; load average {load}")
     if args.json:
         print(json.dumps(res))
     return res

@@ -5,6 +5,8 @@ Numba loads and compiles (with ``cache=True``) only when a convolution or poolin
 runs. This package imports nothing from the rest of nograd.
 
 - :mod:`.conv` / :mod:`.conv_ref` — im2col and col2im for 2-D convolution.
+- :mod:`.winograd` / :mod:`.winograd_ref` — the transforms of Winograd's F(2×2, 3×3) convolution (forward,
+  input cotangent, weight gradient; Lavin & Gray 2016).
 - :mod:`.pool` / :mod:`.pool_ref` — max pooling with argmax indices, average pooling.
 - :mod:`.poset` / :mod:`.poset_ref` — poset (order-polytope) pooling with arg-max up-sets.
 - :mod:`.invconv` / :mod:`.invconv_ref` — triangular solves of the inverse convolution, and the

@@ -14,6 +14,10 @@ convolution is a matrix product and both of its derivatives are too:
 transposed convolution swaps the roles: its forward map is the convolution's input cotangent map,
 and its backward is the convolution's forward. One batched GEMM serves all samples, and its
 ``(N, O, OH·OW)`` result is already NCHW, so no transpose pass is needed.
+
+A 3×3 stride-1 :class:`Conv2d` can instead run Winograd's F(2×2, 3×3) (Lavin & Gray 2016; the
+``algorithm`` option, :mod:`nograd.kernels.winograd`): 16 batched GEMMs over transformed 4×4
+input tiles, with 2.25× fewer multiplications.
 """
 from __future__ import annotations
 
@@ -37,6 +41,21 @@ def _kernels():
     from ..kernels import conv  # lazy: Numba loads on the first convolution
 
     return conv
+
+
+def _winograd():
+    from ..kernels import winograd  # lazy, as _kernels
+
+    return winograd
+
+
+ALGORITHMS = ("auto", "im2col", "winograd")
+#: ``algorithm="auto"`` picks Winograd for a 3×3, stride-1, undilated, ungrouped convolution with at
+#: least this many input channels, and im2col otherwise (the rule and its measurements:
+#: docs/benchmarks.md, "Convolution algorithms (issue 28)").
+WINOGRAD_MIN_CHANNELS = 8
+#: ... and at least this many 2×2 output tiles in the batch (``N·⌈OH/2⌉·⌈OW/2⌉``).
+WINOGRAD_MIN_TILES = 1024
 
 
 def out_size(size, k, stride, pad, dil):
@@ -131,19 +150,64 @@ class Conv2d(_ConvBase):
     each group see only their group), ``bias``, ``rng`` (seed or Generator for the initial
     weights), ``init`` (default He-uniform on ``fan_in = C/groups·KH·KW``), ``dtype``.
 
+    ``algorithm`` chooses how the three maps are computed (all give the same function up to
+    rounding):
+
+    - ``"im2col"``: one column matrix per sample and one batched GEMM (any geometry);
+    - ``"winograd"``: Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, CVPR 2016, §4–5;
+      :mod:`nograd.kernels.winograd`) — 2.25× fewer multiplications in the products of the
+      forward map, the input cotangent and the weight gradient. Only for 3×3 kernels with
+      stride 1, dilation 1 and ``groups=1`` (any padding). Its float32 error stays within a
+      rounding bound derived from the algorithm (``tests/kernels/test_winograd.py``); on a
+      32→64-channel layer it was 3e-7 to 8e-7 of the largest entry for the three maps,
+      about 0.4–2.3× im2col's;
+    - ``"auto"`` (default): per call, ``"winograd"`` where it applies, the layer has at least
+      ``WINOGRAD_MIN_CHANNELS`` (8) input channels and the batch has at least
+      ``WINOGRAD_MIN_TILES`` (1024) output tiles of 2×2 (``N·⌈OH/2⌉·⌈OW/2⌉``), else ``"im2col"``.
+      With 3 input channels (an RGB first layer) the 16 products have an inner dimension of 3
+      and the transforms dominate; with few tiles (batch 1) the 16 small products cost more
+      than one larger one. :meth:`resolve_algorithm` gives the choice for an input shape.
+
     Declares ``feedback_weight = "weight"``: the weight gradient does not depend on the kernel, so
     a feedback rule's kernel-shaped ``B`` runs the transposed convolution in its place.
     """
 
     feedback_weight = "weight"
+    # class defaults, for subclasses that do not run this __init__ (Conv1d)
+    algorithm = "im2col"
+    _winograd_fits = False
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, *, rng=None, init="he_uniform", dtype=np.float32):
+                 groups=1, bias=True, *, rng=None, init="he_uniform", dtype=np.float32,
+                 algorithm="auto"):
         super().__init__()
         k = _pair(kernel_size, "kernel_size")
         self._setup(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                     (out_channels, in_channels // max(int(groups), 1)) + k,
                     (out_channels, in_channels // max(int(groups), 1), k[0], k[1]), rng, init, dtype)
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+        fits = (self.kernel_size == (3, 3) and self.stride == (1, 1) and self.dilation == (1, 1)
+                and self.groups == 1)
+        if algorithm == "winograd" and not fits:
+            raise ValueError("algorithm='winograd' needs kernel_size 3, stride 1, dilation 1 and "
+                             f"groups 1; got kernel_size={self.kernel_size}, stride={self.stride}, "
+                             f"dilation={self.dilation}, groups={self.groups}")
+        self.algorithm = algorithm
+        self._winograd_fits = fits
+
+    def extra_repr(self):
+        return super().extra_repr() + f", algorithm={self.algorithm!r}"
+
+    def resolve_algorithm(self, shape):
+        """The algorithm this layer runs on an input of ``shape (N, C, H, W)``: ``self.algorithm``
+        unless it is ``"auto"``, then the rule of the class docstring."""
+        if self.algorithm != "auto":
+            return self.algorithm
+        if not self._winograd_fits or self.in_channels < WINOGRAD_MIN_CHANNELS:
+            return "im2col"
+        N, _, OH, OW = self.output_shape(shape)
+        return "winograd" if N * ((OH + 1) // 2) * ((OW + 1) // 2) >= WINOGRAD_MIN_TILES else "im2col"
 
     def output_shape(self, shape):
         N, _, H, W = shape
@@ -158,17 +222,75 @@ class Conv2d(_ConvBase):
         g = self.groups
         return W.reshape(g, self.out_channels // g, -1)
 
+    # -- Winograd F(2×2, 3×3) (Lavin & Gray 2016): V = B^T d B, U = G g G^T, M = U V per (ξ, ν) --
+    def _tiles(self, shape):
+        N, O, OH, OW = self.output_shape(shape)
+        TH, TW = (OH + 1) // 2, (OW + 1) // 2
+        return N, O, OH, OW, TH, TW, N * TH * TW
+
+    def _wino_v(self, x, TH, TW, P):
+        V = np.empty((16, x.shape[1], P), dtype=x.dtype)
+        ph, pw = self.padding
+        return _winograd().input_transform(np.ascontiguousarray(x), ph, pw, TH, TW, V)
+
+    def _wino_out(self, M, b, shape, TH, TW, dtype):
+        bias = np.zeros(shape[1], dtype=dtype) if b is None else b.astype(dtype, copy=False)
+        return _winograd().output_transform(M, bias, False, TH, TW, np.empty(shape, dtype=dtype))
+
+    def _forward_winograd(self, x, p):
+        N, O, OH, OW, TH, TW, P = self._tiles(x.shape)
+        V = self._wino_v(x, TH, TW, P)
+        U = _winograd().filter_transform(self._weight(p, x.dtype))
+        y = self._wino_out(np.matmul(U, V), p.get("bias"), (N, O, OH, OW), TH, TW, x.dtype)
+        return y, ("winograd", V, x.shape)
+
+    def _backward_winograd(self, V, xshape, dy, p, need_dx):
+        wk = _winograd()
+        N, O, OH, OW, TH, TW, P = self._tiles(xshape)
+        Z = wk.cotangent_transform(np.ascontiguousarray(dy), TH, TW, np.empty((16, O, P), dtype=dy.dtype))
+        W = p["weight"]
+        grads = {"weight": wk.filter_grad_transform(np.matmul(Z, V.transpose(0, 2, 1))).astype(W.dtype, copy=False)}
+        if "bias" in p:
+            grads["bias"] = dy.sum(axis=(0, 2, 3)).astype(W.dtype, copy=False)
+        dx = None
+        if need_dx:
+            U = wk.filter_transform(self._weight(p, dy.dtype))
+            Mx = np.matmul(U.transpose(0, 2, 1), Z)
+            ph, pw = self.padding
+            dx = wk.input_grad_transform(Mx, ph, pw, TH, TW, np.empty(xshape, dtype=dy.dtype))
+        return dx, grads
+
+    def _jvp_winograd(self, x, dx, dparams, p):
+        wk = _winograd()
+        N, O, OH, OW, TH, TW, P = self._tiles(x.shape)
+        V = self._wino_v(x, TH, TW, P)
+        U = wk.filter_transform(self._weight(p, x.dtype))
+        y = self._wino_out(np.matmul(U, V), p.get("bias"), (N, O, OH, OW), TH, TW, x.dtype)
+        M = np.zeros((16, O, P), dtype=x.dtype)
+        if dx is not None:
+            check_like(dx, x.shape, "dx")
+            M += np.matmul(U, self._wino_v(dx, TH, TW, P))
+        if "weight" in dparams:
+            M += np.matmul(wk.filter_transform(dparams["weight"].astype(x.dtype, copy=False)), V)
+        return y, self._wino_out(M, dparams.get("bias"), (N, O, OH, OW), TH, TW, x.dtype)
+
     def forward(self, x, *, train=False, rng=None, params=None):
         self._check_input(x, self.in_channels)
         p = self._use(params)
+        if self.resolve_algorithm(x.shape) == "winograd":
+            return self._forward_winograd(x, p)
         N, O, OH, OW = self.output_shape(x.shape)
         cols = self._im2col(x, OH, OW)
         Y = grouped_matmul(self._wm(self._weight(p, x.dtype)), cols, self.groups)
         return _add_bias(Y, p.get("bias")).reshape(N, O, OH, OW), (cols, x.shape)
 
     def backward(self, cache, dy, *, params=None, need_dx=True):
-        cols, xshape = cache
         p = self._use(params)
+        if isinstance(cache[0], str):  # ("winograd", V, x.shape)
+            _, V, xshape = cache
+            check_like(dy, self.output_shape(xshape))
+            return self._backward_winograd(V, xshape, dy, p, need_dx)
+        cols, xshape = cache
         N, O, OH, OW = self.output_shape(xshape)
         check_like(dy, (N, O, OH, OW))
         dY = np.ascontiguousarray(dy).reshape(N, O, OH * OW)
@@ -186,6 +308,8 @@ class Conv2d(_ConvBase):
         self._check_input(x, self.in_channels)
         p = self._use(params)
         dparams = self._tangents(dparams) or {}
+        if self.resolve_algorithm(x.shape) == "winograd":
+            return self._jvp_winograd(x, dx, dparams, p)
         N, O, OH, OW = self.output_shape(x.shape)
         cols = self._im2col(x, OH, OW)
         Wm = self._wm(self._weight(p, x.dtype))

@@ -1,0 +1,245 @@
+"""Winograd F(2×2, 3×3) (Lavin & Gray, CVPR 2016): kernels against their NumPy references, the
+layer's three maps against a direct convolution, and the paper's transform written out here.
+
+Tolerances. On small integers every step of the algorithm is exact in float64 (the transforms
+add, subtract and halve; every partial sum is a dyadic rational far below 2⁵³), so float64 is
+compared for equality with the direct method. For float32 on random data, each output is reached
+through at most ``n + 16`` rounded additions or multiplications — a dot product of depth ``n``
+(``C`` for the forward map, ``K`` for the input cotangent, the ``N·TH·TW`` tiles for the weight
+gradient) and at most 4 roundings in each of the two 1-D passes of the two transforms on its path
+— each of whose operands is bounded by the same algorithm run on absolute values (``|B^T|``,
+``|G|``, ``|A^T|``, ``|x|``, ``|w|``, ``|ȳ|``), ``S``. The standard bound for such sums (Higham,
+*Accuracy and Stability of Numerical Algorithms*, 2nd ed., §3.1) is then
+``|ŷ − y| ≤ γ_{n+16} · S`` with ``γ_m = m·u / (1 − m·u)`` and ``u = 2⁻²⁴``; the tests assert it.
+"""
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from nograd.kernels import winograd as wk
+from nograd.kernels import winograd_ref as wr
+from nograd.layers import Conv2d
+
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
+
+# Lavin & Gray (2016), §5, F(2×2, 3×3): written out here, independently of the package.
+B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
+G_ = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], dtype=np.float64)
+A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
+U32 = 2.0 ** -24
+
+
+@st.composite
+def geometry(draw):
+    g = dict(N=draw(st.integers(1, 3)), C=draw(st.integers(1, 4)), K=draw(st.integers(1, 4)),
+             H=draw(st.integers(1, 9)), W=draw(st.integers(1, 9)), p=draw(st.integers(0, 2)),
+             seed=draw(st.integers(0, 2**31)))
+    g["OH"], g["OW"] = g["H"] + 2 * g["p"] - 2, g["W"] + 2 * g["p"] - 2
+    assume(g["OH"] >= 1 and g["OW"] >= 1)
+    g["TH"], g["TW"] = (g["OH"] + 1) // 2, (g["OW"] + 1) // 2
+    g["P"] = g["N"] * g["TH"] * g["TW"]
+    return g
+
+
+def direct(x, w, p):
+    """The 3×3 stride-1 correlation by its definition, one tap at a time (float64)."""
+    N, C, H, W = x.shape
+    OH, OW = H + 2 * p - 2, W + 2 * p - 2
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (p, p), (p, p)))
+    y = np.zeros((N, w.shape[0], OH, OW))
+    for i in range(3):
+        for j in range(3):
+            y += np.einsum("kc,nchw->nkhw", w[:, :, i, j].astype(np.float64), xp[:, :, i:i + OH, j:j + OW])
+    return y
+
+
+def direct_vjp(x, w, p, dy):
+    """Input cotangent and weight gradient of :func:`direct`, by its definition (float64)."""
+    N, C, H, W = x.shape
+    OH, OW = dy.shape[2:]
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (p, p), (p, p)))
+    dxp = np.zeros_like(xp)
+    dw = np.zeros(w.shape)
+    for i in range(3):
+        for j in range(3):
+            dxp[:, :, i:i + OH, j:j + OW] += np.einsum("kc,nkhw->nchw", w[:, :, i, j], dy)
+            dw[:, :, i, j] = np.einsum("nkhw,nchw->kc", dy, xp[:, :, i:i + OH, j:j + OW])
+    return dxp[:, :, p:p + H, p:p + W], dw
+
+
+def tiles_of(xp, TH, TW):
+    return np.stack([np.stack([xp[:, :, 2 * a:2 * a + 4, 2 * b:2 * b + 4] for b in range(TW)], 2)
+                     for a in range(TH)], 2)                         # (N, C, TH, TW, 4, 4)
+
+
+def paper_bounds(x, w, p, dy):
+    """The algorithm on absolute values (matrices and data): ``S`` of the module docstring for
+    the output, the input cotangent and the weight gradient."""
+    bt, g, at = np.abs(B_T), np.abs(G_), np.abs(A_T)
+    N, C, H, W = x.shape
+    OH, OW = dy.shape[2:]
+    TH, TW = (OH + 1) // 2, (OW + 1) // 2
+    xp = np.zeros((N, C, 2 * TH + 2, 2 * TW + 2))
+    hh, ww = min(H, 2 * TH + 2 - p), min(W, 2 * TW + 2 - p)
+    xp[:, :, p:p + hh, p:p + ww] = np.abs(x[:, :, :hh, :ww])
+    V = np.einsum("ai,nctuij,bj->nctuab", bt, tiles_of(xp, TH, TW), bt)
+    U = np.einsum("ai,kcij,bj->kcab", g, np.abs(w), g)
+    dyp = np.zeros((N, dy.shape[1], 2 * TH, 2 * TW))
+    dyp[:, :, :OH, :OW] = np.abs(dy)
+    Z = np.einsum("ia,nktiuj,jb->nktuab", at, dyp.reshape(N, -1, TH, 2, TW, 2), at)
+    Y = np.einsum("ai,nktuij,bj->nktaub", at, np.einsum("kcab,nctuab->nktuab", U, V), at)
+    sy = Y.reshape(N, -1, 2 * TH, 2 * TW)[:, :, :OH, :OW]
+    sw = np.einsum("ai,kcab,bj->kcij", g, np.einsum("nktuab,nctuab->kcab", Z, V), g)
+    t = np.einsum("ai,nctuab,bj->nctuij", bt, np.einsum("kcab,nktuab->nctuab", U, Z), bt)
+    dxp = np.zeros_like(xp)
+    for a in range(TH):
+        for b in range(TW):
+            dxp[:, :, 2 * a:2 * a + 4, 2 * b:2 * b + 4] += t[:, :, a, b]
+    sx = np.zeros(x.shape)
+    sx[:, :, :hh, :ww] = dxp[:, :, p:p + hh, p:p + ww]
+    return sy, sx, sw
+
+
+def gamma(m):
+    return m * U32 / (1 - m * U32)
+
+
+def _data(g, dtype, integer):
+    rng = np.random.default_rng(g["seed"])
+    draw = (lambda s: rng.integers(-5, 6, s)) if integer else rng.standard_normal
+    x = draw((g["N"], g["C"], g["H"], g["W"])).astype(dtype)
+    w = draw((g["K"], g["C"], 3, 3)).astype(dtype)
+    dy = draw((g["N"], g["K"], g["OH"], g["OW"])).astype(dtype)
+    return x, w, dy
+
+
+# -- the kernels against their references: exact on integers --------------------------------------
+
+@SETTINGS
+@given(geometry(), st.sampled_from([np.float32, np.float64]))
+def test_kernels_match_reference_exactly_on_integers(g, dtype):
+    x, _, dy = _data(g, dtype, True)
+    rng = np.random.default_rng(g["seed"] + 1)
+    args = (g["p"], g["p"], g["TH"], g["TW"])
+    Va, Vb = (np.full((16, g["C"], g["P"]), np.nan, dtype) for _ in range(2))
+    np.testing.assert_array_equal(wk.input_transform(x, *args, Va), wr.input_transform(x, *args, Vb))
+    Za, Zb = (np.full((16, g["K"], g["P"]), np.nan, dtype) for _ in range(2))
+    np.testing.assert_array_equal(wk.cotangent_transform(dy, g["TH"], g["TW"], Za),
+                                  wr.cotangent_transform(dy, g["TH"], g["TW"], Zb))
+    M = rng.integers(-9, 10, (16, g["K"], g["P"])).astype(dtype)
+    bias = rng.integers(-3, 4, g["K"]).astype(dtype)
+    for relu in (False, True):
+        ya, yb = (np.full((g["N"], g["K"], g["OH"], g["OW"]), np.nan, dtype) for _ in range(2))
+        np.testing.assert_array_equal(wk.output_transform(M, bias, relu, g["TH"], g["TW"], ya),
+                                      wr.output_transform(M, bias, relu, g["TH"], g["TW"], yb))
+    Mx = rng.integers(-9, 10, (16, g["C"], g["P"])).astype(dtype)
+    da, db = (np.full(x.shape, np.nan, dtype) for _ in range(2))
+    np.testing.assert_array_equal(wk.input_grad_transform(Mx, *args, da),
+                                  wr.input_grad_transform(Mx, *args, db))
+
+
+def test_one_tile_is_the_papers_formula():
+    """Y = A^T[(G g G^T) ⊙ (B^T d B)]A (Lavin & Gray eq. 8–9 with F(2×2, 3×3)) for one 4×4 tile,
+    through the kernels, and both equal the 2×2 correlation."""
+    rng = np.random.default_rng(0)
+    d, g = rng.standard_normal((4, 4)), rng.standard_normal((3, 3))
+    paper = A_T @ ((G_ @ g @ G_.T) * (B_T @ d @ B_T.T)) @ A_T.T
+    V = wk.input_transform(d[None, None], 0, 0, 1, 1, np.empty((16, 1, 1)))
+    M = wk.filter_transform(g[None, None]) * V
+    y = wk.output_transform(M, np.zeros(1), False, 1, 1, np.empty((1, 1, 2, 2)))[0, 0]
+    np.testing.assert_allclose(y, paper, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(paper, direct(d[None, None], g[None, None], 0)[0, 0], rtol=1e-13, atol=1e-13)
+
+
+# -- the layer's maps against the direct method ----------------------------------------------------
+
+def _layer(g, w, dtype):
+    layer = Conv2d(g["C"], g["K"], 3, padding=g["p"], bias=False, algorithm="winograd", dtype=dtype)
+    layer.params["weight"][...] = w
+    return layer
+
+
+@SETTINGS
+@given(geometry())
+def test_layer_float64_is_exact_on_integers(g):
+    x, w, dy = _data(g, np.float64, True)
+    layer = _layer(g, w, np.float64)
+    y, cache = layer.forward(x)
+    np.testing.assert_array_equal(y, direct(x, w, g["p"]))
+    dx, grads = layer.backward(cache, dy)
+    ex, ew = direct_vjp(x, w, g["p"], dy)
+    np.testing.assert_array_equal(dx, ex)
+    np.testing.assert_array_equal(grads["weight"], ew)
+
+
+@SETTINGS
+@given(geometry())
+def test_layer_float32_within_the_rounding_bound(g):
+    x, w, dy = _data(g, np.float32, False)
+    layer = _layer(g, w, np.float32)
+    y, cache = layer.forward(x)
+    dx, grads = layer.backward(cache, dy)
+    assert y.dtype == dx.dtype == grads["weight"].dtype == np.float32
+    ey, (ex, ew) = direct(x, w, g["p"]), direct_vjp(x, w, g["p"], dy)
+    sy, sx, sw = paper_bounds(x, w, g["p"], dy)
+    assert np.all(np.abs(y - ey) <= gamma(g["C"] + 16) * sy)
+    assert np.all(np.abs(dx - ex) <= gamma(g["K"] + 16) * sx)
+    assert np.all(np.abs(grads["weight"] - ew) <= gamma(g["P"] + 16) * sw)
+
+
+def test_float32_error_at_benchmark_scale():
+    """The reference CNN's second convolution (32→64 channels, 16×16, batch 8): Winograd's float32
+    error against float64 stays within 4× im2col's (measured about 1.5–2×), and within the bound."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 32, 16, 16)).astype(np.float32)
+    w = (rng.standard_normal((64, 32, 3, 3)) / 17).astype(np.float32)
+    exact = direct(x, w, 1)
+    errs = {}
+    for algo in ("winograd", "im2col"):
+        layer = Conv2d(32, 64, 3, padding=1, bias=False, algorithm=algo)
+        layer.params["weight"][...] = w
+        errs[algo] = np.abs(layer(x) - exact).max()
+    assert errs["winograd"] <= 4 * errs["im2col"]
+    sy = paper_bounds(x, w, 1, np.zeros((8, 64, 16, 16)))[0]
+    layer = Conv2d(32, 64, 3, padding=1, bias=False, algorithm="winograd")
+    layer.params["weight"][...] = w
+    assert np.all(np.abs(layer(x) - exact) <= gamma(32 + 16) * sy)
+
+
+# -- the option ------------------------------------------------------------------------------------
+
+def test_auto_rule_and_bad_algorithm():
+    big, small = (64, 8, 16, 16), (1, 8, 16, 16)         # 4096 and 64 output tiles
+    assert Conv2d(8, 4, 3, padding=1).resolve_algorithm(big) == "winograd"
+    assert Conv2d(8, 4, 3, padding=1).resolve_algorithm(small) == "im2col"
+    assert Conv2d(3, 4, 3, padding=1).resolve_algorithm(big[:1] + (3,) + big[2:]) == "im2col"
+    for layer in (Conv2d(8, 4, 3, stride=2), Conv2d(8, 4, 5), Conv2d(8, 4, 3, groups=2),
+                  Conv2d(8, 4, 3, dilation=2)):
+        assert layer.resolve_algorithm(big) == "im2col"
+    assert Conv2d(8, 4, 3, algorithm="winograd").resolve_algorithm(small) == "winograd"
+    layer = Conv2d(8, 4, 3, padding=1)
+    assert isinstance(layer.forward(np.ones(big, np.float32))[1][0], str)      # the Winograd cache
+    with pytest.raises(ValueError, match="algorithm"):
+        Conv2d(8, 4, 3, algorithm="fft")
+    with pytest.raises(ValueError, match="algorithm='winograd'.*stride"):
+        Conv2d(8, 4, 3, stride=2, algorithm="winograd")
+
+
+def test_algorithms_agree_in_the_layer_float64():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 8, 6, 7))
+    a = Conv2d(8, 5, 3, padding=1, rng=0, dtype=np.float64, algorithm="im2col")
+    b = Conv2d(8, 5, 3, padding=1, rng=0, dtype=np.float64, algorithm="winograd")
+    a.params["bias"][...] = b.params["bias"][...] = rng.standard_normal(5)
+    ya, ca = a.forward(x)
+    yb, cb = b.forward(x)
+    np.testing.assert_allclose(yb, ya, rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(ya.shape)
+    (dxa, ga), (dxb, gb) = a.backward(ca, dy), b.backward(cb, dy)
+    np.testing.assert_allclose(dxb, dxa, rtol=1e-12, atol=1e-12)
+    for k in ga:
+        np.testing.assert_allclose(gb[k], ga[k], rtol=1e-12, atol=1e-12)
+    tx = rng.standard_normal(x.shape)
+    tp = {"weight": rng.standard_normal(a.params["weight"].shape), "bias": rng.standard_normal(5)}
+    np.testing.assert_allclose(b.jvp(x, tx, tp)[1], a.jvp(x, tx, tp)[1], rtol=1e-12, atol=1e-12)
