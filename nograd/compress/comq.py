@@ -94,34 +94,14 @@ def sweep_numpy(U, Q, Z, G, scale, lo, hi, perm, trace=None, W=None):
 
 
 def _kernel():
-    """The compiled sweep (Numba, ``cache=True``), built on first use; ``None`` without Numba."""
+    """The compiled sweep (:func:`nograd.kernels.comq.comq_sweep`, Numba, ``cache=True``), loaded on
+    first use; ``None`` without Numba."""
     if not _KERNEL:
         try:
-            import numba
+            from ..kernels.comq import comq_sweep
         except ImportError:
-            _KERNEL.append(None)
-            return None
-
-        @numba.njit(cache=True)
-        def sweep(U, Q, Z, G, scale, lo, hi, perm):       # pragma: no cover - compiled
-            n, d = Q.shape
-            for j in range(n):
-                s = scale[j]
-                for t in range(d):
-                    i = perm[j, t]
-                    g = G[i, i]
-                    qi = Q[j, i]
-                    target = qi + U[j, i] / g if g > 0 else qi
-                    z = min(max(np.rint(target / s), lo[j]), hi[j])
-                    qn = s * z
-                    c = qn - qi
-                    Z[j, i] = z
-                    if c != 0.0:
-                        Q[j, i] = qn
-                        for k in range(d):
-                            U[j, k] -= c * G[i, k]
-
-        _KERNEL.append(sweep)
+            comq_sweep = None
+        _KERNEL.append(comq_sweep)
     return _KERNEL[0]
 
 

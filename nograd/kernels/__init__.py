@@ -5,6 +5,7 @@ Numba loads and compiles (with ``cache=True``) only when a convolution or poolin
 runs. This package imports nothing from the rest of nograd.
 
 - :mod:`.conv` / :mod:`.conv_ref` — im2col and col2im for 2-D convolution.
+- :mod:`.comq` — one COMQ quantization sweep (its NumPy reference is :func:`nograd.compress.comq.sweep_numpy`).
 - :mod:`.winograd` / :mod:`.winograd_ref` — the transforms of Winograd's F(2×2, 3×3) convolution (forward,
   input cotangent, weight gradient; Lavin & Gray 2016).
 - :mod:`.pool` / :mod:`.pool_ref` — max pooling with argmax indices, average pooling.
