@@ -389,7 +389,7 @@ def fit(model, rule="backprop", optimizer=None, train=None, *, val=None, epochs=
             state.epoch = epoch
             t0 = time.perf_counter()
             lr = _current_lr(optimizer)
-            loss_sum, correct, seen, counted = 0.0, 0, 0, 0
+            loss_sum, correct, seen, counted, extra = 0.0, 0, 0, 0, None
             for b, (xb, yb) in enumerate(batches(X, y, batch_size, rng, drop_last=drop_last), start=1):
                 try:             # the rule leaves the weights as they are when the loss is NaN
                     info = rule.step(model, xb, yb, optimizer=optimizer, rng=rng)
@@ -429,9 +429,12 @@ def fit(model, rule="backprop", optimizer=None, train=None, *, val=None, epochs=
                 if out is not None:
                     correct += int(np.sum(predicted_labels(out, "info['output']") == _labels(yb)))
                     counted += n
+                extra = info.get("record")        # a rule's own columns (the last batch's values)
                 bar.update(epoch, b, loss_sum / seen, correct / counted if counted else None)
             record = {"epoch": epoch, "loss": loss_sum / seen,
                       "train_accuracy": correct / counted if counted else None, "lr": lr}
+            if extra:
+                record.update({k: float(v) for k, v in extra.items() if k not in record})
             if val is not None:
                 ev = evaluate(model, Xv, yv, loss=loss_fn, loss_options=loss_opts,
                               predict=predictor(model, rule),

@@ -41,7 +41,9 @@ class Rule:
     :math:`d` shaped like the array it updates (for backprop :math:`d = \nabla_\theta L`), keyed
     like ``model.params`` — any subset: a missing name is not updated — plus the names of
     :attr:`params`; ``info`` holds at least ``"loss"`` (a float) and ``"output"`` (the model's
-    prediction on ``x``, or ``None``), and may hold metrics. :meth:`grads` changes nothing but the
+    prediction on ``x``, or ``None``), and may hold metrics; ``info["record"]``, a dict of numbers,
+    becomes columns of ``fit``'s History (each epoch's row takes the epoch's last batch's values —
+    VCAS's running FLOP totals). :meth:`grads` changes nothing but the
     rule's lazily created arrays. :meth:`step` is one training step, and what ``fit`` calls:
     :meth:`prepare`, :meth:`grads`, :meth:`add_params_to`, ``optimizer.step(grads)`` (the
     optimizer applies :math:`\theta \leftarrow \theta - \eta\,\mathrm{update}(d)` in place),

@@ -188,7 +188,10 @@ class VCAS(Rule):
                 "bp_flops": done, "bp_flops_exact": exact, "forward_flops": fwd,
                 "backward_seconds": seconds, "s": self.s, "act_ratio": dict(self.act_ratio),
                 "weight_ratio": float(np.mean(nu)) if nu else 1.0, "totals": dict(t),
-                "controller": record}
+                "controller": record,
+                # fit writes these into each epoch's History row: the running totals so far
+                "record": {"bp_flops": t["bp_flops"], "bp_flops_exact": t["bp_flops_exact"],
+                           "forward_flops": t["forward_flops"]}}
         return grads, info
 
     # ------------------------------------------------------------------ the controller

@@ -254,3 +254,23 @@ def test_the_sample_ratio_schedule_update():
     rule._update({"low": norms["high"], "high": norms["low"]}, True, {}, {})   # s -> 0.81
     assert rule.s == pytest.approx(0.81)
     assert rule.act_ratio["high"] == pytest.approx(1.0)   # max(1, ...) from the block below
+
+
+def test_fit_history_carries_the_running_flop_totals():
+    """The issue's "the History carries the running totals": fit writes ``info["record"]`` into
+    each epoch's row; the totals grow every epoch and the sampled backward does less than exact."""
+    import nograd
+    from nograd.rules.vcas import VCAS
+
+    X, y = nograd.data.blobs(96, 3, 4, rng=0)
+    X = X.astype(np.float64)
+    net = nograd.Sequential(nograd.Linear(4, 16, rng=0, dtype=np.float64), nograd.Tanh(),
+                            nograd.Linear(16, 3, rng=1, dtype=np.float64))
+    rule = VCAS(act_ratio=0.5, weight_ratio=0.5, adapt=False, seed=0)
+    hist = nograd.fit(net, rule, nograd.SGD(net.params, lr=0.1), (X, y), epochs=3, batch_size=32,
+                      rng=0, progress=False)
+    done, exact = hist["bp_flops"], hist["bp_flops_exact"]
+    assert len(done) == 3 and done[0] < done[1] < done[2]
+    assert exact[2] == pytest.approx(3 * exact[0])            # three equal epochs of exact work
+    assert all(d < e for d, e in zip(done, exact))
+    assert done[-1] == rule.totals["bp_flops"]
