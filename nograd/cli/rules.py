@@ -154,11 +154,7 @@ def cmd_train(args, out=None):
 
     if args.save:
         check_writable(args.save, "--save")
-    from .text import cmd_train_text, is_text
-
-    if is_text(args.data):
-        return cmd_train_text(args, out, error=UserError)
-    if args.history:
+    if args.history:             # the outputs are checked before any training, text or not
         check_writable(args.history, "--history")
         if not args.history.endswith((".csv", ".json")):
             raise UserError(f"--history {args.history}: the name must end in .csv or .json")
@@ -169,6 +165,10 @@ def cmd_train(args, out=None):
         if importlib.util.find_spec("matplotlib") is None:
             raise UserError("--plot needs matplotlib, which is not installed "
                             "(pip install 'nograd[plot]'); nothing was trained")
+    from .text import cmd_train_text, is_text
+
+    if is_text(args.data):
+        return cmd_train_text(args, out, error=UserError)
     ds = user_errors(lambda: load_data(args))
     user_errors(lambda: get_rule(args.rule))
     try:

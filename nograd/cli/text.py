@@ -36,8 +36,6 @@ def cmd_train_text(args, out=None, error=ValueError):
     if args.rule not in LM_RULES:
         raise error(f"--rule {args.rule}: text training accepts --rule "
                     f"{' | '.join(LM_RULES)}")
-    if getattr(args, "plot", None) or getattr(args, "history", None):
-        _check_outputs(args, error)
     recipe = lm_defaults(args.rule)
     optimizer = args.optimizer or recipe["optimizer"]
     lr = args.lr or recipe["lr"]
@@ -104,23 +102,6 @@ def cmd_train_text(args, out=None, error=ValueError):
               f"{hist['train_loss']:.4f}; untrained {summary['initial_val_loss']:.4f}) after "
               f"{hist['iters']} iterations, {hist['train_seconds']:.1f} s", file=out)
     return summary
-
-
-def _check_outputs(args, error):
-    """``--plot PATH`` and ``--history PATH`` of a text run: checked before training starts."""
-    import importlib.util
-
-    from .common import check_writable
-
-    if args.history:
-        check_writable(args.history, "--history")
-        if not args.history.endswith((".csv", ".json")):
-            raise error(f"--history {args.history}: the name must end in .csv or .json")
-    if args.plot:
-        check_writable(args.plot, "--plot")
-        if importlib.util.find_spec("matplotlib") is None:
-            raise error("--plot needs matplotlib, which is not installed (pip install 'nograd[plot]'); "
-                        "nothing was trained")
 
 
 def _write_history(evals, path):
