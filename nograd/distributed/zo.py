@@ -33,6 +33,7 @@ Fault behaviour: the driver's history is the checkpoint. A dead worker is report
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -43,11 +44,11 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ..core.checks import NonFiniteError, check_float, check_int
+from ..core.checks import check_float, check_int
 from ..core.module import Module
 from ..rules.mezo import MeZO
 from ..rules.spsa import SPSA
-from ..rules.zo_common import _check_batch, _evaluate, select_params
+from ..rules.zo_common import _check_batch, select_params
 from ..threads import set_blas_threads
 from ._ray import WorkerDiedError, local_ray, params_hash, require_ray
 
@@ -120,28 +121,11 @@ def _probe(rule, model, x, y, seed):
         return [float(c) for c in coefs], float(info["loss"])
     names = select_params(model, rule.param_spec, who="SPSA")
     _check_batch(x, y, "SPSA")
-    gen = np.random.default_rng(seed)
-    live = model.params
-    saved = {k: live[k].copy() for k in names}
     coefs, losses = [], []
-    try:
-        for _ in range(rule.n):
-            delta = {k: rule._draw(gen, live[k].shape, live[k].dtype) for k in names}
-            vals = []
-            for sign in (1.0, -1.0):
-                for k in names:
-                    np.multiply(delta[k], live[k].dtype.type(sign * rule.eps), out=live[k])
-                    live[k] += saved[k]
-                vals.append(_evaluate(rule.objective, model, x, y, "SPSA")[0])
-            g = (vals[0] - vals[1]) / (2.0 * rule.eps)
-            if not np.isfinite(g):
-                raise NonFiniteError(f"SPSA: the objective is not finite at the perturbed "
-                                     f"parameters ({vals[0]}, {vals[1]})")
-            coefs.append(float(g))
-            losses.append(0.5 * (vals[0] + vals[1]))
-    finally:
-        for k in names:
-            live[k][...] = saved[k]
+    with contextlib.closing(rule.directions(model, x, y, names, np.random.default_rng(seed))) as probes:
+        for _, coef, loss, _ in probes:
+            coefs.append(float(coef))
+            losses.append(loss)
     return coefs, float(np.mean(losses))
 
 

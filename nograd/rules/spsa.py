@@ -9,6 +9,7 @@ and the parameter choice are shared with MeZO (:mod:`nograd.rules.zo_common`), a
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -102,34 +103,48 @@ class SPSA(Rule):
             _put_back(model, kept)
             raise
 
-    def _estimate(self, model, x, y, names, rng):
-        """The central differences along n fresh directions; θ restored from a copy."""
+    def directions(self, model, x, y, names, rng):
+        """Yield ``(delta, coef, loss, outputs)`` for each of the ``n`` directions drawn from
+        ``rng``: the direction, the central difference :math:`(L(θ+εδ) - L(θ-εδ))/2ε`, the mean of
+        the two objective values and the two outputs. θ is restored from a copy when the
+        generator ends (exhausted, closed or raising). :meth:`grads` and the Ray workers of
+        :func:`nograd.distributed.zo_data_parallel` both probe through it."""
         live = model.params
         saved = {k: live[k].copy() for k in names}
-        est = {k: np.zeros_like(live[k]) for k in names}
-        losses, output = [], None
         try:
-            for j in range(self.n):
+            for _ in range(self.n):
                 delta = {k: self._draw(rng, live[k].shape, live[k].dtype) for k in names}
-                values = []
+                values, outs = [], []
                 for sign in (1.0, -1.0):
                     for k in names:
                         np.multiply(delta[k], live[k].dtype.type(sign * self.eps), out=live[k])
                         live[k] += saved[k]
                     value, out = _evaluate(self.objective, model, x, y, "SPSA")
                     values.append(value)
-                    if j == 0 and out is not None:
-                        output = out if output is None else (output + out) / 2
+                    outs.append(out)
                 coef = (values[0] - values[1]) / (2.0 * self.eps)
                 if not math.isfinite(coef):
                     raise NonFiniteError(f"SPSA: the objective is not finite at the perturbed "
-                                             f"parameters ({values[0]}, {values[1]})")
-                for k in names:
-                    est[k] += live[k].dtype.type(coef / self.n) * delta[k]
-                losses.append(0.5 * (values[0] + values[1]))
+                                         f"parameters ({values[0]}, {values[1]})")
+                yield delta, coef, 0.5 * (values[0] + values[1]), outs
         finally:
             for k in names:
                 live[k][...] = saved[k]
+
+    def _estimate(self, model, x, y, names, rng):
+        """The central differences along n fresh directions; θ restored from a copy."""
+        live = model.params
+        est = {k: np.zeros_like(live[k]) for k in names}
+        losses, output = [], None
+        with contextlib.closing(self.directions(model, x, y, names, rng)) as probes:
+            for j, (delta, coef, loss, outs) in enumerate(probes):
+                if j == 0:
+                    for out in outs:
+                        if out is not None:
+                            output = out if output is None else (output + out) / 2
+                for k in names:
+                    est[k] += live[k].dtype.type(coef / self.n) * delta[k]
+                losses.append(loss)
         return est, {"loss": float(np.mean(losses)), "output": output}
 
     def __repr__(self):
