@@ -42,3 +42,37 @@ def test_bench_gpt_on_a_tiny_model():
     assert check["ok"] and abs(check["nograd"] - check["torch"]) <= 1e-4, check
     assert res["torch_ms"] > 0 and res["ratio_torch"] == pytest.approx(res["nograd_ms"] / res["torch_ms"], rel=0.01)
     assert "first loss" in out and "OK" in out
+
+
+def test_eval_noise_scores_a_saved_gpt_on_fresh_batches(tmp_path):
+    """bench/gpt_eval_noise.py: its overall mean is the plain mean loss of the batches a generator
+    with its seed draws, val first (a recomputation written out here), and its estimates are the
+    means of consecutive groups of ``--eval-iters`` batches."""
+    import numpy as np
+
+    from nograd.data.text import load_shakespeare
+    from nograd.losses import softmax_cross_entropy
+    from nograd.models import get_model
+    from nograd.serialize import save_model
+
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import gpt_eval_noise
+
+    model = get_model("gpt", (8,), 65, rng=0, n_layer=1, n_head=2, n_embd=16)
+    path = str(tmp_path / "tiny.npz")
+    save_model(model, path)
+    res = gpt_eval_noise.main(["--model-file", path, "--eval-iters", "3", "--draws", "4",
+                               "--batch", "2", "--claim", "4.2", "--seed", "7"])
+    data, rng = load_shakespeare(), np.random.default_rng(7)
+    for split in ("val", "train"):
+        losses = []
+        for _ in range(12):
+            x, y = data.get_batch(split, 2, 8, rng)
+            losses.append(softmax_cross_entropy(model.forward(x, train=False)[0], y)[0])
+        est = np.array(losses).reshape(4, 3).mean(axis=1)
+        r = res[split]
+        assert abs(r["mean_all_batches"] - np.mean(losses)) <= 5e-5
+        assert abs(r["min_estimate"] - est.min()) <= 5e-5 and abs(r["max_estimate"] - est.max()) <= 5e-5
+        assert r["share_at_or_below_claim"] == round(float((est < 4.25).mean()), 3)
+    with pytest.raises(SystemExit):
+        gpt_eval_noise.main(["--model-file", str(tmp_path / "missing.npz")])
