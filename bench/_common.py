@@ -3,7 +3,8 @@
 - :func:`wide_mlp` builds the deep, wide ReLU MLP and a batch that the memory benchmarks use;
 - :func:`peak_mb` measures the peak traced memory of one call (tracemalloc: NumPy reports its
   array allocations to it; BLAS's own work buffers are not traced);
-- :func:`timed` times repeated calls of a training step.
+- :func:`timed` times repeated calls of a training step;
+- :func:`setup_process` applies a step benchmark's ``--no-retain-memory`` and ``--threads``.
 """
 from __future__ import annotations
 
@@ -73,3 +74,24 @@ def measure(ops, repeats):
             runs.append(time.perf_counter() - t0)
         secs[name] = statistics.median(runs)
     return mem, secs
+
+
+def setup_process(args, ap):
+    """For the whole process (every contender runs under it): keep freed memory for reuse
+    (:func:`nograd.malloc.retain_freed_memory`) unless ``args.no_retain_memory``, and set
+    ``args.threads`` BLAS threads and PyTorch intra-op threads when given (PyTorch first, so the
+    BLAS it loads is limited too). Returns whether memory is retained; ``ap.error`` on a bad count."""
+    import nograd
+    from nograd.malloc import retain_freed_memory
+
+    retained = False if args.no_retain_memory else retain_freed_memory()
+    if args.threads is not None:
+        if args.threads < 1:
+            ap.error(f"--threads must be at least 1, got {args.threads}")
+        try:
+            import torch
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            pass
+        nograd.set_blas_threads(args.threads)
+    return retained

@@ -2,7 +2,8 @@
 lower bound of the same step, plus batch-1 timing, a per-layer breakdown and Numba compile times.
 
     python bench/cnn_step.py [--model cnn|resnet] [--algorithm auto|im2col|winograd] [--threads N]
-                             [--steps 30] [--repeats 3] [--batch 64] [--json]
+                             [--no-fuse] [--no-retain-memory] [--steps 30] [--repeats 3] [--batch 64]
+                             [--json]
 
 The CNN (``--model cnn``, default): input 3×32×32, conv3×3(3→32, pad 1) + ReLU + maxpool 2,
 conv3×3(32→64, pad 1) + ReLU + maxpool 2, flatten, linear 4096→10, softmax cross-entropy, SGD;
@@ -19,6 +20,13 @@ and PyTorch's intra-op threads to N (default: as the process starts); the thread
 the load average are printed and written to the JSON.
 ``compile_s`` is the extra time of the first step in a fresh process with an empty Numba cache;
 ``warm_start_s`` the same with the cache filled by that process.
+
+The reference CNN is built as a :class:`nograd.layers.FusedSequential`, which runs each
+Conv2d → ReLU → MaxPool2d(2) as one fused pass (the same numbers as the plain chain); ``--no-fuse``
+builds the plain :class:`nograd.Sequential` (the step before the fusion). The per-layer breakdown
+times each fused run as one row. The process keeps freed memory for reuse
+(:func:`nograd.malloc.retain_freed_memory`, as ``bench/gpt_step.py`` does) unless
+``--no-retain-memory``; it applies to both contenders.
 """
 from __future__ import annotations
 
@@ -37,13 +45,14 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
 import nograd  # noqa: E402
-from _common import timed  # noqa: E402
+from _common import setup_process, timed  # noqa: E402
 from nograd.losses import softmax_cross_entropy  # noqa: E402
 
 
-def reference_cnn(rng, algorithm="auto"):
+def reference_cnn(rng, algorithm="auto", fuse=True):
     conv = nograd.layers.Conv2d
-    return nograd.Sequential(
+    chain = nograd.layers.FusedSequential if fuse else nograd.Sequential
+    return chain(
         conv(3, 32, 3, padding=1, rng=rng, algorithm=algorithm), nograd.ReLU(), nograd.layers.MaxPool2d(2),
         conv(32, 64, 3, padding=1, rng=rng, algorithm=algorithm), nograd.ReLU(), nograd.layers.MaxPool2d(2),
         nograd.Flatten(), nograd.Linear(64 * 8 * 8, 10, rng=rng))
@@ -53,7 +62,7 @@ def reference_cnn(rng, algorithm="auto"):
 RESNET_BLOCKS = ((16, 16, 1), (16, 32, 2), (32, 64, 2))
 
 
-def reference_resnet(rng, algorithm="auto"):
+def reference_resnet(rng, algorithm="auto", fuse=True):
     L = nograd.layers
 
     def conv3(cin, cout, stride=1):
@@ -89,9 +98,9 @@ def gemm_shapes(model, batch):
     return shapes + [((batch, 64), (64, 10)), ((10, batch), (batch, 64)), ((batch, 10), (10, 64))]
 
 
-def make_nograd(seed, model="cnn", algorithm="auto"):
+def make_nograd(seed, model="cnn", algorithm="auto", fuse=True):
     build = reference_cnn if model == "cnn" else reference_resnet
-    net = build(np.random.default_rng(seed), algorithm)
+    net = build(np.random.default_rng(seed), algorithm, fuse)
     opt = nograd.SGD(net.params, lr=0.01)
     rule = nograd.Backprop()
 
@@ -156,23 +165,53 @@ def make_torch(seed, model="cnn"):
 
 
 def per_layer(net, x, y, n):
-    """Median forward and backward milliseconds of each layer inside the training step."""
-    fwd = {i: [] for i in range(len(net))}
-    bwd = {i: [] for i in range(len(net))}
+    """Median forward and backward milliseconds of each layer inside the training step (a fused
+    run of a FusedSequential as one row, named by its layers joined with '+')."""
+    kids = list(net)
+    runs = net.groups() if hasattr(net, "groups") else [(i, i + 1) for i in range(len(kids))]
+    blocks = [kids[a] if b - a == 1 else nograd.layers.FusedSequential(*kids[a:b]) for a, b in runs]
+    fwd = {i: [] for i in range(len(blocks))}
+    bwd = {i: [] for i in range(len(blocks))}
     for _ in range(n):
         h, caches = x, []
-        for i, layer in enumerate(net):
+        for i, layer in enumerate(blocks):
             t = time.perf_counter()
             h, c = layer.forward(h, train=True)
             fwd[i].append(time.perf_counter() - t)
             caches.append(c)
         _, d = softmax_cross_entropy(h, y)
-        for i in range(len(net) - 1, -1, -1):
+        for i in range(len(blocks) - 1, -1, -1):
             t = time.perf_counter()
-            d, _ = net[i].backward(caches[i], d, need_dx=i > 0)
+            d, _ = blocks[i].backward(caches[i], d, need_dx=i > 0)
             bwd[i].append(time.perf_counter() - t)
-    return [(type(layer).__name__, 1e3 * statistics.median(fwd[i]), 1e3 * statistics.median(bwd[i]))
-            for i, layer in enumerate(net)]
+    names = ["+".join(type(k).__name__ for k in kids[a:b]) for a, b in runs]
+    return [(names[i], 1e3 * statistics.median(fwd[i]), 1e3 * statistics.median(bwd[i]))
+            for i in range(len(blocks))]
+
+
+def fusion_ab(x, algorithm, n, seed=0):
+    """Each conv → ReLU → pool run of the reference CNN timed fused and plain, alternating every
+    repetition on the same input and cotangent (medians, ms): ``[(fused fwd, plain fwd, fused bwd,
+    plain bwd), ...]``; the first run's backward skips the input cotangent, as in the step."""
+    kids = list(reference_cnn(np.random.default_rng(seed), algorithm))
+    rng = np.random.default_rng(seed + 1)
+    out, h = [], x
+    for a in (0, 3):
+        fused, plain = nograd.layers.FusedSequential(*kids[a:a + 3]), nograd.Sequential(*kids[a:a + 3])
+        y = fused(h)
+        dy = rng.standard_normal(y.shape).astype(y.dtype)
+        t = {k: [] for k in ("ff", "pf", "fb", "pb")}
+        for i in range(2 * n):
+            net, key = (fused, "f") if i % 2 == (i // 2) % 2 else (plain, "p")   # alternate who goes first
+            t0 = time.perf_counter()
+            _, c = net.forward(h, train=True)
+            t1 = time.perf_counter()
+            net.backward(c, dy, need_dx=a > 0)
+            t[key + "f"].append(t1 - t0)
+            t[key + "b"].append(time.perf_counter() - t1)
+        out.append(tuple(1e3 * statistics.median(t[k]) for k in ("ff", "pf", "fb", "pb")))
+        h = y
+    return out
 
 
 FIRST_STEP = """
@@ -180,7 +219,7 @@ import sys, time, numpy as np
 sys.path.insert(0, {root!r})
 sys.path.insert(0, {bench!r})
 from cnn_step import make_nograd
-step, _ = make_nograd(0, {model!r}, {algorithm!r})
+step, _ = make_nograd(0, {model!r}, {algorithm!r}, {fuse!r})
 x = np.random.default_rng(0).standard_normal(({batch}, 3, 32, 32)).astype(np.float32)
 y = np.random.default_rng(1).integers(0, 10, {batch})
 t = time.perf_counter(); step(x, y); first = time.perf_counter() - t
@@ -191,12 +230,12 @@ print(first - sorted(ts)[2])
 """
 
 
-def compile_times(batch, model="cnn", algorithm="auto"):
+def compile_times(batch, model="cnn", algorithm="auto", fuse=True):
     """(cold, warm): first-step overhead in fresh processes with an empty, then a filled, Numba cache."""
     with tempfile.TemporaryDirectory() as cache_dir:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
         code = FIRST_STEP.format(root=ROOT, bench=os.path.dirname(os.path.abspath(__file__)), batch=batch,
-                                 model=model, algorithm=algorithm)
+                                 model=model, algorithm=algorithm, fuse=fuse)
         runs = []
         for _ in range(2):
             out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
@@ -218,28 +257,27 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-compile", action="store_true", help="skip the compile-time measurement")
+    ap.add_argument("--no-fuse", action="store_true",
+                    help="build the reference CNN as a plain Sequential (no fused conv/ReLU/pool runs)")
+    ap.add_argument("--no-retain-memory", action="store_true",
+                    help="leave glibc's malloc thresholds alone (default: nograd.malloc.retain_freed_memory)")
+    ap.add_argument("--fusion-ab", type=int, default=0, metavar="N",
+                    help="also time each conv/ReLU/pool run fused and plain, alternating, N times each "
+                         "(reference CNN, main batch)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-
-    if args.threads is not None:
-        if args.threads < 1:
-            ap.error(f"--threads must be at least 1, got {args.threads}")
-        try:  # first, so that the BLAS PyTorch loads is limited too
-            import torch
-            torch.set_num_threads(args.threads)
-        except ImportError:
-            pass
-        nograd.set_blas_threads(args.threads)
+    fuse = not args.no_fuse
+    retained = setup_process(args, ap)   # memory kept for reuse, threads: the whole process
     compile_s = warm_s = None
     if not args.no_compile:
-        compile_s, warm_s = compile_times(args.batch, args.model, args.algorithm)
+        compile_s, warm_s = compile_times(args.batch, args.model, args.algorithm, fuse)
 
     rng = np.random.default_rng(args.seed)
-    results = {}
+    results, breakdown = {}, {}
     for batch in (args.batch, 1):
         x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
         y = rng.integers(0, 10, batch)
-        ng_step, net = make_nograd(args.seed, args.model, args.algorithm)
+        ng_step, net = make_nograd(args.seed, args.model, args.algorithm, fuse)
         steps = {"nograd": ng_step, "gemm_bound": make_gemm_bound(args.seed, batch, args.model)}
         torch_step, torch_info = make_torch(args.seed, args.model)
         if torch_step is not None:
@@ -253,9 +291,12 @@ def main(argv=None):
             for k, s in steps.items():
                 times[k] += timed(s, x, y, args.steps)
         results[batch] = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-        if batch == args.batch:
-            breakdown = per_layer(net, x, y, args.steps)
+        breakdown[batch] = per_layer(net, x, y, args.steps)
 
+    ab = None
+    if args.fusion_ab > 0 and args.model == "cnn":
+        x = np.random.default_rng(args.seed).standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
+        ab = fusion_ab(x, args.algorithm, args.fusion_ab, args.seed)
     main_ms = results[args.batch]
     one_ms = results[1]
     blas = nograd.blas_libraries()
@@ -274,23 +315,36 @@ def main(argv=None):
         "batch1_nograd_ms": round(one_ms["nograd"], 3),
         "batch1_torch_ms": None if "torch" not in one_ms else round(one_ms["torch"], 3),
         "batch1_gemm_bound_ms": round(one_ms["gemm_bound"], 3),
-        "per_layer_ms": [{"layer": n, "forward": round(f, 3), "backward": round(b, 3)} for n, f, b in breakdown],
+        "per_layer_ms": [{"layer": n, "forward": round(f, 3), "backward": round(b, 3)}
+                         for n, f, b in breakdown[args.batch]],
+        "batch1_per_layer_ms": [{"layer": n, "forward": round(f, 4), "backward": round(b, 4)}
+                                for n, f, b in breakdown[1]],
+        "fused": fuse, "retain_memory": retained,
+        "fusion_ab_ms": None if ab is None else [
+            {"run": i, "fused_forward": round(a[0], 3), "plain_forward": round(a[1], 3),
+             "fused_backward": round(a[2], 3), "plain_backward": round(a[3], 3)} for i, a in enumerate(ab)],
         "torch": torch_info, "threads": threads, "load_average": load,
     }
     print(f"reference {args.model} step, float32, Conv2d algorithm={args.algorithm}, "
-          f"median of {res['steps']} steps")
+          f"{'fused' if fuse else 'unfused'} conv/ReLU/pool, median of {res['steps']} steps")
     print(f"{'batch':>6}{'nograd ms':>12}{'torch ms':>12}{'GEMM bound':>12}{'/torch':>9}{'/GEMM':>8}")
     for b, ms in ((args.batch, main_ms), (1, one_ms)):
         t = ms.get("torch")
         print(f"{b:>6}{ms['nograd']:>12.2f}{(t or float('nan')):>12.2f}{ms['gemm_bound']:>12.2f}"
               f"{(ms['nograd'] / t if t else float('nan')):>9.2f}{ms['nograd'] / ms['gemm_bound']:>8.2f}")
-    print("per layer (batch %d):" % args.batch)
-    for n, f, b in breakdown:
-        print(f"  {n:<12} forward {f:7.2f} ms   backward {b:7.2f} ms")
+    for b in (args.batch, 1):
+        print("per layer (batch %d):" % b)
+        for n, f, bw in breakdown[b]:
+            print(f"  {n:<24} forward {f:7.3f} ms   backward {bw:7.3f} ms")
+    if ab is not None:
+        print(f"conv/ReLU/pool runs, fused vs plain, alternating, medians of {args.fusion_ab} each (ms):")
+        for i, (ff, pf, fb, pb) in enumerate(ab):
+            print(f"  run {i}: forward {ff:7.2f} vs {pf:7.2f}   backward {fb:7.2f} vs {pb:7.2f}")
     if compile_s is not None:
         print(f"Numba compile (empty cache): {compile_s:.2f} s; second process, warm cache: {warm_s:.3f} s")
     print(f"threads: BLAS {threads['blas']} (OPENBLAS_NUM_THREADS={threads['OPENBLAS_NUM_THREADS']}), "
-          f"{torch_info or 'no torch'}; load average {load}")
+          f"{torch_info or 'no torch'}; load average {load}; freed memory "
+          f"{'retained' if retained else 'returned (glibc defaults)'}")
     if args.json:
         print(json.dumps(res))
     return res

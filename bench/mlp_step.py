@@ -1,13 +1,18 @@
 """One training step of a 784-1024-1024-10 ReLU MLP (batch 128, float32): nograd beside the
 NumPy GEMM lower bound and PyTorch CPU eager (when installed).
 
-    python bench/mlp_step.py [--steps 60] [--warmup 10] [--batch 128] [--repeats 3] [--json]
+    python bench/mlp_step.py [--steps 60] [--warmup 10] [--batch 128] [--repeats 3] [--threads N]
+                             [--no-retain-memory] [--json]
 
 A step is forward, softmax cross-entropy, backward (no input cotangent for the first layer)
 and a plain SGD update. The GEMM bound times the same matrix products alone (3 forward, 3 for
 the weight gradients, 2 for the hidden cotangents) on the same arrays. Figures are medians over
 steps; the three contenders are timed in interleaved rounds so that machine noise hits all alike.
-The last line with ``--json`` is one JSON object of the figures.
+``--threads N`` sets NumPy's BLAS threads and PyTorch's intra-op threads to N (default: as the
+process starts); the thread settings and the load average are printed and written to the JSON.
+The process keeps freed memory for reuse (:func:`nograd.malloc.retain_freed_memory`, as
+``bench/gpt_step.py`` and ``bench/cnn_step.py`` do) unless ``--no-retain-memory``; it applies to
+all contenders. The last line with ``--json`` is one JSON object of the figures.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import nograd  # noqa: E402
-from _common import timed  # noqa: E402
+from _common import setup_process, timed  # noqa: E402
 
 SIZES = (784, 1024, 1024, 10)
 
@@ -96,8 +101,13 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="BLAS threads for NumPy and intra-op threads for PyTorch (default: unchanged)")
+    ap.add_argument("--no-retain-memory", action="store_true",
+                    help="leave glibc's malloc thresholds alone (default: nograd.malloc.retain_freed_memory)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = ap.parse_args(argv)
+    retained = setup_process(args, ap)   # memory kept for reuse, threads: the whole process
 
     rng = np.random.default_rng(args.seed)
     x = rng.standard_normal((args.batch, SIZES[0])).astype(np.float32)
@@ -108,6 +118,8 @@ def main(argv=None):
         contenders["torch"] = torch_step
     for step in contenders.values():
         timed(step, x, y, args.warmup)
+    if args.threads is not None:  # again: the warm-up may have loaded another BLAS
+        nograd.set_blas_threads(args.threads)
     times = {k: [] for k in contenders}
     for _ in range(args.repeats):
         for k, step in contenders.items():
@@ -121,7 +133,10 @@ def main(argv=None):
         "torch_ms": None if torch_ms is None else round(torch_ms, 3),
         "ratio_gemm": round(ms["nograd"] / ms["gemm_bound"], 3),
         "ratio_torch": None if torch_ms is None else round(ms["nograd"] / torch_ms, 3),
-        "numpy": np.__version__, "torch": torch_info,
+        "numpy": np.__version__, "torch": torch_info, "retain_memory": retained,
+        "threads": {"blas": [b["threads"] for b in nograd.blas_libraries()],
+                    "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"), "torch": torch_info},
+        "load_average": [round(v, 2) for v in os.getloadavg()],
     }
     print(f"MLP {'-'.join(map(str, SIZES))}, batch {args.batch}, float32, "
           f"median of {args.steps * args.repeats} steps")
@@ -133,6 +148,9 @@ def main(argv=None):
         print(f"nograd / torch      = {res['ratio_torch']:.3f}   (target <= 0.8; {torch_info})")
     else:
         print("torch not installed: no PyTorch comparison")
+    print(f"threads: BLAS {res['threads']['blas']} (OPENBLAS_NUM_THREADS={res['threads']['OPENBLAS_NUM_THREADS']}), "
+          f"{torch_info or 'no torch'}; load average {res['load_average']}; freed memory "
+          f"{'retained' if retained else 'returned (glibc defaults)'}")
     if args.json:
         print(json.dumps(res))
     return res

@@ -31,6 +31,7 @@ from nograd.models.vit import ViT
 from nograd.layers import SinusoidalEmbedding
 from nograd.models.diffusion_lora import LoRAConv2d
 from nograd.layers import QuantizedConv2d, QuantizedLinear
+from nograd.layers import FusedSequential
 from nograd.layers import (ELU, AdaptiveAvgPool2d, AvgPool1d, Conv1d, Dropout2d, Hardtanh, MaxPool1d,
                            Mish, PReLU)
 
@@ -510,3 +511,42 @@ def build(entry: Entry, dtype, seed: int, batch: int):
     module = entry.make(np.dtype(dtype), rng)
     x = entry.sample(rng, batch, np.dtype(dtype), module)
     return module, x
+
+
+# ---- fused conv → ReLU → 2×2 max pooling (issue 28): FusedSequential and MaxPool2d(relu=True)
+def fused_cnn_input(shape, margin=5e-3):
+    """Inputs whose convolution outputs (``m[0]``) are all ``margin`` from ReLU's kink and whose
+    2×2 windows have a positive maximum ``margin`` above the rest (no ties, no kinks)."""
+    def draw(rng, n, dt, m):
+        for _ in range(1000):
+            x = rng.standard_normal((n,) + shape).astype(dt)
+            z = m[0](x).astype(np.float64)
+            N, C, H, W = z.shape
+            w = np.maximum(z, 0)[:, :, :H // 2 * 2, :W // 2 * 2].reshape(N, C, H // 2, 2, W // 2, 2)
+            s = np.sort(w.transpose(0, 1, 2, 4, 3, 5).reshape(N, C, H // 2, W // 2, 4), axis=-1)
+            if np.abs(z).min() > margin and not ((s[..., 3] > 0) & (s[..., 3] - s[..., 2] < margin)).any():
+                return x
+        raise RuntimeError("could not draw an input away from the ReLU kinks and pooling ties")
+    return draw
+
+
+def _shifted_distinct(shape, gap=0.05):
+    """Distinct entries (no pooling ties), none within ``gap/2`` of ReLU's kink at 0."""
+    base = distinct(shape, gap)
+    return lambda rng, n, dt, m: (base(rng, n, dt, m) + dt.type(gap / 2)).astype(dt)
+
+
+ENTRIES += [
+    Entry("fused-sequential", FusedSequential,
+          lambda dt, r: FusedSequential(_biased(Conv2d(2, 3, 3, padding=1, rng=r, dtype=dt), r), ReLU(),
+                                        MaxPool2d(2)),
+          fused_cnn_input((2, 5, 6)), bad_shape=CHANNELS),
+    Entry("fused-sequential-winograd-odd", FusedSequential,
+          lambda dt, r: FusedSequential(_biased(Conv2d(2, 2, 3, rng=r, dtype=dt, algorithm="winograd"), r),
+                                        ReLU(), MaxPool2d(2), Flatten(), Linear(8, 3, rng=r, dtype=dt)),
+          fused_cnn_input((2, 7, 6)), bad_shape=CHANNELS),
+    Entry("maxpool2d-relu", MaxPool2d, lambda dt, r: MaxPool2d(2, relu=True), _shifted_distinct((2, 5, 6)),
+          bad_shape=NDIM3),
+    Entry("maxpool2d-relu-overlap-pad", MaxPool2d, lambda dt, r: MaxPool2d(3, stride=2, padding=1, relu=True),
+          _shifted_distinct((2, 7, 6)), bad_shape=NDIM3),
+]

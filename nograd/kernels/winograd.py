@@ -132,6 +132,28 @@ def output_transform(M, bias, relu, TH, TW, y):
 
 
 @nb.njit(cache=True, nogil=True)
+def cotangent_columns(s, Z, k, base, TW):
+    """The column half of ``A Ȳ Aᵀ``: from the row-transformed strip ``s (4, 2·TW)`` write the 16
+    transformed cotangents of channel ``k``'s ``TW`` tiles at ``Z[:, k, base:base + TW]`` (tile
+    ``tw`` reads columns ``2tw, 2tw + 1``). Shared by :func:`cotangent_transform` and the fused
+    pooling's backward (:mod:`nograd.kernels.fused`)."""
+    for a in range(4):
+        sa = s[a]
+        z = Z[4 * a, k, base:base + TW]
+        for tw in range(TW):
+            z[tw] = sa[2 * tw]
+        z = Z[4 * a + 1, k, base:base + TW]
+        for tw in range(TW):
+            z[tw] = sa[2 * tw] + sa[2 * tw + 1]
+        z = Z[4 * a + 2, k, base:base + TW]
+        for tw in range(TW):
+            z[tw] = sa[2 * tw] - sa[2 * tw + 1]
+        z = Z[4 * a + 3, k, base:base + TW]
+        for tw in range(TW):
+            z[tw] = -sa[2 * tw + 1]
+
+
+@nb.njit(cache=True, nogil=True)
 def cotangent_transform(dy, TH, TW, Z):
     N, K, OH, OW = dy.shape
     WB = 2 * TW
@@ -155,20 +177,7 @@ def cotangent_transform(dy, TH, TW, Z):
                 for j in range(WB):
                     s[3, j] = -buf[r + 1, j]
                 # columns: (A Ȳ) A^T; tile tw reads columns 2tw, 2tw+1
-                for a in range(4):
-                    sa = s[a]
-                    z = Z[4 * a, k, base:base + TW]
-                    for tw in range(TW):
-                        z[tw] = sa[2 * tw]
-                    z = Z[4 * a + 1, k, base:base + TW]
-                    for tw in range(TW):
-                        z[tw] = sa[2 * tw] + sa[2 * tw + 1]
-                    z = Z[4 * a + 2, k, base:base + TW]
-                    for tw in range(TW):
-                        z[tw] = sa[2 * tw] - sa[2 * tw + 1]
-                    z = Z[4 * a + 3, k, base:base + TW]
-                    for tw in range(TW):
-                        z[tw] = -sa[2 * tw + 1]
+                cotangent_columns(s, Z, k, base, TW)
     return Z
 
 

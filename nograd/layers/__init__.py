@@ -7,6 +7,7 @@ from .conv1d import Conv1d
 from .dropout import Dropout, Dropout2d
 from .embedding import Embedding, PositionalEmbedding
 from .entmax import Entmax15, entmax15
+from .fused import FusedSequential
 from .invconv import InverseConv2d
 from .linear import Linear
 from .lora import LoRA
@@ -33,4 +34,4 @@ __all__ = ["Linear", "Identity", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid",
            "scaled_dot_product_attention", "PositionalEmbedding", "Softmax", "LogSoftmax",
            "TransformerBlock", "ELU", "Mish", "PReLU", "Hardtanh", "Dropout2d", "AdaptiveAvgPool2d",
            "Conv1d", "MaxPool1d", "AvgPool1d", "SinusoidalEmbedding", "QuantizedLinear",
-           "QuantizedConv2d"]
+           "QuantizedConv2d", "FusedSequential"]

@@ -49,6 +49,12 @@ def _winograd():
     return winograd
 
 
+def _fused():
+    from ..kernels import fused  # lazy, as _kernels
+
+    return fused
+
+
 ALGORITHMS = ("auto", "im2col", "winograd")
 #: ``algorithm="auto"`` picks Winograd for a 3×3, stride-1, undilated, ungrouped convolution with at
 #: least this many input channels, and im2col otherwise (the rule and its measurements:
@@ -245,20 +251,66 @@ class Conv2d(_ConvBase):
         return y, ("winograd", V, x.shape)
 
     def _backward_winograd(self, V, xshape, dy, p, need_dx):
-        wk = _winograd()
         N, O, OH, OW, TH, TW, P = self._tiles(xshape)
-        Z = wk.cotangent_transform(np.ascontiguousarray(dy), TH, TW, np.empty((16, O, P), dtype=dy.dtype))
+        dy = np.ascontiguousarray(dy)
+        Z = _winograd().cotangent_transform(dy, TH, TW, np.empty((16, O, P), dtype=dy.dtype))
+        return self._winograd_grads(V, xshape, Z, _fused().channel_sum(dy) if "bias" in p else None, p, need_dx)
+
+    def _winograd_grads(self, V, xshape, Z, bias_sum, p, need_dx):
+        """Gradients and input cotangent from ``Z (16, O, P)``, the transformed output cotangent,
+        and ``bias_sum (O,)``, its plain sum per channel (fixed order: :mod:`nograd.kernels.fused`)."""
+        wk = _winograd()
+        TH, TW = self._tiles(xshape)[4:6]
         W = p["weight"]
         grads = {"weight": wk.filter_grad_transform(np.matmul(Z, V.transpose(0, 2, 1))).astype(W.dtype, copy=False)}
-        if "bias" in p:
-            grads["bias"] = dy.sum(axis=(0, 2, 3)).astype(W.dtype, copy=False)
+        if bias_sum is not None:
+            grads["bias"] = bias_sum.astype(W.dtype)
         dx = None
         if need_dx:
-            U = wk.filter_transform(self._weight(p, dy.dtype))
+            U = wk.filter_transform(self._weight(p, Z.dtype))
             Mx = np.matmul(U.transpose(0, 2, 1), Z)
             ph, pw = self.padding
-            dx = wk.input_grad_transform(Mx, ph, pw, TH, TW, np.empty(xshape, dtype=dy.dtype))
+            dx = wk.input_grad_transform(Mx, ph, pw, TH, TW, np.empty(xshape, dtype=Z.dtype))
         return dx, grads
+
+    # -- conv → ReLU → 2×2 max pooling in one output pass (used by nograd.layers.FusedSequential) --
+    def forward_relu_pool(self, x, p):
+        """``maxpool₂ₓ₂(relu(conv(x)))`` with the bias, ReLU and pooling fused into the write of the
+        convolution's output (:mod:`nograd.kernels.fused`): only the pooled map is written.
+        Returns ``(y, cache, idx, pos)``: ``y (N, O, OH//2, OW//2)``, this layer's own cache,
+        the argmax ``idx`` and ``pos = y > 0`` (``MaxPool2d(relu=True)``'s cache entries). The same
+        numbers as the three layers one after another; ``p`` are the arrays to use (``_use``)."""
+        self._check_input(x, self.in_channels)
+        N, O, OH, OW = self.output_shape(x.shape)
+        shape = (N, O, OH // 2, OW // 2)
+        y, idx, pos = np.empty(shape, x.dtype), np.empty(shape, np.int32), np.empty(shape, bool)
+        b = p.get("bias")
+        bias = np.zeros(O, dtype=x.dtype) if b is None else b.astype(x.dtype, copy=False)
+        if self.resolve_algorithm(x.shape) == "winograd":
+            TH, TW, P = self._tiles(x.shape)[4:]
+            V = self._wino_v(x, TH, TW, P)
+            M = np.matmul(_winograd().filter_transform(self._weight(p, x.dtype)), V)
+            _fused().winograd_relu_pool(M, bias, TH, TW, OH, OW, y, idx, pos)
+            return y, ("winograd", V, x.shape), idx, pos
+        cols = self._im2col(x, OH, OW)
+        Y = grouped_matmul(self._wm(self._weight(p, x.dtype)), cols, self.groups)
+        _fused().relu_maxpool2x2(Y.reshape(N, O, OH, OW), bias, b is not None, y, idx, pos)
+        return y, (cols, x.shape), idx, pos
+
+    def backward_relu_pool(self, cache, dy, idx, pos, p, need_dx=True):
+        """The backward of :meth:`forward_relu_pool` from the pooled cotangent ``dy``: with
+        Winograd, the transformed cotangent ``Z`` straight from ``dy`` (at most one non-zero per
+        tile); with im2col, the convolution's output cotangent in one pass. Returns ``(dx, grads)``."""
+        fk = _fused()
+        dy = np.ascontiguousarray(dy)
+        if isinstance(cache[0], str):  # ("winograd", V, x.shape)
+            _, V, xshape = cache
+            N, O, OH, OW, TH, TW, P = self._tiles(xshape)
+            Z = fk.winograd_pooled_cotangent(dy, idx, pos, OH, OW, TH, TW, np.empty((16, O, P), dtype=dy.dtype))
+            bias_sum = fk.pooled_channel_sum(dy, idx, pos, OW) if "bias" in p else None
+            return self._winograd_grads(V, xshape, Z, bias_sum, p, need_dx)
+        dY = fk.relu_maxpool2x2_backward(dy, idx, pos, np.empty(self.output_shape(cache[1]), dtype=dy.dtype))
+        return self.backward(cache, dY, params=p, need_dx=need_dx)
 
     def _jvp_winograd(self, x, dx, dparams, p):
         wk = _winograd()

@@ -28,6 +28,12 @@ def _kernels():
     return pool
 
 
+def _fused():
+    from ..kernels import fused  # lazy, as _kernels
+
+    return fused
+
+
 class _Pool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
@@ -66,34 +72,63 @@ class MaxPool2d(_Pool2d):
     Shapes: ``x (N, C, H, W) -> y (N, C, OH, OW)``, ``OH = ⌊(H + 2p - KH)/s⌋ + 1``. Padding
     (at most half the kernel) never wins the maximum. Ties go to the first maximum in row-major
     window order; the derivative is undefined at ties, like ReLU's at 0.
+
+    ``relu=True`` pools ``max(x, 0)``: ``MaxPool2d(k, relu=True)`` is ``Sequential(ReLU(),
+    MaxPool2d(k))`` with the same numbers, in one pass over ``x`` forward and one write of ``dx``
+    backward (:mod:`nograd.kernels.fused` for the 2×2 stride-2 window): ``ȳ`` goes to the argmax
+    where ``y > 0``, nowhere else.
     """
+
+    relu = False        # class default, for subclasses that do not run this __init__
+
+    def __init__(self, kernel_size, stride=None, padding=0, relu=False):
+        super().__init__(kernel_size, stride, padding)
+        self.relu = bool(relu)
+
+    def extra_repr(self):
+        return super().extra_repr() + (", relu=True" if self.relu else "")
 
     def forward(self, x, *, train=False, rng=None, params=None):
         shape = self._check(x)
         self._use(params)
         y = np.empty(shape, dtype=x.dtype)
         idx = np.empty(shape, dtype=np.int32)
-        _kernels().maxpool_forward(np.ascontiguousarray(x), *self._geometry(), shape[2], shape[3], y, idx)
+        x = np.ascontiguousarray(x)
+        if self.relu and _kernels().is_2x2(*self._geometry()):
+            pos = np.empty(shape, dtype=bool)
+            _fused().relu_maxpool2x2(x, np.zeros(1, x.dtype), False, y, idx, pos)
+            return y, (idx, x.shape, pos)
+        _kernels().maxpool_forward(x, *self._geometry(), shape[2], shape[3], y, idx)
+        if self.relu:          # max(relu(x)) = relu(max(x)): the same values, and ȳ·[y > 0]
+            np.maximum(y, 0, out=y)
+            return y, (idx, x.shape, y > 0)
         return y, (idx, x.shape)
 
     def backward(self, cache, dy, *, params=None, need_dx=True):
-        idx, xshape = cache
+        idx, xshape = cache[:2]
+        pos = cache[2] if len(cache) > 2 else None      # the ReLU's mask, with relu=True
         check_like(dy, idx.shape)
         if not need_dx:
             return None, {}
         K = _kernels()
         dy = np.ascontiguousarray(dy)
         if K.is_2x2(*self._geometry()):
+            if pos is not None:
+                return _fused().relu_maxpool2x2_backward(dy, idx, pos, np.empty(xshape, dtype=dy.dtype)), {}
             return K.maxpool_backward_2x2(dy, idx, np.empty(xshape, dtype=dy.dtype)), {}
+        if pos is not None:
+            dy = dy * pos
         return K.maxpool_backward(dy, idx, np.zeros(xshape, dtype=dy.dtype)), {}
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
-        y, (idx, _) = MaxPool2d.forward(self, x, params=params)    # the 2-D map (also under MaxPool1d)
+        y, cache = MaxPool2d.forward(self, x, params=params)    # the 2-D map (also under MaxPool1d)
+        idx = cache[0]
         N, C = x.shape[:2]
 
         def gather(d):
             flat = np.take_along_axis(d.reshape(N, C, -1), idx.reshape(N, C, -1).astype(np.intp), axis=2)
-            return flat.reshape(y.shape)
+            flat = flat.reshape(y.shape)
+            return flat * cache[2] if self.relu else flat
         return self._input_jvp(x, dx, dparams, y, gather)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..core.checks import as_rng, check_positive
 from ..core.module import Sequential
-from ..layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Reshape
+from ..layers import Conv2d, Flatten, FusedSequential, Linear, MaxPool2d, ReLU, Reshape
 from .registry import register_model
 
 
@@ -18,6 +18,9 @@ def cnn(input_shape, num_classes, *, rng=None, channels=(32, 64), kernel_size=3,
     Each block is ``Conv2d(c_in, c, kernel_size, padding=kernel_size // 2)``, ``ReLU``,
     ``MaxPool2d(2)``; the reference CNN of ``bench/cnn_step.py`` is ``cnn((3, 32, 32), 10)``. A flat input whose length is a square (64 for the 8×8 digits, 784 for
     MNIST) is read as a one-channel square image through a leading :class:`Reshape`.
+
+    The chain is a :class:`~nograd.layers.FusedSequential`: each block runs as one fused
+    convolution/ReLU/pooling pass, with the plain :class:`Sequential`'s numbers entry for entry.
     """
     shape = tuple(input_shape)
     layers = []
@@ -44,7 +47,7 @@ def cnn(input_shape, num_classes, *, rng=None, channels=(32, 64), kernel_size=3,
                    MaxPool2d(2)]
         c_in, h, w = c, h // 2, w // 2
     layers += [Flatten(), Linear(c_in * h * w, num_classes, rng=rng, dtype=dtype)]
-    return Sequential(*layers)
+    return FusedSequential(*layers)
 
 
 register_model("cnn", cnn)

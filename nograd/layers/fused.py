@@ -1,0 +1,131 @@
+r"""A :class:`~nograd.core.module.Sequential` that fuses ``Conv2d → ReLU → MaxPool2d(2)`` runs.
+
+In the chain ``y = maxpool₂ₓ₂(relu(W ⋆ x + b))`` a 2×2 max pooling keeps one entry of each window
+and ReLU only decides whether that entry is positive, so with the argmax ``k(o)`` of window ``o``
+and ``y_o > 0`` recorded,
+
+.. math::
+    y_o = \max\big(0, \max_{i \in o} (W ⋆ x + b)_i\big), \qquad
+    \bar z_i = [i = k(o)]\,[y_o > 0]\,\bar y_o
+
+is the cotangent of the convolution's output ``z``: at most one non-zero per window. The fused
+pass writes only the pooled map (and its argmax), and the backward builds the convolution's
+cotangent — with Winograd F(2×2, 3×3) (Lavin & Gray 2016, §5) directly its transform
+``A z̄ Aᵀ``, since a 2×2 output tile is a pooling window — from the pooled cotangent, without the
+two full-size intermediates (``relu(z)`` and the scattered ``ȳ``) and their passes.
+
+The numbers are the unfused chain's, entry for entry: the kernels (:mod:`nograd.kernels.fused`)
+repeat its float operations in its order, with its ties.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.checks import check_like
+from ..core.module import Sequential
+from .activations import ReLU
+from .conv import Conv2d
+from .pool import MaxPool2d
+
+
+class _Absorbed(tuple):
+    """The cache ``(x, y)`` of a ReLU whose mask went into the pooling after it: read-only
+    broadcast ones of the ReLU's shape (no memory), so ``ReLU.backward`` on it passes its
+    cotangent through unchanged — the pooling's cache ``(idx, shape, pos)`` applied the mask."""
+
+    def __new__(cls, shape, dtype):
+        ones = np.broadcast_to(np.ones((), dtype=dtype), shape)
+        return super().__new__(cls, (ones, ones))
+
+
+def _fusable(conv, relu, pool):
+    return (type(conv) is Conv2d and type(relu) is ReLU and type(pool) is MaxPool2d and not pool.relu
+            and pool.kernel_size == (2, 2) and pool.stride == (2, 2) and pool.padding == (0, 0))
+
+
+class FusedSequential(Sequential):
+    """:class:`~nograd.core.module.Sequential` whose ``Conv2d → ReLU → MaxPool2d(2)`` runs (exactly
+    these classes; the pooling 2×2, stride 2, unpadded, without ``relu``) execute as one fused pass.
+
+    Everything else is Sequential's: the children and their dotted parameter names, the
+    structural view (``leaves``, ``chain``), ``jvp``. The outputs, gradients and input cotangents
+    are the unfused chain's, entry for entry, for either ``Conv2d`` algorithm. ``forward`` still
+    returns one cache per child, and each child's own ``backward`` accepts its cache (the Conv2d's
+    is its usual one; the ReLU's is an identity placeholder, the pooling's the cache of
+    ``MaxPool2d(relu=True)``, which applies the ReLU's mask), so a rule that walks the chain child
+    by child gets the same numbers; :meth:`backward` runs the fused backward instead.
+
+    Shapes: as the children's. :meth:`groups` lists the runs that fuse.
+
+    >>> import numpy as np
+    >>> from nograd.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
+    >>> net = FusedSequential(Conv2d(3, 4, 3, padding=1, rng=0), ReLU(), MaxPool2d(2), Flatten(),
+    ...                       Linear(4 * 4 * 4, 2, rng=1))
+    >>> net.groups()
+    [(0, 3), (3, 4), (4, 5)]
+    >>> x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    >>> y, caches = net.forward(x)
+    >>> plain = Sequential(*net)
+    >>> bool(np.array_equal(y, plain(x)))
+    True
+    """
+
+    def __getitem__(self, i):
+        """A child, or for a slice a FusedSequential of those children."""
+        part = super().__getitem__(i)
+        return FusedSequential(*part) if isinstance(i, slice) else part
+
+    def groups(self):
+        """``[(start, stop), ...]``: the children in runs, a fused run spanning three."""
+        kids = list(self)
+        out, i = [], 0
+        while i < len(kids):
+            n = 3 if i + 2 < len(kids) and _fusable(*kids[i:i + 3]) else 1
+            out.append((i, i + n))
+            i += n
+        return out
+
+    def _run(self, x, params, keep, train, rng):
+        self._check_keys(params)
+        items = list(self._children.items())
+        caches = []
+        for a, b in self.groups():
+            name, layer = items[a]
+            p = self._split(params, name)
+            if b - a == 1:
+                x, c = layer.forward(x, train=train, rng=rng, params=p)
+                cs = [c]
+            else:
+                layer._check_input(x, layer.in_channels)
+                zshape = layer.output_shape(x.shape)
+                items[a + 2][1].output_shape(zshape)       # the pooling's error for a too small map
+                x, c, idx, pos = layer.forward_relu_pool(x, layer._use(p))
+                cs = [c, _Absorbed(zshape, x.dtype), (idx, zshape, pos)]
+            if keep:
+                caches += cs
+        return x, caches
+
+    def forward(self, x, *, train=False, rng=None, params=None):
+        return self._run(x, params, True, train, rng)
+
+    def __call__(self, x, *, train=False, rng=None, params=None):
+        """Inference through the chain (fused runs included), keeping no caches."""
+        return self._run(x, params, False, train, rng)[0]
+
+    def backward(self, cache, dy, *, params=None, need_dx=True):
+        items = list(self._children.items())
+        grads = {}
+        for a, b in reversed(self.groups()):
+            if b - a == 3 and isinstance(cache[a + 1], _Absorbed):
+                name, conv = items[a]
+                idx, _, pos = cache[a + 2]
+                check_like(dy, idx.shape)
+                dy, g = conv.backward_relu_pool(cache[a], dy, idx, pos, conv._use(self._split(params, name)),
+                                                need_dx=need_dx or a > 0)
+                grads.update(self._prefixed(g, name))
+                continue
+            for i in range(b - 1, a - 1, -1):
+                name, layer = items[i]
+                dy, g = layer.backward(cache[i], dy, params=self._split(params, name), need_dx=need_dx or i > 0)
+                grads.update(self._prefixed(g, name))
+        return dy, {k: grads[k] for k in self._ordered_names() if k in grads}
