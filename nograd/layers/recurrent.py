@@ -465,6 +465,7 @@ class GRU(RecurrentBase):
     """
 
     gates, state_parts, state_feedback = 3, 1, True
+    _fused_local = "gru"        # backward_local's fused path (recurrent_stack.FUSED_LOCAL)
 
     def _cell(self, xp, S, p):
         H, h_prev = self.hidden_size, S[0]

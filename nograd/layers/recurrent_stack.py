@@ -186,26 +186,98 @@ def _time_major(steps):
     return np.concatenate(steps, axis=0)
 
 
-def _local_pass(m, k, cache, dy, q, need_dx, carry, rows=256):
-    """One pass of :func:`backward_local`: ``(dx, grads, zero initial-state cotangents)``. The steps
-    run in chunks of about ``rows`` rows (``T·B`` in all), so that each chunk's elementwise work
-    stays in cache while each weight's gradient is still a GEMM over many steps."""
+def gru_gates_back(dh, h_prev, hpn, r, z, n):
+    r"""The GRU's gate backward for many rows in one fused pass (no temporaries): ``(dxp, dnr)``
+    with ``dxp = [ā_r, ā_z, ā_n]`` ``(R, 3H)``, the cotangent of the input projection, and
+    ``dnr = ā_n ⊙ r`` ``(R, H)``, the candidate part of the cotangent of
+    :math:`H_p = h_{t-1} W_{hh}^\top + b_{hh}` (its r and z parts equal ``dxp``'s):
+
+    .. math::
+        \bar a_n = \bar h (1 - z)(1 - n^2),\quad \bar a_r = \bar a_n H_{p,n}\, r (1 - r),\quad
+        \bar a_z = \bar h (h_{t-1} - n) z (1 - z).
+
+    Shapes: ``dh, h_prev, hpn, r, z, n (R, H)`` with ``hpn`` the candidate third
+    :math:`H_{p,n}` of :math:`H_p`, all C-contiguous; float32 or float64 (computed in float64,
+    stored in ``dh``'s dtype)."""
+    R, H = dh.shape
+    dxp = np.empty((R, 3 * H), dh.dtype)
+    dnr = np.empty((R, H), dh.dtype)
+    from ..kernels.recurrent import gru_gates_back as kernel   # Numba, on first use
+
+    kernel(dh, h_prev, hpn, r, z, n, dxp, dnr)
+    return dxp, dnr
+
+
+def _gru_stack_steps(m, steps, t0, t1):
+    """Steps ``t0:t1`` of a GRU pass's caches stacked time-major (row ``(t - t0)·B + b``) for
+    :func:`_gru_cell_back_rows`: ``(h_{t-1}, H_{p,n}, r, z, n)``, ``((t1 - t0)·B, H)`` each, with
+    :math:`H_{p,n}` the candidate third of :math:`h_{t-1} W_{hh}^\top + b_{hh}`."""
+    H, part = m.hidden_size, steps[t0:t1]
+    return (np.concatenate([c[0] for c in part]), np.concatenate([c[1][:, 2 * H:] for c in part]),
+            *(np.concatenate([c[j] for c in part]) for j in (2, 3, 4)))
+
+
+def _gru_cell_back_rows(m, cache, dS, p, g):
+    """The GRU's ``_cell_back`` without the cotangent of ``h_{t-1}``, for the steps stacked by
+    :func:`_gru_stack_steps` (``R = T·B`` rows): the gate maths in one fused pass
+    (:func:`gru_gates_back`), then the ``weight_hh`` gradient as two GEMMs over all rows and the
+    bias gradients (``bias_ih`` too) as column sums. Returns ``dxp (R, 3H)``."""
+    h_prev, H = cache[0], m.hidden_size
+    dxp, dnr = gru_gates_back(np.ascontiguousarray(dS[0]), *cache)
+    g["weight_hh"][:2 * H] += dxp[:, :2 * H].T @ h_prev
+    g["weight_hh"][2 * H:] += dnr.T @ h_prev
+    s = dxp.sum(axis=0)
+    g["bias_ih"] += s
+    g["bias_hh"][:2 * H] += s[:2 * H]
+    g["bias_hh"][2 * H:] += dnr.sum(axis=0)
+    return dxp
+
+
+#: the fused paths of :func:`backward_local`, by a layer's ``_fused_local``: ``(stack the step
+#: caches, the cells' backward over all rows, adding bias_ih's gradient too)``
+FUSED_LOCAL = {"gru": (_gru_stack_steps, _gru_cell_back_rows)}
+
+
+def _local_pass(m, k, cache, dy, q, need_dx, carry, rows=8192):
+    """One pass of :func:`backward_local`: ``(dx, grads, zero initial-state cotangents)``.
+
+    Everything runs time-major (row ``t·B + b``): the carry's cotangents are transposed once (for
+    free when they already are time-major memory, as :func:`nograd.rules.dsf.feedback_scan`'s
+    scan returns them), the step caches are stacked once, and each weight's gradient is one GEMM
+    over all ``T·B`` rows. Beyond ``rows`` rows (``T·B``) the steps run in chunks of about
+    ``rows`` rows, to bound the temporaries."""
     x, _, steps, _ = cache
     B, T, _ = x.shape
     C = max(1, min(T, rows // B))                 # steps per chunk
     chunks = [(t, min(T, t + C)) for t in range(0, T, C)]
+    fused = FUSED_LOCAL.get(getattr(m, "_fused_local", None))
+    local = None
+    if fused is not None:                         # a fused backward for many rows, and the
+        def stack_steps(t0, t1):                  # caches it reads
+            return fused[0](m, steps, t0, t1)
 
-    def tm(a, t0, t1):          # (B, T, n) -> rows (t1-t0)·B, time-major
-        return a[:, t0:t1].transpose(1, 0, 2).reshape((t1 - t0) * B, -1)
+        def local(c, dSc, q, g):
+            return fused[1](m, c, dSc, q, g)
+    else:
+        def stack_steps(t0, t1):
+            return _time_major(steps[t0:t1])
+    whole = stack_steps(0, T) if len(chunks) == 1 else None
+
+    def stacked(t0, t1):
+        return whole if whole is not None else stack_steps(t0, t1)
+
+    def tm(a):                  # (B, T, n) -> (T, B, n), C-contiguous (free if already so)
+        return np.ascontiguousarray(a.transpose(1, 0, 2))
 
     cell = None
     if hasattr(m, "_cell_dc"):
         def cell(dh):
-            out = np.empty_like(dh)
+            dh_t = tm(dh)
+            out = np.empty_like(dh_t)
             for t0, t1 in chunks:
-                dc = m._cell_dc(_time_major(steps[t0:t1]), tm(dh, t0, t1), q)
-                out[:, t0:t1] = dc.reshape(t1 - t0, B, -1).transpose(1, 0, 2)
-            return out
+                dc = m._cell_dc(stacked(t0, t1), dh_t[t0:t1].reshape((t1 - t0) * B, -1), q)
+                out[t0:t1] = dc.reshape(t1 - t0, B, -1)
+            return out.transpose(1, 0, 2)
     dS = carry(k, dy, cell)
     sizes = m._state_sizes()
     if not isinstance(dS, tuple) or len(dS) != len(sizes):
@@ -213,15 +285,22 @@ def _local_pass(m, k, cache, dy, q, need_dx, carry, rows=256):
                         f"{type(m).__name__}), got {type(dS).__name__}")
     for j, (d, n) in enumerate(zip(dS, sizes)):
         check_like(d, (B, T, n), f"carry(...)[{j}]")
+    dS = tuple(tm(d.astype(dy.dtype, copy=False)) for d in dS)
+    x_t = tm(x)
     g = {name: np.zeros(v.shape, dy.dtype) for name, v in q.items()}
-    dx = np.empty(x.shape, dy.dtype) if need_dx else None
-    for t0, t1 in chunks:           # each chunk's input-projection products too: no (T·B, G·H) buffer
-        dSc = tuple(tm(d.astype(dy.dtype, copy=False), t0, t1) for d in dS)
-        dxp = m._cell_back(_time_major(steps[t0:t1]), dSc, q, g, need_dh=False)[0]
-        g["weight_ih"] += dxp.T @ tm(x, t0, t1)
-        g["bias_ih"] += dxp.sum(axis=0)
+    dx_t = np.empty(x_t.shape, dy.dtype) if need_dx else None
+    for t0, t1 in chunks:
+        n_rows = (t1 - t0) * B
+        dSc = tuple(d[t0:t1].reshape(n_rows, -1) for d in dS)
+        dxp = (local(stacked(t0, t1), dSc, q, g) if local is not None
+               else m._cell_back(stacked(t0, t1), dSc, q, g, need_dh=False)[0])
+        xr = x_t[t0:t1].reshape(n_rows, -1)
+        g["weight_ih"] += dxp.T @ xr
+        if local is None:                         # (the fused backward sums it itself)
+            g["bias_ih"] += dxp.sum(axis=0)
         if need_dx:
-            dx[:, t0:t1] = (dxp @ q["weight_ih"]).reshape(t1 - t0, B, -1).transpose(1, 0, 2)
+            np.matmul(dxp, q["weight_ih"], out=dx_t[t0:t1].reshape(n_rows, -1))
+    dx = dx_t.transpose(1, 0, 2) if need_dx else None
     return dx, g, tuple(np.zeros((B, n), dy.dtype) for n in sizes)
 
 
@@ -241,10 +320,12 @@ def backward_local(m, cache, dy, p, need_dx, carry):
     2025) runs :math:`\delta_t = \bar y_t + A \delta_{t+1}`; ``carry = lambda k, e, cell: (e,)`` cuts
     the state cotangent (fully truncated BPTT).
 
-    The step caches are stacked into ``T·B`` rows and the cell's backward runs once over them
-    (without the cotangent of :math:`h_{t-1}`, which nothing uses), so each weight's gradient is one
-    GEMM over all steps, :math:`\bar W_{hh} = \sum_t \bar a_t^\top h_{t-1}`, instead of ``T``.
-    The final-state cotangent is zero and the initial state's is not returned.
+    The step caches are stacked into ``T·B`` rows (time-major) and the cell's backward runs once
+    over them (without the cotangent of :math:`h_{t-1}`, which nothing uses), so each weight's
+    gradient is one GEMM over all steps, :math:`\bar W_{hh} = \sum_t \bar a_t^\top h_{t-1}`,
+    instead of ``T``; a GRU does its gate maths in one fused compiled pass
+    (:func:`gru_gates_back`, through :data:`FUSED_LOCAL`). The final-state cotangent is zero
+    and the initial state's is not returned. ``dx`` is a ``(B, T, F)`` view of time-major memory.
     """
     q = m._cast(p, dy.dtype)
     if stacked(m):

@@ -150,10 +150,10 @@ def test_truncated_bptt_is_bptt_with_the_state_cotangent_cut(layer):
     assert set(got) == set(model.params)
     for k in got:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-10, atol=1e-12, err_msg=k)
-    # DSF with A = 0 is the same rule
+    # DSF with A = 0 is the same rule, exactly
     zero, _ = DSF(feedback=0.0).grads(model, x, y)
     for k in got:
-        np.testing.assert_allclose(zero[k], got[k], rtol=1e-12, atol=1e-14, err_msg=k)
+        np.testing.assert_array_equal(zero[k], got[k], err_msg=k)
     # ... and BPTT is not: the cut matters
     exact, _ = Backprop().grads(model, x, y)
     assert not np.allclose(exact["0." + next(iter(model[0].params))], got["0." + next(iter(model[0].params))])
@@ -170,6 +170,110 @@ def test_lstm_cell_feedback_carries_credit_and_methods_agree():
     for k in scan:
         np.testing.assert_allclose(fft[k], scan[k], rtol=1e-10, atol=1e-12)
     assert not np.allclose(scan["0.weight_ih"], no_c["0.weight_ih"])
+
+
+# --------------------------------------------------------------------------- the authors' A
+def test_default_feedback_is_the_authors_ramp_from_0_to_1():
+    """p0lcAi/DSF, dsf/dsf.py: A = diag(linspace(0, 1, n)) over the state's n units, fixed, the
+    same for every layer; an LSTM's state is (h, c), n = 2H, h taking the first half."""
+    rng = np.random.default_rng(0)
+    gru = Sequential(GRU(3, 5, num_layers=2, rng=rng), Linear(5, 2, rng=rng))
+    a = DSF().feedbacks(gru)["0"]
+    assert len(a) == 2
+    for per_pass in a:
+        np.testing.assert_array_equal(per_pass[0], [0.0, 0.25, 0.5, 0.75, 1.0])
+    lstm = Sequential(LSTM(3, 3, rng=rng), Linear(3, 2, rng=rng))
+    (a_h, a_c), = DSF().feedbacks(lstm)["0"]
+    np.testing.assert_allclose(a_h, [0.0, 0.2, 0.4], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(a_c, [0.6, 0.8, 1.0], rtol=0, atol=1e-15)
+    # the old choice stays an option: entries drawn in [r_min, r_max]
+    (u,), = DSF(feedback="uniform", r_min=0.1, r_max=0.3, seed=4).feedbacks(gru)["0"][:1]
+    assert u.shape == (5,) and (u >= 0.1).all() and (u <= 0.3).all() and np.ptp(u) > 0
+    (same,), = DSF(feedback="uniform", r_min=0.1, r_max=0.3, seed=4).feedbacks(gru)["0"][:1]
+    (other,), = DSF(feedback="uniform", r_min=0.1, r_max=0.3, seed=5).feedbacks(gru)["0"][:1]
+    np.testing.assert_array_equal(same, u)                # seeded: the same seed, the same A
+    assert not np.allclose(other, u)
+
+
+def test_dsf_through_a_skip_connection_is_bptt_when_a_is_the_jacobian():
+    """y = layer(x) + x (the authors' models): the skip adds dy to the layer's input cotangent."""
+    rng = np.random.default_rng(6)
+    a = rng.uniform(-0.9, 0.9, (1, 3))
+    rnn = DiagonalLinearRNN(3, 3, rng=rng, dtype=np.float64)
+    rnn.params["weight_hh"][...] = np.diag(a[0])
+    model = Sequential(Linear(2, 3, rng=rng, dtype=np.float64), Residual(rnn),
+                       Linear(3, 4, rng=rng, dtype=np.float64))
+    x, y = rng.standard_normal((2, 7, 2)), rng.integers(0, 4, (2, 7))
+    exact, _ = Backprop().grads(model, x, y)
+    got, _ = DSF(feedback={"1": a}).grads(model, x, y)
+    assert set(got) == set(exact)
+    for k in exact:
+        np.testing.assert_allclose(got[k], exact[k], rtol=1e-10, atol=1e-12, err_msg=k)
+    cut, _ = DSF(feedback={"1": 0 * a}).grads(model, x, y)
+    assert not np.allclose(cut["0.weight"], exact["0.weight"])
+    # a projection as the shortcut (CharLM(skip=True) with embed != hidden)
+    rnn2 = DiagonalLinearRNN(2, 3, rng=rng, dtype=np.float64)
+    rnn2.params["weight_hh"][...] = np.diag(a[0])
+    proj = Sequential(Residual(rnn2, Linear(2, 3, rng=rng, dtype=np.float64)),
+                      Linear(3, 4, rng=rng, dtype=np.float64))
+    exact, _ = Backprop().grads(proj, x, y)
+    got, _ = DSF(feedback={"0": a}).grads(proj, x, y)
+    assert set(got) == set(exact) and "0.shortcut.weight" in got
+    for k in exact:
+        np.testing.assert_allclose(got[k], exact[k], rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+def test_gru_fused_gate_backward_matches_the_formulas():
+    from nograd.layers.recurrent_stack import gru_gates_back
+
+    rng = np.random.default_rng(8)
+    R, H = 11, 4
+    dh, h, r, z, n = (rng.standard_normal((R, H)) for _ in range(5))
+    hpn = rng.standard_normal((R, H))                         # the candidate third of H_p
+    dxp, dnr = gru_gates_back(dh, h, hpn, r, z, n)
+    dan = dh * (1 - z) * (1 - n ** 2)                         # written out: GRU, PyTorch's gates
+    want = np.concatenate([dan * hpn * r * (1 - r), dh * (h - n) * z * (1 - z), dan], 1)
+    np.testing.assert_allclose(dxp, want, rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(dnr, dan * r, rtol=1e-14, atol=1e-15)
+    d32, _ = gru_gates_back(*(v.astype(np.float32) for v in (dh, h, hpn, r, z, n)))
+    assert d32.dtype == np.float32
+    np.testing.assert_allclose(d32, want, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_gru_path_equals_the_generic_cell_backward(monkeypatch):
+    """The GRU's fused path (fused kernel, split W_hh GEMMs) against GRU._cell_back over the
+    stacked rows, in a bidirectional two-layer stack with the ramp feedback."""
+    from nograd.layers.recurrent import GRU as GRUClass
+
+    rng = np.random.default_rng(10)
+    model = Sequential(GRU(3, 4, num_layers=2, bidirectional=True, rng=rng, dtype=np.float64),
+                       Linear(8, 5, rng=rng, dtype=np.float64))
+    x, y = rng.standard_normal((3, 7, 3)), rng.integers(0, 5, (3, 7))
+    fused, _ = DSF().grads(model, x, y)
+    monkeypatch.setattr(GRUClass, "_fused_local", None)
+    generic, _ = DSF().grads(model, x, y)
+    assert set(fused) == set(generic) == set(model.params)
+    for k in fused:
+        np.testing.assert_allclose(fused[k], generic[k], rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+def test_backward_local_is_the_same_in_chunks_of_steps(monkeypatch):
+    """All steps at once, or in chunks of two steps: the same gradients."""
+    from nograd.layers import recurrent_stack
+
+    rng = np.random.default_rng(9)
+    gru = GRU(3, 4, rng=rng, dtype=np.float64)
+    x, dy = rng.standard_normal((2, 9, 3)), rng.standard_normal((2, 9, 4))
+    _, cache = gru.forward(x)
+
+    def c(k, e, cell):                                   # a DSF carry: the ramp from 0 to 1
+        return (feedback_scan(e, np.linspace(0, 1, 4)),)
+    dx, g = gru.backward_local(cache, dy, c)
+    monkeypatch.setattr(recurrent_stack._local_pass, "__defaults__", (4,))    # 2 steps a chunk
+    dx2, g2 = gru.backward_local(cache, dy, c)
+    np.testing.assert_allclose(dx2, dx, rtol=1e-12, atol=1e-14)
+    for k in g:
+        np.testing.assert_allclose(g2[k], g[k], rtol=1e-12, atol=1e-14, err_msg=k)
 
 
 # --------------------------------------------------------------------------- training
@@ -200,6 +304,7 @@ def test_charlm_generate_continues_the_state():
     ({"method": "cumsum"}, "method"),
     ({"feedback": "learned"}, "feedback"),
     ({"feedback": 1.5}, "feedback"),
+    ({"feedback": -0.1}, "feedback"),
     ({"feedback": [0.5]}, "feedback"),
     ({"feedback": {"0": np.array([np.nan])}}, r"feedback\['0'\]"),
     ({"r_min": 0.9, "r_max": 0.5}, "r_min"),
@@ -231,7 +336,13 @@ def test_models_the_rules_cannot_train_are_refused_by_name(name):
     with pytest.raises(ValueError, match=rf"{who}.*no recurrent layer"):
         rule.check_model(Sequential(Flatten(), Linear(4, 2, rng=rng)))
     with pytest.raises(ValueError, match=rf"{who}.*GRU.*inside a Residual"):
-        rule.check_model(Sequential(Residual(GRU(4, 4, rng=rng)), Linear(4, 2, rng=rng)))
+        rule.check_model(Sequential(Residual(Sequential(GRU(4, 4, rng=rng), Linear(4, 4, rng=rng))),
+                                    Linear(4, 2, rng=rng)))
+    with pytest.raises(ValueError, match=rf"{who}.*GRU.*inside a Residual"):
+        rule.check_model(Sequential(Residual(Linear(4, 4, rng=rng), GRU(4, 4, rng=rng)),
+                                    Linear(4, 2, rng=rng)))
+    for skip in (Residual(GRU(4, 4, rng=rng)), Residual(GRU(3, 4, rng=rng), Linear(3, 4, rng=rng))):
+        rule.check_model(Sequential(skip, Linear(4, 2, rng=rng)))      # skip connections: fine
     with pytest.raises(ValueError, match=rf"{who}.*HyperLSTM"):
         rule.check_model(Sequential(HyperLSTM(3, 4, hyper_size=4, embed_size=2, rng=0),
                                     Linear(4, 2, rng=rng)))
