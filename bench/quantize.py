@@ -2,7 +2,7 @@
 
     python bench/quantize.py --model {mlp,cnn,vit} [--data digits] [--bits 4,3,2]
         [--methods comq,gptq,rtn] [--granularity channel] [--calib 512] [--repeats 3]
-        [--model-file F] [--epochs E] [--seed 0] [--plot DIR] [--json]
+        [--model-file F] [--epochs E] [--seed 0] [--shrink L] [--threads T] [--plot DIR] [--json]
 
 Trains the float model by backprop with Adam (or loads ``--model-file``), then quantizes every
 Linear and Conv2d with each method × bit width (:func:`nograd.compress.quantize`), calibrated on
@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import scipy.linalg.lapack  # noqa: E402,F401  (loaded before the thread setting, which then covers its BLAS: GPTQ's LAPACK)
 import nograd  # noqa: E402
 from nograd.cli.quantize import calibration, file_sizes, train_float  # noqa: E402
 from nograd.compress.comq import comq  # noqa: E402
@@ -89,6 +90,8 @@ def main(argv=None):
     p.add_argument("--methods", type=_list(str, ("comq", "gptq", "rtn")), default=["comq", "gptq", "rtn"])
     p.add_argument("--granularity", choices=("channel", "layer"), default="channel")
     p.add_argument("--sweeps", type=int, default=4)
+    p.add_argument("--shrink", type=float, default=1.0, help="COMQ's initial-grid shrink factor "
+                   "(default 1: the grid of GPTQ and RTN; the authors' 2-bit command uses 0.65)")
     p.add_argument("--calib", type=int, default=512, help="calibration samples (training split)")
     p.add_argument("--epochs", type=int, help="training epochs (default per model)")
     p.add_argument("--repeats", type=int, default=3, help="timing runs per method (minimum kept)")
@@ -120,7 +123,7 @@ def main(argv=None):
         for _ in range(max(1, args.repeats)):
             for method in args.methods:
                 q, report = quantize(model, calib, method=method, bits=bits, granularity=args.granularity,
-                                     sweeps=args.sweeps, rng=args.seed)
+                                     sweeps=args.sweeps, shrink=args.shrink, rng=args.seed)
                 if report["seconds"] < best.get(method, (np.inf,))[0]:
                     best[method] = (report["seconds"], report["calib_seconds"], q)
                 reports[method] = report
@@ -137,6 +140,7 @@ def main(argv=None):
                   f"{seconds:>9.3f}{calib_s:>9.3f}{qb / 1000:>9.1f}{fb / 1000:>9.1f}")
     summary = {"model": args.model, "data": ds.name, "float_accuracy": float_acc,
                "calib_samples": int(len(calib)), "seed": args.seed, "threads": threads_line(),
+               "shrink": args.shrink,
                "results": results}
     if args.plot:
         print("figure:", plot(results, float_acc, args.model, args.plot))

@@ -141,7 +141,7 @@ def _check_calib(model, calib_x):
 
 
 def quantize(model, calib_x, *, method: str = "comq", bits: int = 4, granularity: str = "channel",
-             sweeps: int = 4, order: str = "greedy", layers=None, calib_size=None,
+             sweeps: int = 4, order: str = "greedy", shrink: float = 1.0, layers=None, calib_size=None,
              batch_size: int = 256, rng=None, damp: float = 0.01, block: int = 128,
              engine: str = "auto", progress=False):
     r"""Quantize the weights of ``model`` to ``bits`` bits; returns ``(quantized_copy, report)``.
@@ -155,8 +155,10 @@ def quantize(model, calib_x, *, method: str = "comq", bits: int = 4, granularity
         ``"gptq"`` (:func:`~nograd.compress.gptq.gptq`, Frantar et al. 2023, Algorithm 1) or
         ``"rtn"`` (round to nearest, :func:`~nograd.compress.rtn.rtn`).
     bits : 2 … 8; granularity : ``"channel"`` (a scale per output channel) or ``"layer"``.
-    sweeps, order, engine : COMQ's passes over the codes, update order (``"greedy"`` by
-        :math:`|w_i|\,\|x_i\|`, or ``"cyclic"``) and kernel (see :func:`~nograd.compress.comq.comq`).
+    sweeps, order, shrink, engine : COMQ's passes over the codes, update order (``"greedy"`` by
+        :math:`|w_i|\,\|x_i\|`, or ``"cyclic"``), initial-grid shrink factor (1: the min–max
+        grid of GPTQ and RTN; the authors' 2-bit command uses 0.65) and kernel (see
+        :func:`~nograd.compress.comq.comq`).
     damp, block : GPTQ's dampening (fraction of the mean Hessian diagonal) and lazy-batch width.
     layers : dotted names of the leaves to quantize (default: :func:`quantizable_layers`); a name
         of another kind of layer raises ``ValueError``.
@@ -183,6 +185,8 @@ def quantize(model, calib_x, *, method: str = "comq", bits: int = 4, granularity
     sweeps = check_int(sweeps, "sweeps", low=1)
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    if not (isinstance(shrink, (int, float)) and 0 < shrink <= 1):
+        raise ValueError(f"shrink must be a number in (0, 1], got {shrink!r}")
     batch_size = check_int(batch_size, "batch_size", low=1)
     _check_calib(model, calib_x)
     if calib_size is not None:
@@ -210,7 +214,8 @@ def quantize(model, calib_x, *, method: str = "comq", bits: int = 4, granularity
         t1 = time.perf_counter()
         W = layer.params["weight"].reshape(layer.params["weight"].shape[0], -1).astype(np.float64)
         if method == "comq":
-            codes, scale, offset = comq(W, G, bits, granularity, sweeps=sweeps, order=order, engine=engine)
+            codes, scale, offset = comq(W, G, bits, granularity, sweeps=sweeps, order=order,
+                                        shrink=shrink, engine=engine)
         elif method == "gptq":
             codes, scale, offset = gptq(W, G, bits, granularity, block=block, damp=damp)
         else:

@@ -23,12 +23,20 @@ METHODS = {"rtn": lambda W, G, b, g: rtn(W, b, g), "gptq": lambda W, G, b, g: gp
 
 
 def _problem(seed, n=6, d=9, m=40, correlated=True):
+    """A layer ``W (n, d)``, its inputs ``X (m, d)`` and ``G = XᵀX`` with entries rounded to float32
+    values: COMQ's steps read G in float32 (nograd.compress.comq's docstring), so on such a G
+    every method and every written-out formula here sees the same matrix, exactly."""
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((m, d))
     if correlated:
         X = X @ rng.standard_normal((d, d))
     W = rng.standard_normal((n, d)) * rng.uniform(0.2, 2.0, (n, 1))
-    return W, X.T @ X, X
+    return W, (X.T @ X).astype(np.float32).astype(np.float64), X
+
+
+def _error(W, Q, G):
+    """Σ_j (w_j − q_j)ᵀ G (w_j − q_j), written out row by row."""
+    return sum(float((w - q) @ G @ (w - q)) for w, q in zip(W, Q))
 
 
 # ------------------------------------------------------------------------------ COMQ, the paper
@@ -107,9 +115,103 @@ def test_sweep_keeps_the_residual_up_to_date():
     scale, offset = minmax_grid(W, 3)
     Q, Z, U = W.copy(), np.zeros_like(W), np.zeros_like(W)
     lo = offset.astype(float)
-    sweep_numpy(U, Q, Z, G, scale, lo, lo + 7, update_order(W, G))
+    moved = sweep_numpy(U, Q, Z, G, np.diag(G).copy(), scale, lo, lo + 7, update_order(W, G))
     np.testing.assert_allclose(U, (W - Q) @ G, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(Q, scale[:, None] * Z, rtol=1e-15)
+    assert moved == np.count_nonzero(Q != W)
+
+
+_ENGINES = ["numpy"] + (["numba"] if _kernel() is not None else [])
+
+
+@pytest.mark.parametrize("engine", _ENGINES)
+@pytest.mark.parametrize("bits", [2, 3])
+def test_every_step_is_the_brute_force_best_code_of_its_coordinate(engine, bits):
+    """One step of the sweep (the kernel, or its NumPy reference) against a search over every grid
+    value of the coordinate: the error it leaves is the least of all of them (to rounding)."""
+    W, G, _ = _problem(11, n=5, d=7)
+    n, d = W.shape
+    scale, offset = minmax_grid(W, bits)
+    lo = offset.astype(float)
+    hi = lo + (1 << bits) - 1
+    rng = np.random.default_rng(12)
+    sweep = _kernel() if engine == "numba" else sweep_numpy
+    G32 = G.astype(np.float32) if engine == "numba" else G
+    for _ in range(8):
+        Z = rng.integers(offset[:, None], offset[:, None] + (1 << bits), (n, d)).astype(float)
+        Q = scale[:, None] * Z
+        U = (W - Q) @ G
+        coord = rng.integers(0, d, (n, 1))              # one coordinate per row
+        before = Q.copy()
+        sweep(U, Q, Z, G32, np.diag(G).copy(), scale, lo, hi, coord)
+        for j in range(n):
+            i = coord[j, 0]
+            errors = []
+            for code in range(int(lo[j]), int(hi[j]) + 1):
+                trial = before[j].copy()
+                trial[i] = scale[j] * code
+                errors.append(_error(W[j:j + 1], trial[None], G))
+            got = _error(W[j:j + 1], Q[j:j + 1], G)
+            assert got <= min(errors) * (1 + 1e-12) + 1e-12
+            assert np.array_equal(np.delete(Q[j], i), np.delete(before[j], i))   # one coordinate only
+        np.testing.assert_allclose(U, (W - Q) @ G, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("granularity", ["channel", "layer"])
+def test_comq_equals_the_written_out_loop_dead_inputs_included(granularity):
+    """comq() against its loop written out with full products: sweep, then δ = zᵀGw / zᵀGz from
+    Z @ G, Q = δZ, U = (W − Q) G — on a layer with two dead inputs (comq() drops them from the
+    sweeps and gets Gz from the residual instead of a product: the same result)."""
+    W, _, X = _problem(15, n=5, d=10)
+    X[:, [1, 7]] = 0
+    G = (X.T @ X).astype(np.float32).astype(np.float64)
+    bits, sweeps = 3, 3
+    scale, offset = minmax_grid(W, bits, granularity)
+    scale = np.broadcast_to(scale, (5,)).astype(float).copy()
+    lo = np.broadcast_to(offset, (5,)).astype(float).copy()
+    Q, Z, U = W.copy(), np.zeros_like(W), np.zeros_like(W)
+    perm = update_order(W, G)
+    for _ in range(sweeps):
+        sweep_numpy(U, Q, Z, G, np.diag(G).copy(), scale, lo, lo + 7, perm)
+        num, den = np.sum((Z @ G) * W, axis=1), np.sum((Z @ G) * Z, axis=1)
+        scale = num / den if granularity == "channel" else np.full(5, num.sum() / den.sum())
+        Q = scale[:, None] * Z
+        U = (W - Q) @ G
+    for engine in _ENGINES:
+        codes, s, o = comq(W, G, bits, granularity, sweeps=sweeps, engine=engine)
+        assert np.array_equal(codes.astype(float) + lo[:, None], Z)
+        np.testing.assert_allclose(np.broadcast_to(s, (5,)), scale, rtol=1e-10)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_comq_started_from_gptq_never_raises_its_error(bits):
+    """COMQ's steps are exact minimisers, so started from GPTQ's codes (and GPTQ's scales) the error
+    cannot go up; and the scale update after the last sweep is its least-squares value."""
+    W, G, _ = _problem(13, n=8, d=12, m=60)
+    g = gptq(W, G, bits)
+    history = []
+    c = comq(W, G, bits, start=g, history=history)
+    assert np.array_equal(c[2], g[2])                      # same integer offsets
+    e_gptq, e_comq = recon_error(W, dequantize(*g), G), recon_error(W, dequantize(*c), G)
+    assert e_comq <= e_gptq * (1 + 1e-12)
+    assert np.all(np.diff([e_gptq] + history) <= 1e-12 * e_gptq)
+
+
+@pytest.mark.parametrize("bits,shrink", [(2, 0.65), (2, None), (3, 0.8), (4, None)])
+def test_initial_grid_is_the_shrunk_min_max_grid(bits, shrink):
+    """With G = I the first sweep is round-to-nearest on the initial grid: the levels
+    λ·δ₀·(o + c), δ₀ and o from the weights' range (the authors' ``scalar`` λ; 1 by default)."""
+    W = np.random.default_rng(14).standard_normal((3, 10))
+    lam = 1.0 if shrink is None else shrink
+    s0, o = minmax_grid(W, bits)
+    z = np.clip(np.rint(W / (lam * s0[:, None])), o[:, None], o[:, None] + (1 << bits) - 1)
+    expected = recon_error(W, lam * s0[:, None] * z, np.eye(10))
+    history = []
+    kw = {} if shrink is None else {"shrink": shrink}
+    comq(W, np.eye(10), bits, sweeps=1, history=history, **kw)
+    assert history[0] == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="shrink"):
+        comq(W, np.eye(10), bits, shrink=1.5)
 
 
 # ------------------------------------------------------------------------------ GPTQ
@@ -119,8 +221,12 @@ def _gptq_reference(W, G, bits, damp=0.01):
     the columns F not yet quantized, recomputed each time (Frantar et al. 2023, eq. 2-3)."""
     W = W.copy()
     n, d = W.shape
-    H = 2 * G + damp * np.mean(np.diag(2 * G)) * np.eye(d)
-    scale, offset = minmax_grid(W, bits)
+    scale, offset = minmax_grid(W, bits)     # the grid of the weights as given
+    H = 2 * G
+    dead = np.diag(H) <= 0                   # the authors' handling of an input that is always 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    H = H + damp * np.mean(np.diag(H)) * np.eye(d)
     Q = np.zeros_like(W)
     for j in range(d):
         z = np.clip(np.rint(W[:, j] / scale) - offset, 0, (1 << bits) - 1) + offset
@@ -132,8 +238,12 @@ def _gptq_reference(W, G, bits, damp=0.01):
 
 
 @pytest.mark.parametrize("block", [128, 3])
-def test_gptq_equals_the_written_out_reference(block):
-    W, G, _ = _problem(6, n=5, d=8)
+@pytest.mark.parametrize("dead", [False, True])
+def test_gptq_equals_the_written_out_reference(block, dead):
+    W, G, X = _problem(6, n=5, d=8)
+    if dead:                                  # inputs 2 and 5 always zero: G's rows and columns 0
+        X[:, [2, 5]] = 0
+        G = X.T @ X
     Q = dequantize(*gptq(W, G, 3, block=block))
     np.testing.assert_allclose(Q, _gptq_reference(W, G, 3), rtol=1e-9, atol=1e-12)
 
@@ -295,6 +405,8 @@ def test_bad_input_is_refused_with_a_clear_error():
         quantize(model, X, order="random")
     with pytest.raises(ValueError, match="sweeps"):
         quantize(model, X, sweeps=0)
+    with pytest.raises(ValueError, match="shrink"):
+        quantize(model, X, shrink=0)
     grouped = nograd.Sequential(Conv2d(2, 2, 3, groups=2, rng=0))
     with pytest.raises(ValueError, match="groups=2"):
         quantize(grouped, np.ones((2, 2, 5, 5), np.float32))
