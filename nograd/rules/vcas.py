@@ -199,6 +199,34 @@ class VCAS(Rule):
         """Measure :math:`V_s, V_{act}, V_{w,l}` on this batch (Algorithm 1), update ``s``,
         :math:`\\rho_l`, :math:`\\nu_l`; returns the exact gradient, the FLOPs done, the per-unit
         FLOPs (done over all the passes; exact and forward of one backward) and the record."""
+        exact, done, flops, record, (norms, w_var, sgd) = self.measure(model, kind, cache, dout, gen)
+        if record["sgd_var"] > 0:
+            self._update(norms, record["act_var"] > self.tau_act * record["sgd_var"], w_var, sgd)
+        record.update(s=self.s, act_ratio=dict(self.act_ratio),
+                      weight_ratio=dict(self.weight_ratio))
+        self.log.append(record)
+        return exact, done, flops, record
+
+    def measure(self, model, kind, cache, dout, gen):
+        r"""The measurement of Algorithm 1 on one batch at the current ratios; changes nothing.
+
+        ``cache``, ``dout``: the forward cache and output cotangent of a batch of ``N`` samples;
+        ``gen``: the Generator of the sampled passes. Returns ``(exact, done, flops, record,
+        (norms, w_var, sgd))``: the exact gradient (dotted name → array), the FLOPs done by all
+        the passes, the per-unit FLOPs, ``record`` with ``sgd_var`` :math:`V_s`, ``act_var``
+        :math:`V_{act}` and ``w_var`` :math:`\sum_l V_{w,l}(\nu_l)` (sums over the sampled dense
+        layers' weights), and what the update reads: the samplers' per-sample cotangent norms,
+        ``w_var[l](nu)`` (layer ``l``'s closed form) and ``sgd[l]`` (its :math:`V_{s,l}`).
+
+        :math:`V_s` is the variance of the batch gradient, estimated from the mean-loss gradients
+        :math:`\hat g_i` of ``m`` parts of the batch as :math:`\sum_i \lVert\hat g_i - \bar g
+        \rVert^2 / ((m-1)\,m)`; :math:`V_{act}` is the mean of :math:`\lVert g_{act} - g\rVert^2`
+        over ``m`` activation-sampled passes and :math:`V_{w,l}` the mean over the same passes of
+        :math:`\sum_t (1/p_t - 1)\lVert\bar y_t\rVert^2\lVert x_t\rVert^2`, the variance that
+        leverage sampling adds given the activation sampling. The variance a VCAS gradient adds
+        to the exact one is then :math:`V_{act} + \sum_l V_{w,l}` (the weight sampling is unbiased
+        given the activation sampling, so the two add).
+        """
         n, m = dout.shape[0], self.m
         parts = np.array_split(np.arange(n), m)
         done, flops, norms, part_grads, exact_scores = 0.0, {}, {}, [], {}
@@ -224,7 +252,7 @@ class VCAS(Rule):
             sgd[name] = sum(float(np.sum((s - mean) ** 2)) for s in scaled) / (m - 1) / m
         # without activation sampling the sampled pass is the exact one: V_act = 0, and the
         # leverage scores are those of the exact passes (per-row, so the parts join up)
-        runs = m if any(int(n * r) < n for r in self.act_ratio.values()) else 0
+        runs = m if any(r < 1 for r in self.act_ratio.values()) else 0
         act_var = 0.0
         scores = {name: [] for name in keys} if runs else \
             {name: [np.concatenate(v)] for name, v in exact_scores.items()}
@@ -240,16 +268,10 @@ class VCAS(Rule):
         # V_w,l(ν): the mean over the passes of the closed form
         w_var = {name: (lambda nu, a=a: sum(score_variance(s, nu) for s in a) / max(len(a), 1))
                  for name, a in scores.items()}
-        v_s = sum(sgd.values())
-        record = {"step": self.steps, "sgd_var": v_s, "act_var": act_var,
+        record = {"step": self.steps, "sgd_var": sum(sgd.values()), "act_var": act_var,
                   "w_var": sum(f(self.weight_ratio[name]) for name, f in w_var.items()),
                   "s_before": self.s}
-        if v_s > 0:
-            self._update(norms, act_var > self.tau_act * v_s, w_var, sgd)
-        record.update(s=self.s, act_ratio=dict(self.act_ratio),
-                      weight_ratio=dict(self.weight_ratio))
-        self.log.append(record)
-        return exact, done, flops, record
+        return exact, done, flops, record, (norms, w_var, sgd)
 
     @staticmethod
     def _merge(into, flops, exact_too=False):
@@ -272,7 +294,10 @@ class VCAS(Rule):
             new[name] = low                                  # non-decreasing towards the output
         d = self.sched_decay
         for name in names:
-            self.act_ratio[name] = d * self.act_ratio[name] + (1 - d) * new[name]
+            rho = d * self.act_ratio[name] + (1 - d) * new[name]
+            # the EMA approaches 1 but never reaches it; within 1e-6 of 1 it is 1 (no sampler,
+            # no sampled measurement passes)
+            self.act_ratio[name] = 1.0 if rho > 1 - 1e-6 else rho
         b = self.nu_mul
         for name, var in w_var.items():
             nu, target = self.weight_ratio[name], self.tau_w * sgd[name]

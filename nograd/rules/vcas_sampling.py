@@ -30,9 +30,11 @@ __all__ = ["water_fill", "keep_mask", "top_sum_fraction", "row_norms", "leverage
            "score_variance"]
 
 
-def water_fill(scores, k: int) -> np.ndarray:
-    r"""Keep probabilities ``p (n,)`` for nonnegative ``scores (n,)`` and a budget ``k`` (an int
-    ``>= 1``): :math:`p_i = \min(1, c\,a_i)` with :math:`\sum_i p_i = \min(k, \#\{a_i>0\})`.
+def water_fill(scores, k) -> np.ndarray:
+    r"""Keep probabilities ``p (n,)`` for nonnegative ``scores (n,)`` and a budget ``k > 0``, the
+    expected number kept (a real number: the activation sampler's budget is :math:`N\rho_l`
+    itself, not rounded down): :math:`p_i = \min(1, c\,a_i)` with
+    :math:`\sum_i p_i = \min(k, \#\{a_i>0\})`.
 
     Sorting the scores in decreasing order :math:`a_{(1)} \ge a_{(2)} \ge \dots`, the first ``m``
     are capped at 1 where ``m`` is the least index with
@@ -44,16 +46,18 @@ def water_fill(scores, k: int) -> np.ndarray:
         raise ValueError(f"scores must be one-dimensional, got shape {a.shape}")
     if not np.isfinite(a).all() or (a < 0).any():
         raise ValueError("scores must be finite and nonnegative")
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
-    k = int(k)
+    if isinstance(k, bool) or not isinstance(k, (int, float, np.integer, np.floating)) \
+            or not (np.isfinite(k) and k > 0):
+        raise ValueError(f"k must be a positive number, got {k!r}")
+    k = float(k)
     positive = a > 0
     if k >= int(positive.sum()):
         return positive.astype(np.float64)
     s = np.sort(a)[::-1]
     tail = np.cumsum(s[::-1])[::-1]                  # tail[m] = sum of s[m:]
-    m_range = np.arange(k)
-    ok = (k - m_range) * s[:k] <= tail[:k]           # true at m = k - 1 at the latest
+    top = int(np.ceil(k))                            # at most ceil(k) - 1 scores are capped
+    m_range = np.arange(top)
+    ok = (k - m_range) * s[:top] <= tail[:top]       # true at m = ceil(k) - 1 at the latest
     m = int(np.argmax(ok))
     c = (k - m) / tail[m]
     return np.minimum(1.0, c * a)

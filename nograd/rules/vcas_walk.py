@@ -7,11 +7,11 @@ A :class:`Pass` runs the chain rule from the loss down, as the model's own ``bac
   (a transformer block of ``gpt``/``vit``; a layer with parameters below the output layer of a
   ``Sequential``) the cotangent of the block's output is thinned: sample ``n`` is kept with the
   water-filled probability :math:`p_n \propto \lVert \bar z_n\rVert` for the budget
-  :math:`\lfloor\rho_l N\rfloor` and reweighted by :math:`1/p_n`. Every block below then runs on the
-  kept samples only — their cache rows are gathered and the smaller products are done — because a
-  dropped sample's cotangent is zero from there down (per-sample layers; VCAS refuses batch
-  statistics). As in the reference code, a sampler resamples only where its ratio is below the one
-  above it;
+  :math:`\rho_l N` (the expected number kept, a real number: not rounded down) and reweighted by
+  :math:`1/p_n`. Every block below then runs on the kept samples only — their cache rows are
+  gathered and the smaller products are done — because a dropped sample's cotangent is zero
+  from there down (per-sample layers; VCAS refuses batch statistics). As in the reference code,
+  a sampler resamples only where its ratio is below the one above it;
 - **weight sampling (token dimension)**: a dense layer inside a block computes
   :math:`\bar x = \bar y W` on all its (kept) rows, but its weight gradient from the rows picked by
   leverage scores :math:`\lVert \bar y_t\rVert\lVert x_t\rVert` at ratio :math:`\nu_l`
@@ -164,7 +164,7 @@ class Pass:
         rho = self.act_ratio[name]
         if upper is not None and rho >= self.act_ratio[upper]:
             return dy
-        k = max(1, int(self.n * rho))
+        k = max(1.0, self.n * rho)          # the expected number kept; not rounded down (#23)
         if k >= len(dy):
             return dy
         norms = row_norms(dy)
