@@ -3,7 +3,7 @@ lower bound of the same step, plus batch-1 timing, a per-layer breakdown and Num
 
     python bench/cnn_step.py [--model cnn|resnet] [--algorithm auto|im2col|winograd] [--threads N]
                              [--no-fuse] [--no-retain-memory] [--steps 30] [--repeats 3] [--batch 64]
-                             [--json]
+                             [--shards K] [--json]
 
 The CNN (``--model cnn``, default): input 3×32×32, conv3×3(3→32, pad 1) + ReLU + maxpool 2,
 conv3×3(32→64, pad 1) + ReLU + maxpool 2, flatten, linear 4096→10, softmax cross-entropy, SGD;
@@ -27,6 +27,13 @@ builds the plain :class:`nograd.Sequential` (the step before the fusion). The pe
 times each fused run as one row. The process keeps freed memory for reuse
 (:func:`nograd.malloc.retain_freed_memory`, as ``bench/gpt_step.py`` does) unless
 ``--no-retain-memory``; it applies to both contenders.
+
+``--shards K`` runs nograd's step data-parallel over threads (:class:`nograd.parallel.ShardedStep`):
+the batch is split into K shards whose forward, loss and backward run in K Python threads with BLAS
+held at one thread during that part of the step (restored for the optimizer update); the gradients
+are combined into the whole batch's. PyTorch and the GEMM bound keep the process's thread settings.
+Batch 1 has one shard. The per-layer breakdown is always the serial step's. The JSON records
+``shards`` (null without the option) and ``nograd_blas_threads_in_step``.
 """
 from __future__ import annotations
 
@@ -98,10 +105,19 @@ def gemm_shapes(model, batch):
     return shapes + [((batch, 64), (64, 10)), ((10, batch), (batch, 64)), ((batch, 10), (10, 64))]
 
 
-def make_nograd(seed, model="cnn", algorithm="auto", fuse=True):
+def make_nograd(seed, model="cnn", algorithm="auto", fuse=True, shards=None):
     build = reference_cnn if model == "cnn" else reference_resnet
     net = build(np.random.default_rng(seed), algorithm, fuse)
     opt = nograd.SGD(net.params, lr=0.01)
+    if shards is not None:                 # forward/loss/backward over `shards` threads, BLAS at 1
+        from nograd.parallel import ShardedStep
+
+        sharded = ShardedStep(net, "cross-entropy", shards=shards)
+
+        def step(x, y):
+            _, grads = sharded(x, y)
+            opt.step(grads)
+        return step, net
     rule = nograd.Backprop()
 
     def step(x, y):
@@ -264,9 +280,17 @@ def main(argv=None):
     ap.add_argument("--fusion-ab", type=int, default=0, metavar="N",
                     help="also time each conv/ReLU/pool run fused and plain, alternating, N times each "
                          "(reference CNN, main batch)")
+    ap.add_argument("--shards", type=int, default=None, metavar="K",
+                    help="nograd's step data-parallel over K threads, BLAS at 1 thread in it "
+                         "(nograd.parallel.ShardedStep); default: the serial step")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     fuse = not args.no_fuse
+    if args.shards is not None and args.shards < 1:
+        ap.error(f"--shards must be at least 1, got {args.shards}")
+    if args.shards is not None and args.model == "resnet":
+        ap.error("--shards: the resnet has batch norm, whose batch statistics a sharded step would "
+                 "change (nograd.parallel refuses it); use --model cnn")
     retained = setup_process(args, ap)   # memory kept for reuse, threads: the whole process
     compile_s = warm_s = None
     if not args.no_compile:
@@ -277,7 +301,7 @@ def main(argv=None):
     for batch in (args.batch, 1):
         x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
         y = rng.integers(0, 10, batch)
-        ng_step, net = make_nograd(args.seed, args.model, args.algorithm, fuse)
+        ng_step, net = make_nograd(args.seed, args.model, args.algorithm, fuse, args.shards)
         steps = {"nograd": ng_step, "gemm_bound": make_gemm_bound(args.seed, batch, args.model)}
         torch_step, torch_info = make_torch(args.seed, args.model)
         if torch_step is not None:
@@ -324,6 +348,7 @@ def main(argv=None):
             {"run": i, "fused_forward": round(a[0], 3), "plain_forward": round(a[1], 3),
              "fused_backward": round(a[2], 3), "plain_backward": round(a[3], 3)} for i, a in enumerate(ab)],
         "torch": torch_info, "threads": threads, "load_average": load,
+        "shards": args.shards, "nograd_blas_threads_in_step": 1 if args.shards else threads["blas"],
     }
     print(f"reference {args.model} step, float32, Conv2d algorithm={args.algorithm}, "
           f"{'fused' if fuse else 'unfused'} conv/ReLU/pool, median of {res['steps']} steps")
@@ -342,6 +367,9 @@ def main(argv=None):
             print(f"  run {i}: forward {ff:7.2f} vs {pf:7.2f}   backward {fb:7.2f} vs {pb:7.2f}")
     if compile_s is not None:
         print(f"Numba compile (empty cache): {compile_s:.2f} s; second process, warm cache: {warm_s:.3f} s")
+    if args.shards:
+        print(f"nograd step sharded over {args.shards} threads (nograd.parallel.ShardedStep), BLAS at 1 "
+              f"thread inside it; PyTorch and the GEMM bound at the thread settings below")
     print(f"threads: BLAS {threads['blas']} (OPENBLAS_NUM_THREADS={threads['OPENBLAS_NUM_THREADS']}), "
           f"{torch_info or 'no torch'}; load average {load}; freed memory "
           f"{'retained' if retained else 'returned (glibc defaults)'}")

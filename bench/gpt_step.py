@@ -2,7 +2,7 @@
 and the NumPy GEMM lower bound, plus sampling speed with and without the key/value cache.
 
     python bench/gpt_step.py [--repeats 30] [--batch 12] [--block 64] [--layers 4] [--embd 128]
-                             [--heads 4] [--vocab 65] [--seed 0] [--json]
+                             [--heads 4] [--vocab 65] [--seed 0] [--shards K] [--json]
 
 The model is :class:`nograd.models.gpt.GPT` (pre-norm blocks, LayerNorm and Linear without bias,
 causal attention, exact GELU, tied head; Radford et al. 2019 §2.3 as in Karpathy's nanoGPT). A step
@@ -18,6 +18,12 @@ Step figures are medians over ``--repeats`` steps after warm-up, each contender 
 block (interleaving steps lets torch's OpenMP threads and OpenBLAS's fight over the cores).
 Generation draws from a 1-token prompt, batch 1: ``block - 1`` new tokens (the window fills up) and ``--gen-long`` new
 tokens (the window slides). The last line with ``--json`` is one JSON object of the figures.
+
+``--shards K`` runs nograd's forward, loss and backward data-parallel over K threads
+(:class:`nograd.parallel.ShardedStep`: the batch split into K shards of sequences, BLAS held at one
+thread during that part, the shards' gradients combined into the whole batch's); AdamW then runs
+as before. PyTorch and the GEMM bound keep the process's thread settings. The JSON records
+``shards`` (null without the option) and ``nograd_blas_threads_in_step``.
 """
 from __future__ import annotations
 
@@ -47,6 +53,16 @@ def make_nograd(args):
                 rng=np.random.default_rng(args.seed), dtype=np.float32)
     init = {k: v.copy() for k, v in model.params.items()}
     opt = nograd.AdamW(model.params, **OPT, clip_norm=1.0)
+    if args.shards is not None:       # forward/loss/backward over `shards` threads, BLAS at 1
+        from nograd.parallel import ShardedStep
+
+        sharded = ShardedStep(model, "cross-entropy", shards=args.shards)
+
+        def sharded_step(idx, y):
+            loss, grads = sharded(idx, y)
+            opt.step(grads)
+            return loss
+        return model, init, sharded_step
 
     def step(idx, y):
         logits, cache = model.forward(idx, train=True)
@@ -146,8 +162,13 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-retain-memory", action="store_true",
                     help="leave glibc's malloc thresholds alone (default: nograd.malloc.retain_freed_memory)")
+    ap.add_argument("--shards", type=int, default=None, metavar="K",
+                    help="nograd's forward/backward data-parallel over K threads, BLAS at 1 thread in "
+                         "it (nograd.parallel.ShardedStep); default: the serial step")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = ap.parse_args(argv)
+    if args.shards is not None and args.shards < 1:
+        ap.error(f"--shards must be at least 1, got {args.shards}")
     retained = False
     if not args.no_retain_memory:            # for the whole process: both contenders run under it
         from nograd.malloc import retain_freed_memory
@@ -200,12 +221,17 @@ def main(argv=None):
         "gen_slide_tokens_per_s_cache": round(gen["slide_cache"], 1),
         "gen_slide_tokens_per_s_nocache": round(gen["slide_nocache"], 1),
         "threads": thread_settings(torch_info), "numpy": np.__version__, "retain_memory": retained,
+        "shards": args.shards, "load_average": [round(v, 2) for v in os.getloadavg()],
     }
+    res["nograd_blas_threads_in_step"] = 1 if args.shards else res["threads"]["blas"]
     print(f"GPT V={args.vocab} L={args.layers} H={args.heads} E={args.embd} T={args.block} B={args.batch}, "
           f"float32, median of {args.repeats} steps (forward, loss, backward, AdamW)")
     th = res["threads"]
     print(f"threads: BLAS {th['blas']}, env {th['env']}, {torch_info or 'torch not installed'}; "
           f"freed memory {'retained' if retained else 'returned (glibc defaults)'}")
+    if args.shards:
+        print(f"nograd forward/backward sharded over {args.shards} threads (nograd.parallel.ShardedStep), "
+              f"BLAS at 1 thread inside it; load average {res['load_average']}")
     if check is not None:
         print(f"first loss: nograd {check['nograd']:.6f}  torch {check['torch']:.6f}  "
               f"|diff| {check['abs_diff']:.2e}  {'OK' if check['ok'] else 'MISMATCH'} (tolerance 1e-4)")

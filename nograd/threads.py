@@ -26,7 +26,7 @@ import contextlib
 
 from .core.checks import check_int
 
-__all__ = ["blas_libraries", "set_blas_threads", "blas_threads", "auto_threads", "usable_cores",
+__all__ = ["blas_libraries", "set_blas_threads", "restore_blas_threads", "blas_threads", "auto_threads", "usable_cores",
            "LARGE_STEP_FLOPS"]
 
 #: one training step (forward + backward of a batch) above this many FLOPs gets every usable core
@@ -114,7 +114,8 @@ def set_blas_threads(n: int):
     return ("ctypes", before)
 
 
-def _restore(previous):
+def restore_blas_threads(previous):
+    """Undo a :func:`set_blas_threads`: ``previous`` is the value it returned (None: nothing to do)."""
     if previous is None:
         return
     kind, state = previous
@@ -133,7 +134,7 @@ def blas_threads(n: int):
     try:
         yield
     finally:
-        _restore(previous)
+        restore_blas_threads(previous)
 
 
 def usable_cores() -> int:

@@ -266,3 +266,33 @@ def test_rules_with_their_own_arrays_or_hooks_train_from_the_command_line(rule, 
     assert main(["train", "--rule", rule, "--epochs", "1", "--no-memory", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["rule"] == rule and math.isfinite(out["test_loss"])
+
+
+def test_train_shards_runs_backprop_sharded_and_refuses_what_it_cannot(capsys, monkeypatch):
+    """``--shards K``: backprop's step split over K threads (nograd.parallel.ShardedStep). The
+    gradient equals the serial one up to float32 rounding, so the run learns as the serial one does:
+    on the digits MLP the test accuracies of the two runs agree to within 2 images in 449."""
+    import nograd.parallel as parallel
+
+    calls, grads = [], parallel.ShardedStep.grads
+    monkeypatch.setattr(parallel.ShardedStep, "grads",
+                        lambda self, *a, **k: (calls.append(self.shards), grads(self, *a, **k))[1])
+    base = ["train", "--data", "digits", "--epochs", "8", "--json", "--no-memory"]
+    code, out, _ = run(base + ["--shards", "2"], capsys)
+    assert code == 0
+    sharded = json.loads(out)
+    assert len(calls) == 8 * -(-1348 // 64) and set(calls) == {2}   # every step of 8 epochs, 2 shards
+    calls.clear()
+    code, out, _ = run(base, capsys)
+    serial = json.loads(out)
+    assert sharded["shards"] == 2 and "shards" not in serial and not calls
+    assert sharded["test_accuracy"] >= 0.9
+    assert abs(sharded["test_accuracy"] - serial["test_accuracy"]) <= 2 / 449 + 1e-9
+    code, _, err = run(base + ["--shards", "2", "--rule", "dfa"], capsys)
+    assert code == 2 and "--shards" in err and "dfa" in err
+    code, _, err = run(["train", "--data", "shakespeare", "--model", "gpt", "--iters", "1",
+                        "--shards", "2"], capsys)
+    assert code == 2 and "--shards" in err and "language-model" in err
+    with pytest.raises(SystemExit) as e:                 # argparse's own error
+        main(base + ["--shards", "0"])
+    assert e.value.code == 2 and "--shards" in capsys.readouterr().err

@@ -41,7 +41,7 @@ def test_set_returns_a_record_that_restores(backend):
     try:
         assert prev is not None and _counts() == [1] * len(before)
     finally:
-        threads._restore(prev)
+        threads.restore_blas_threads(prev)
     assert _counts() == before
 
 

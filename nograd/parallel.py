@@ -1,0 +1,300 @@
+r"""Data parallelism over threads inside one process: one training step's forward, loss and backward
+run on ``k`` shards of the batch at once, one Python thread per shard, and the shards' gradients
+are combined into the gradient of the whole batch.
+
+Why threads work here: nograd's modules are functional (``forward`` returns ``(y, cache)``,
+``backward(cache, dy)`` returns ``(dx, grads)``; a training forward stores nothing on the module),
+and the heavy work of a step — NumPy's ufuncs and BLAS products, nograd's Numba kernels (compiled
+``nogil=True``) — runs with the GIL released, so the shards' arithmetic overlaps on the cores. BLAS
+is held at one thread while a sharded step runs (each core then owns one shard, instead of
+OpenBLAS's spinning workers competing with the shards; DESIGN.md §5) and restored afterwards.
+
+**The maths.** Let the batch have :math:`N` rows, split along axis 0 into shards
+:math:`S_1, \dots, S_k` of sizes :math:`n_i` (:math:`\sum_i n_i = N`, sizes differ by at most one).
+The losses nograd trains with are means over the rows (``ℓ_r`` the loss of row ``r``, itself a
+mean over the row's own elements or tokens, with the same count for every row):
+
+.. math::
+
+    L(θ) = \frac1N \sum_{r=1}^{N} ℓ_r(θ)
+         = \sum_{i=1}^{k} \frac{n_i}{N}\, L_i(θ), \qquad
+    L_i(θ) = \frac1{n_i} \sum_{r \in S_i} ℓ_r(θ),
+
+so by linearity :math:`∇_θ L = \sum_i \frac{n_i}{N} ∇_θ L_i`. Each shard runs the model's own
+``forward`` / loss / ``backward``; the loss's derivative :math:`∂L_i/∂\hat y_i` is scaled by
+:math:`w_i = n_i/N` before ``backward`` (so each shard returns :math:`w_i ∇_θ L_i`, in the
+parameters' dtype) and the shards' gradients are summed. In float64 the result equals the
+unsharded gradient up to rounding (the tests check ~1e-12); in float32 up to float32 rounding.
+
+This holds for losses that are plain means over rows. It does *not* hold when the denominator
+depends on the whole batch — ``class_weight`` or ``ignore_index`` of the cross-entropies (the mean
+is over the kept or weighted labels), ``kl_div(reduction="sum")`` — so those options are refused.
+A callable loss must be such a row mean too (``(pred, target) -> (value, dpred)``); that is the
+caller's promise.
+
+**What is refused.** Models whose training forward uses batch statistics (BatchNorm: each shard
+would normalise with its own mean and variance, a different function of the batch, and the
+threads would update the running averages concurrently) unless ``allow_batch_stats=True``, which
+accepts per-shard statistics (as data-parallel training without synchronised batch norm does) and
+the unsynchronised updates of the running averages. Every layer in nograd leaves its module
+untouched in a training forward except the batch norms (checked for this module by reading every
+``forward``; the GPT's key/value cache for :func:`~nograd.models.gpt.generate` lives in a dict the
+caller passes to ``decode``, not on the module).
+
+**Randomness.** With ``rng`` (dropout), each shard draws from its own generator spawned from
+``rng`` (:meth:`numpy.random.Generator.spawn`), so a seed fixes the step, but the dropout masks
+differ from an unsharded step's, whose gradient is then a different (equally valid) sample.
+
+Shapes: ``x`` ``(N, ...)`` and ``y`` ``(N, ...)`` — any arrays whose axis 0 is the batch (labels
+``(N,)``, one-hot ``(N, C)``, token targets ``(N, T)``); the gradients are keyed and shaped like
+``model.params``.
+
+>>> import numpy as np
+>>> import nograd
+>>> from nograd.parallel import ShardedStep
+>>> rng = np.random.default_rng(0)
+>>> net = nograd.Sequential(nograd.Linear(5, 8, rng=rng, dtype=np.float64), nograd.ReLU(),
+...                         nograd.Linear(8, 3, rng=rng, dtype=np.float64))
+>>> x, y = rng.standard_normal((9, 5)), rng.integers(0, 3, 9)
+>>> with ShardedStep(net, "cross-entropy", shards=2) as step:
+...     loss, grads = step(x, y)
+>>> serial, info = nograd.Backprop().grads(net, x, y)
+>>> bool(abs(loss - info["loss"]) < 1e-12)
+True
+>>> max(float(np.abs(grads[k] - serial[k]).max()) for k in serial) < 1e-12
+True
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .core.checks import as_rng, check_int
+from .core.losses import get_loss
+from .threads import restore_blas_threads, set_blas_threads, usable_cores
+
+__all__ = ["ShardedStep", "shard_sizes", "check_shardable", "check_loss_options"]
+
+#: loss options whose mean is not over rows (its denominator depends on the whole batch)
+_BATCH_WIDE_OPTIONS = ("class_weight", "ignore_index")
+#: buffers that a training forward updates from the batch (batch norm's running averages)
+_BATCH_STAT_BUFFERS = ("running_mean", "running_var")
+
+
+def shard_sizes(n: int, k: int) -> list[int]:
+    """Sizes of ``min(k, n)`` contiguous shards of ``n`` rows, as equal as possible (the first
+    ``n mod k`` get one more): ``shard_sizes(10, 3) == [4, 3, 3]``."""
+    n = check_int(n, "n", low=1)
+    k = min(check_int(k, "shards", low=1), n)
+    q, r = divmod(n, k)
+    return [q + 1] * r + [q] * (k - r)
+
+
+def check_shardable(model, *, allow_batch_stats: bool = False) -> None:
+    """Raise ``ValueError`` naming the module when ``model``'s training forward is not a function
+    of each row alone and free of writes to the module: batch statistics, unless
+    ``allow_batch_stats``. A module has batch statistics when it keeps running averages
+    (``running_mean``/``running_var`` buffers, as :class:`nograd.layers.BatchNorm1d` and
+    ``BatchNorm2d`` do), which its training forward updates from the batch."""
+    if not hasattr(model, "forward") or not hasattr(model, "backward"):
+        raise TypeError(f"model must be a nograd Module with forward and backward, got "
+                        f"{type(model).__name__}")
+    if allow_batch_stats:
+        return
+    modules = model.modules() if hasattr(model, "modules") else [("", model)]
+    for name, m in modules:
+        buffers = getattr(m, "_buffers", {}) or {}
+        if any(b in buffers for b in _BATCH_STAT_BUFFERS):
+            where = f"model.{name}" if name else "model"
+            raise ValueError(
+                f"model: {where} ({type(m).__name__}) normalises with batch statistics and updates "
+                f"its running averages in a training forward; sharding the batch changes the "
+                f"function (each shard's own statistics) and races on the running averages. Pass "
+                f"allow_batch_stats=True to accept per-shard statistics, or use a model without "
+                f"batch norm (LayerNorm/GroupNorm are per row)")
+
+
+def check_loss_options(loss_options: dict) -> None:
+    """Raise ``ValueError`` for loss options under which the loss is not a mean over rows (a
+    shard-size-weighted sum of the shards' losses is then not the batch's loss)."""
+    for opt in _BATCH_WIDE_OPTIONS:
+        if loss_options.get(opt) is not None:
+            raise ValueError(f"loss option {opt}={loss_options[opt]!r}: the loss is then a mean "
+                             f"over the kept/weighted labels of the whole batch, not over rows, "
+                             f"and a shard-size-weighted sum of shard losses is not its gradient")
+    if loss_options.get("reduction", "mean") == "sum":
+        raise ValueError("loss option reduction='sum': sharding combines row means; "
+                         "use 'mean' or 'batchmean'")
+
+
+class _BlasOne:
+    """BLAS at one thread for a block, restored after; threadpoolctl's controller is built once
+    (limiting through it costs microseconds, against ~0.5 ms for a fresh scan of the loaded
+    libraries), :func:`nograd.blas_threads` otherwise."""
+
+    def __init__(self):
+        self._controller = None              # built at the first step: the libraries loaded by then
+
+    def __call__(self):
+        """Limit BLAS to one thread; returns the function that restores the previous setting."""
+        if self._controller is None:
+            try:
+                import threadpoolctl
+
+                self._controller = threadpoolctl.ThreadpoolController()
+            except (ImportError, AttributeError):
+                self._controller = False
+        if self._controller:
+            return self._controller.limit(limits=1, user_api="blas").restore_original_limits
+        previous = set_blas_threads(1)
+        return lambda: restore_blas_threads(previous)
+
+
+class ShardedStep:
+    r"""One step's loss and gradient of ``model`` on a batch, the batch split into ``shards``
+    pieces that run forward, loss and backward in parallel threads (maths in :mod:`nograd.parallel`).
+
+    Parameters
+    ----------
+    model : a nograd Module (``forward(x, train=True, rng=...)``, ``backward(cache, dy)``).
+    loss : a loss name (``"cross-entropy"``, ``"mse"``, …) or a callable
+        ``(pred, target) -> (value, dpred)`` that is a mean over the rows of ``pred``.
+    shards : the number of threads (shards); ``None``: the usable cores
+        (:func:`nograd.threads.usable_cores`). A batch smaller than ``shards`` uses one shard per row.
+    allow_batch_stats : accept BatchNorm (each shard normalises with its own statistics; not the
+        unsharded gradient). Default: refuse with a ``ValueError``.
+    blas_one_thread : hold BLAS at one thread during a step and restore it after (default True).
+    **loss_options : passed to the loss (``label_smoothing=…``); ``class_weight`` and
+        ``ignore_index`` are refused (their mean is not over rows).
+
+    Calling the object, ``step(x, y, rng=None)``, returns ``(loss, grads)``: the batch-mean loss (a float) and
+    ``grads[name]`` shaped like ``model.params[name]``. :meth:`grads` returns
+    ``(grads, info)`` like :meth:`nograd.Backprop.grads`, with ``info["output"]`` the whole batch's
+    prediction. The worker threads live as long as the object: use it as a context manager or call
+    :meth:`close`. One step at a time: the object refuses a call while another is running.
+    """
+
+    def __init__(self, model, loss="cross-entropy", shards=None, *, allow_batch_stats=False,
+                 blas_one_thread=True, **loss_options):
+        check_shardable(model, allow_batch_stats=allow_batch_stats)
+        self.model = model
+        self.loss = get_loss(loss)
+        check_loss_options(loss_options)
+        self.loss_options = loss_options
+        self.shards = usable_cores() if shards is None else check_int(shards, "shards", low=1)
+        self.allow_batch_stats = bool(allow_batch_stats)
+        self.blas_one_thread = bool(blas_one_thread)
+        self._blas = _BlasOne() if blas_one_thread else None
+        self._pool = None
+        self._busy = threading.Lock()
+
+    # ------------------------------------------------------------------ life cycle
+    def _executor(self):
+        if self._pool is None and self.shards > 1:
+            self._pool = ThreadPoolExecutor(max_workers=self.shards - 1,
+                                            thread_name_prefix="nograd-shard")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker threads (a later call starts them again)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    def __getstate__(self):
+        """Copies and pickles leave the threads, the lock and the BLAS controller behind."""
+        state = self.__dict__.copy()
+        state.update(_pool=None, _busy=None, _blas=None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._busy = threading.Lock()
+        self._blas = _BlasOne() if self.blas_one_thread else None
+
+    def __repr__(self):
+        name = getattr(self.loss, "__name__", repr(self.loss))
+        return f"ShardedStep({type(self.model).__name__}, loss={name}, shards={self.shards})"
+
+    # ------------------------------------------------------------------ one step
+    def _check_batch(self, x, y):
+        for name, a in (("x", x), ("y", y)):
+            if not hasattr(a, "shape") or getattr(a, "ndim", 0) < 1:
+                raise ValueError(f"{name} must be an array with the batch on axis 0, got "
+                                 f"{type(a).__name__}" + (f" of shape {a.shape}" if hasattr(a, "shape") else ""))
+        if x.shape[0] == 0:
+            raise ValueError("x: the batch is empty (shape[0] == 0)")
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"y has {y.shape[0]} rows but x has {x.shape[0]}: the batch axis "
+                             f"(axis 0) must match")
+
+    def _one(self, x, y, w, rng):
+        """Forward, loss and backward of one shard; ``(w·loss, w·grads, output)``."""
+        out, cache = self.model.forward(x, train=True, rng=rng)
+        value, dout = self.loss(out, y, **self.loss_options)
+        dout = dout * np.asarray(w, dtype=dout.dtype)
+        _, grads = self.model.backward(cache, dout, need_dx=False)
+        return w * float(value), grads, out
+
+    def _run(self, x, y, rng):
+        self._check_batch(x, y)
+        sizes = shard_sizes(x.shape[0], self.shards)
+        n = x.shape[0]
+        bounds = np.cumsum([0] + sizes)
+        rngs = [None] * len(sizes) if rng is None else as_rng(rng).spawn(len(sizes))
+        jobs = [(x[a:b], y[a:b], s / n, r) for a, b, s, r in zip(bounds[:-1], bounds[1:], sizes, rngs)]
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("ShardedStep: a step is already running on this object; use one "
+                               "ShardedStep per concurrent caller")
+        try:
+            restore = self._blas() if self._blas is not None else None
+            try:
+                pool = self._executor() if len(jobs) > 1 else None
+                futures = [pool.submit(self._one, *job) for job in jobs[1:]] if pool else []
+                try:
+                    first = self._one(*jobs[0])             # shard 0 in the calling thread
+                except BaseException:
+                    for f in futures:                       # let the others finish first
+                        f.exception()
+                    raise
+                results = [first] + [f.result() for f in futures]
+            finally:
+                if restore is not None:
+                    restore()
+        finally:
+            self._busy.release()
+        return results
+
+    def _combine(self, results):
+        loss = sum(r[0] for r in results)
+        grads = {}
+        for name, g in results[0][1].items():
+            total = g if len(results) == 1 else g + results[1][1][name]
+            for r in results[2:]:
+                total += r[1][name]
+            grads[name] = total
+        return loss, grads
+
+    def __call__(self, x, y, *, rng=None):
+        """``(loss, grads)`` of the batch ``(x, y)``: the mean loss and its gradient."""
+        return self._combine(self._run(x, y, rng))
+
+    def grads(self, x, y, *, rng=None):
+        """``(grads, info)`` as :meth:`nograd.Backprop.grads` returns them: ``info`` holds
+        ``"loss"`` and ``"output"`` (the shards' outputs joined along axis 0)."""
+        results = self._run(x, y, rng)
+        loss, grads = self._combine(results)
+        return grads, {"loss": loss, "output": np.concatenate([r[2] for r in results], axis=0)}
