@@ -28,7 +28,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .winograd import cotangent_columns
+from .winograd import cotangent_columns, output_rows
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -108,16 +108,7 @@ def winograd_relu_pool(M, bias, TH, TW, H, W, y, idx, pos):
             b = bias[k]
             for th in range(PH):
                 base = (n * TH + th) * TW
-                # rows: A^T m, as output_transform
-                for j in range(4):
-                    m0 = M[j, k, base:base + TW]
-                    m1 = M[4 + j, k, base:base + TW]
-                    m2 = M[8 + j, k, base:base + TW]
-                    m3 = M[12 + j, k, base:base + TW]
-                    for tw in range(TW):
-                        s[j, tw] = m0[tw] + m1[tw] + m2[tw]
-                    for tw in range(TW):
-                        s[4 + j, tw] = m1[tw] - m2[tw] - m3[tw]
+                output_rows(M, k, base, TW, s)     # rows: A^T m, as output_transform
                 # columns: (A^T m) A, plus the bias, then ReLU: o[2a + c] is output (a, c) of a tile
                 for a in range(2):
                     for tw in range(TW):

@@ -93,6 +93,23 @@ def input_transform(x, ph, pw, TH, TW, V):
 
 
 @nb.njit(cache=True, nogil=True)
+def output_rows(M, k, base, TW, s):
+    """The row half of ``Aᵀ m A``: from the 16 transformed products ``M[:, k, base:base + TW]`` of
+    channel ``k``'s ``TW`` tiles write ``s (8, TW)``, rows ``0..3`` the first row of ``Aᵀ m`` and
+    ``4..7`` the second. Shared by :func:`output_transform` and the fused pooling's forward
+    (:mod:`nograd.kernels.fused`)."""
+    for j in range(4):
+        m0 = M[j, k, base:base + TW]
+        m1 = M[4 + j, k, base:base + TW]
+        m2 = M[8 + j, k, base:base + TW]
+        m3 = M[12 + j, k, base:base + TW]
+        for tw in range(TW):
+            s[j, tw] = m0[tw] + m1[tw] + m2[tw]
+        for tw in range(TW):
+            s[4 + j, tw] = m1[tw] - m2[tw] - m3[tw]
+
+
+@nb.njit(cache=True, nogil=True)
 def output_transform(M, bias, relu, TH, TW, y):
     N, K, OH, OW = y.shape
     buf = np.empty((2 * TH, 2 * TW), dtype=y.dtype)
@@ -103,16 +120,7 @@ def output_transform(M, bias, relu, TH, TW, y):
             for th in range(TH):
                 r = 2 * th
                 base = (n * TH + th) * TW
-                # rows: A^T m (2×4) for every tile of the tile row
-                for j in range(4):
-                    m0 = M[j, k, base:base + TW]
-                    m1 = M[4 + j, k, base:base + TW]
-                    m2 = M[8 + j, k, base:base + TW]
-                    m3 = M[12 + j, k, base:base + TW]
-                    for tw in range(TW):
-                        s[j, tw] = m0[tw] + m1[tw] + m2[tw]
-                    for tw in range(TW):
-                        s[4 + j, tw] = m1[tw] - m2[tw] - m3[tw]
+                output_rows(M, k, base, TW, s)     # rows: A^T m (2×4) for every tile of the row
                 # columns: (A^T m) A, written to rows r, r+1
                 for a in range(2):
                     for tw in range(TW):
