@@ -199,20 +199,26 @@ class GELU(Activation):
     def forward(self, x, *, train=False, rng=None, params=None):
         check_array(x, "x")
         self._use(params)
+        slope = None                          # f'(x), kept by the float32 kernel's one pass
         if self.approximate == "none":
-            from ..kernels.gelu import gelu_forward  # lazy: keep `import nograd` light
+            from ..kernels.gelu import gelu_forward, gelu_forward_slope  # lazy: keep `import nograd` light
 
-            y, cdf = gelu_forward(x)
+            if x.dtype == np.float32:
+                y, cdf, slope = gelu_forward_slope(x)
+            else:
+                y, cdf = gelu_forward(x)
         else:
             cdf = self._cdf(x)[1]
             y = x * cdf
-        return y, (x, y, cdf)
+        return y, (x, y, cdf, slope)
 
     def backward(self, cache, dy, *, params=None, need_dx=True):
-        x, _, cdf = cache
+        x, _, cdf, slope = cache
         check_like(dy, x.shape)
         if not need_dx:
             return None, {}
+        if slope is not None and dy.dtype == x.dtype:
+            return dy * slope, {}
         if self.approximate == "none" and dy.dtype == x.dtype:
             from ..kernels.gelu import gelu_backward
 

@@ -138,3 +138,24 @@ def test_mezo_divergence_is_a_non_finite_error_that_fit_places():
         _fit(net, rule)
     assert isinstance(info.value.__cause__, NonFiniteError)
     assert_same(before, net.params)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "fortran"])
+def test_all_finite_equals_the_exact_test(dtype, layout):
+    """all_finite (a BLAS sum of squares on contiguous arrays, a sum otherwise, the exact test on
+    doubt) agrees with np.isfinite(a).all(): one NaN, +inf or -inf anywhere is found, and finite
+    values whose squares overflow are still finite."""
+    from nograd.core.checks import all_finite
+
+    big = np.finfo(dtype).max / 2
+    rng = np.random.default_rng(0)
+    for bad in (np.nan, np.inf, -np.inf, None, big, -big):
+        for pos in (0, 37, -1):
+            a = rng.standard_normal((9, 12)).astype(dtype)
+            if bad is not None:
+                a.flat[pos] = bad
+                a.flat[0 if pos else 1] = big if bad in (big, -big) else a.flat[0 if pos else 1]
+            view = {"contiguous": a, "strided": a[:, ::2], "fortran": np.asfortranarray(a)}[layout]
+            assert all_finite(view) == bool(np.isfinite(view).all()), (bad, pos, layout)
+    assert all_finite(np.zeros((0, 3), dtype))

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+import nograd
 from nograd.kernels import conv, conv_ref, pool, pool_ref
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
@@ -163,6 +164,35 @@ def test_float32_gelu_kernels_are_within_two_units_in_the_last_place_of_the_exac
     assert dx.dtype == np.float32
     assert np.max(np.abs(dx - exact_dx) / np.maximum(np.abs(dy), 1)) <= 3e-7
     assert gelu_forward(np.array([np.inf, -np.inf], np.float32))[1].tolist() == [1.0, 0.0]
+
+
+def test_float32_gelu_slope_is_the_exact_derivative_and_the_layer_backward_uses_it():
+    """gelu_forward_slope: the same y and Φ as gelu_forward, and f'(x) = Φ(x) + xφ(x) to 1.5e-7
+    (the A&S bound); the GELU layer's float32 backward is dy·f'(x), within 3e-7·max(|dy|, 1) of
+    the exact product, as the kernel's own backward."""
+    from scipy.special import erf
+
+    from nograd.kernels.gelu import gelu_forward, gelu_forward_slope
+
+    x = np.concatenate([np.linspace(-12, 12, 100_001), np.random.default_rng(4).normal(0, 3, 20_000)])
+    x32 = x.astype(np.float32).reshape(-1, 7)
+    xd = x32.astype(np.float64)
+    exact_slope = 0.5 * (1 + erf(xd / np.sqrt(2))) + xd * np.exp(-xd * xd / 2) / np.sqrt(2 * np.pi)
+    y, cdf, slope = gelu_forward_slope(x32)
+    y0, cdf0 = gelu_forward(x32)
+    np.testing.assert_array_equal(y, y0)
+    np.testing.assert_array_equal(cdf, cdf0)
+    assert slope.dtype == np.float32 and slope.shape == x32.shape
+    assert np.max(np.abs(slope - exact_slope)) <= 1.5e-7
+    layer = nograd.layers.GELU()
+    out, cache = layer.forward(x32, train=True)
+    np.testing.assert_array_equal(out, y)
+    dy = np.random.default_rng(5).normal(size=x32.shape).astype(np.float32)
+    dx, _ = layer.backward(cache, dy)
+    assert dx.dtype == np.float32
+    assert np.max(np.abs(dx - dy * exact_slope) / np.maximum(np.abs(dy), 1)) <= 3e-7
+    with pytest.raises(TypeError, match="float32"):
+        gelu_forward_slope(xd)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
