@@ -21,8 +21,9 @@ tokens (the window slides). The last line with ``--json`` is one JSON object of 
 
 ``--shards K`` runs nograd's forward, loss and backward data-parallel over K threads
 (:class:`nograd.parallel.ShardedStep`: the batch split into K shards of sequences, BLAS held at one
-thread during that part, the shards' gradients combined into the whole batch's); AdamW then runs
-as before. PyTorch and the GEMM bound keep the process's thread settings. The JSON records
+thread during that part, the shards' gradients combined into the whole batch's); AdamW's per-array updates then run over
+the same threads (:meth:`~nograd.parallel.ShardedStep.update`; ``--serial-update``: in the calling
+thread, as ``optimizer.step``). PyTorch and the GEMM bound keep the process's thread settings. The JSON records
 ``shards`` (null without the option) and ``nograd_blas_threads_in_step``.
 """
 from __future__ import annotations
@@ -60,7 +61,10 @@ def make_nograd(args):
 
         def sharded_step(idx, y):
             loss, grads = sharded(idx, y)
-            opt.step(grads)
+            if args.serial_update:
+                opt.step(grads)
+            else:
+                sharded.update(opt, grads)
             return loss
         return model, init, sharded_step
 
@@ -165,6 +169,9 @@ def main(argv=None):
     ap.add_argument("--shards", type=int, default=None, metavar="K",
                     help="nograd's forward/backward data-parallel over K threads, BLAS at 1 thread in "
                          "it (nograd.parallel.ShardedStep); default: the serial step")
+    ap.add_argument("--serial-update", action="store_true",
+                    help="with --shards: AdamW's update in the calling thread (optimizer.step), not "
+                         "spread over the shards' threads")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = ap.parse_args(argv)
     if args.shards is not None and args.shards < 1:
@@ -221,7 +228,7 @@ def main(argv=None):
         "gen_slide_tokens_per_s_cache": round(gen["slide_cache"], 1),
         "gen_slide_tokens_per_s_nocache": round(gen["slide_nocache"], 1),
         "threads": thread_settings(torch_info), "numpy": np.__version__, "retain_memory": retained,
-        "shards": args.shards, "load_average": [round(v, 2) for v in os.getloadavg()],
+        "shards": args.shards, "serial_update": bool(args.serial_update), "load_average": [round(v, 2) for v in os.getloadavg()],
     }
     res["nograd_blas_threads_in_step"] = 1 if args.shards else res["threads"]["blas"]
     print(f"GPT V={args.vocab} L={args.layers} H={args.heads} E={args.embd} T={args.block} B={args.batch}, "

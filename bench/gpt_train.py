@@ -2,7 +2,7 @@
 recipe in PyTorch, both from the same initial weights, evaluated on the same batches.
 
     python bench/gpt_train.py [--iters 2000] [--seeds 0 1 2] [--eval-iters 200]
-                              [--contenders nograd torch] [--blas-threads N] [--json]
+                              [--contenders nograd torch] [--blas-threads N] [--shards K] [--json]
 
 The recipe is nanoGPT's ``config/train_shakespeare_char.py`` with its README's CPU overrides (4 layers,
 4 heads, width 128, block 64, batch 12, dropout 0, 2000 iterations, lr 1e-3 warmed up over 100
@@ -14,6 +14,11 @@ seconds count the steps only. After training both models are scored by
 :func:`nograd.train_lm.estimate_loss` on the same ``--eval-iters`` batches of each split (one fixed
 generator), so the val losses differ only through training. The last line with ``--json`` is one
 JSON object: per contender and seed ``val_loss``, ``train_loss``, ``train_seconds``, and medians.
+
+``--shards K`` trains nograd with ``Backprop(shards=K)`` (:class:`nograd.parallel.ShardedStep`: each
+batch's forward, loss, backward and AdamW update over K threads, BLAS at one thread in the sharded
+part), as ``python -m nograd train --model gpt --data shakespeare --shards K`` does; PyTorch keeps its
+thread setting.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 
+from nograd import Backprop  # noqa: E402
 from nograd.data.text import load_text  # noqa: E402
 from nograd.models.gpt import GPT  # noqa: E402
 from nograd.threads import blas_libraries, set_blas_threads  # noqa: E402
@@ -45,8 +51,9 @@ def new_model(vocab, seed):
                dtype=np.float32)
 
 
-def run_nograd(data, model, iters, seed):
-    hist = train_lm(model, data, iters=iters, batch_size=BATCH, lr=LR, min_lr=MIN_LR, warmup=WARMUP,
+def run_nograd(data, model, iters, seed, shards=None):
+    rule = "backprop" if shards is None else Backprop(shards=shards)
+    hist = train_lm(model, data, rule=rule, iters=iters, batch_size=BATCH, lr=LR, min_lr=MIN_LR, warmup=WARMUP,
                     weight_decay=WD, betas=BETAS, clip_norm=CLIP, eval_interval=iters, eval_iters=1,
                     rng=np.random.default_rng(seed))
     return model, hist["train_seconds"]
@@ -92,8 +99,12 @@ def main(argv=None):
     ap.add_argument("--eval-iters", type=int, default=200, help="batches per split in the final scoring")
     ap.add_argument("--contenders", nargs="+", default=["nograd", "torch"], choices=["nograd", "torch"])
     ap.add_argument("--blas-threads", type=int, default=None, help="NumPy BLAS threads (default: unchanged)")
+    ap.add_argument("--shards", type=int, default=None, metavar="K",
+                    help="nograd's steps data-parallel over K threads (Backprop(shards=K)); default serial")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.shards is not None and args.shards < 1:
+        ap.error(f"--shards must be at least 1, got {args.shards}")
     # train_lm keeps freed memory for reuse (nograd.malloc); set it for the whole process first so
     # the PyTorch runs get the same allocator settings
     from nograd.malloc import retain_freed_memory
@@ -123,7 +134,7 @@ def main(argv=None):
         init = {k: v.copy() for k, v in model.params.items()}
         for name in contenders:
             if name == "nograd":
-                fwd, secs = run_nograd(data, model, args.iters, seed)
+                fwd, secs = run_nograd(data, model, args.iters, seed, args.shards)
             else:
                 fwd, secs = run_torch(data, init, args.iters, seed)
             est = estimate_loss(fwd, data, batch_size=BATCH, block_size=CFG["block_size"],
@@ -146,6 +157,7 @@ def main(argv=None):
         summary["time_ratio"] = round(ratio, 3)
     if args.json:
         print(json.dumps({"benchmark": "gpt_train", "iters": args.iters, "eval_iters": args.eval_iters,
+                          "shards": args.shards, "load_average": [round(v, 2) for v in os.getloadavg()],
                           "runs": runs, "median": summary}))
     return runs, summary
 

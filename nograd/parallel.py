@@ -288,6 +288,43 @@ class ShardedStep:
             grads[name] = total
         return loss, grads
 
+    def update(self, optimizer, grads) -> None:
+        """``optimizer.step(grads)`` with the per-array updates of Adam and AdamW spread over the
+        step's threads (the same checks and clipping scale first, then each array updated by one
+        thread; the same numbers as the serial step, bit for bit). Other optimizers, and arrays the
+        fused Adam kernel does not take (a gradient of another dtype, non-contiguous arrays), run
+        serially: their updates share scratch buffers."""
+        from .core.optim import Adam
+
+        items, scale = optimizer._prepare(grads)
+        pool = self._executor()
+        fused = isinstance(optimizer, Adam) and all(
+            g.dtype == p.dtype and p.flags.c_contiguous and g.flags.c_contiguous
+            for _, p, g, _ in items)
+        if pool is None or not fused or len(items) < 2:
+            for name, p, g, group in items:
+                optimizer._update(name, p, g, group, scale)
+            return
+        parts = [[] for _ in range(self.shards)]       # largest first, each to the lightest part
+        load = [0] * self.shards
+        for item in sorted(items, key=lambda it: -it[1].size):
+            k = load.index(min(load))
+            parts[k].append(item)
+            load[k] += item[1].size
+
+        def run(part):
+            for name, p, g, group in part:
+                optimizer._update(name, p, g, group, scale)
+
+        futures = [pool.submit(run, part) for part in parts[1:] if part]
+        try:
+            run(parts[0])
+        finally:
+            errors = [f.exception() for f in futures]
+        for e in errors:
+            if e is not None:
+                raise e
+
     def __call__(self, x, y, *, rng=None):
         """``(loss, grads)`` of the batch ``(x, y)``: the mean loss and its gradient."""
         return self._combine(self._run(x, y, rng))

@@ -291,8 +291,8 @@ def test_train_shards_runs_backprop_sharded_and_refuses_what_it_cannot(capsys, m
     code, _, err = run(base + ["--shards", "2", "--rule", "dfa"], capsys)
     assert code == 2 and "--shards" in err and "dfa" in err
     code, _, err = run(["train", "--data", "shakespeare", "--model", "gpt", "--iters", "1",
-                        "--shards", "2"], capsys)
-    assert code == 2 and "--shards" in err and "language-model" in err
+                        "--rule", "mezo", "--shards", "2"], capsys)
+    assert code == 2 and "--shards" in err and "mezo" in err
     with pytest.raises(SystemExit) as e:                 # argparse's own error
         main(base + ["--shards", "0"])
     assert e.value.code == 2 and "--shards" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 (float64, to rounding), on an MLP, the fused CNN and a tiny GPT, with uneven shards; shards really
 run in separate threads with BLAS at one thread, restored afterwards; bad input and batch norm are
 refused with errors that name the argument."""
+import copy
 import threading
 
 import numpy as np
@@ -266,3 +267,59 @@ def test_backprop_shards_option_refuses_what_sharding_cannot_do():
     assert twin._sharded is None
     g2, _ = twin.grads(model, x, y)
     assert_same(0.0, g2, 0.0, g)
+
+
+def _recording(opt, seen):
+    """Record the thread of every per-array update of ``opt`` (wraps its ``_update``)."""
+    inner = opt._update
+
+    def update(name, p, g, group, scale):
+        seen.append((threading.get_ident(), name))
+        inner(name, p, g, group, scale)
+    opt._update = update
+
+
+def test_update_spreads_adamw_over_the_threads_bit_for_bit():
+    """ShardedStep.update = optimizer.step, same bits (clipping scale, two groups, 3 steps), with
+    the arrays' updates split over two threads, each array updated once."""
+    rng = np.random.default_rng(21)
+    model = GPT(13, n_layer=2, n_head=2, n_embd=16, block_size=8, dropout=0.0, bias=False,
+                tie_weights=True, rng=rng, dtype=np.float32)
+    twin = copy.deepcopy(model)
+
+    def adamw(m):
+        mats = {k: v for k, v in m.params.items() if v.ndim >= 2}
+        rest = {k: v for k, v in m.params.items() if v.ndim < 2}
+        return nograd.AdamW([{"params": mats, "weight_decay": 0.1},
+                             {"params": rest, "weight_decay": 0.0}], lr=1e-2, clip_norm=0.05)
+    serial_opt, opt = adamw(twin), adamw(model)
+    seen = []
+    _recording(opt, seen)
+    with ShardedStep(model, shards=2) as step:
+        for _ in range(3):
+            idx, y = rng.integers(0, 13, (4, 8)), rng.integers(0, 13, (4, 8))
+            _, grads = step(idx, y)
+            serial_opt.step({k: g.copy() for k, g in grads.items()})
+            step.update(opt, grads)
+    for k, p in twin.params.items():
+        np.testing.assert_array_equal(model.params[k], p, err_msg=k)
+        for s in ("exp_avg", "exp_avg_sq"):
+            np.testing.assert_array_equal(opt.state[k][s], serial_opt.state[k][s], err_msg=k)
+    assert len({t for t, _ in seen}) == 2                      # both threads updated arrays
+    assert sorted(n for _, n in seen) == sorted(list(model.params) * 3)   # each array once a step
+
+
+def test_update_keeps_other_optimizers_serial():
+    """SGD (its updates share scratch buffers) updates in the calling thread only."""
+    rng = np.random.default_rng(22)
+    model = mlp(rng)
+    opt, seen = nograd.SGD(model.params, lr=0.1, momentum=0.9), []
+    _recording(opt, seen)
+    x, y = rng.standard_normal((8, 6)), rng.integers(0, 4, 8)
+    with ShardedStep(model, shards=2) as step:
+        _, grads = step(x, y)
+        step.update(opt, grads)
+    assert {t for t, _ in seen} == {threading.get_ident()} and len(seen) == len(model.params)
+    with pytest.raises(ValueError, match="unknown parameter name"):
+        with ShardedStep(model, shards=2) as step:
+            step.update(opt, {"nope": np.zeros(3)})

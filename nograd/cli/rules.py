@@ -174,9 +174,6 @@ def cmd_train(args, out=None):
     from .text import cmd_train_text, is_text
 
     if is_text(args.data):
-        if getattr(args, "shards", None) is not None:
-            raise UserError("--shards is for image and tabular data; the language-model loop "
-                            "trains serially")
         return cmd_train_text(args, out, error=UserError)
     ds = user_errors(lambda: load_data(args))
     user_errors(lambda: get_rule(args.rule))

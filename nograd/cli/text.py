@@ -5,7 +5,8 @@ configuration by default: 64, 4, 4, 128).
 
 ``--rule`` picks the learning rule among :data:`nograd.train_lm.LM_RULES` (backprop, mezo, spsa,
 forward-gradient); each brings its own optimizer and learning rate (see there), which ``--lr`` and
-``--optimizer`` override. The ``train`` command (:mod:`nograd.cli.rules`) hands text data here."""
+``--optimizer`` override. ``--shards K`` (backprop only) runs each step's forward, loss, backward and
+AdamW update over K threads (:class:`nograd.parallel.ShardedStep`). The ``train`` command (:mod:`nograd.cli.rules`) hands text data here."""
 from __future__ import annotations
 
 import json
@@ -36,6 +37,10 @@ def cmd_train_text(args, out=None, error=ValueError):
     if args.rule not in LM_RULES:
         raise error(f"--rule {args.rule}: text training accepts --rule "
                     f"{' | '.join(LM_RULES)}")
+    shards = getattr(args, "shards", None)
+    if shards is not None and args.rule != "backprop":
+        raise error(f"--shards splits backprop's step over threads; rule {args.rule} has no "
+                    f"sharded step (use --rule backprop, or drop --shards)")
     recipe = lm_defaults(args.rule)
     optimizer = args.optimizer or recipe["optimizer"]
     lr = args.lr or recipe["lr"]
@@ -56,7 +61,10 @@ def cmd_train_text(args, out=None, error=ValueError):
             f"{len(data.train):,} train / {len(data.val):,} val tokens; rule {args.rule}, "
             f"{optimizer} lr {lr:g}")
     try:
-        hist = train_lm(model, data, rule=args.rule, iters=args.iters,
+        from ..rules import get_rule
+
+        rule = args.rule if shards is None else get_rule("backprop", shards=shards)
+        hist = train_lm(model, data, rule=rule, iters=args.iters,
                         batch_size=args.batch_size or 12, optimizer=optimizer, lr=lr,
                         eval_interval=args.eval_interval, eval_iters=args.eval_iters,
                         rng=np.random.default_rng(args.seed), log=log)
@@ -75,6 +83,8 @@ def cmd_train_text(args, out=None, error=ValueError):
                "val_loss": hist["val_loss"],
                "train_loss": hist["train_loss"], "train_seconds": round(hist["train_seconds"], 3),
                "num_params": model.num_params, "sample": sample}
+    if shards is not None:
+        summary["shards"] = shards
     if args.save:       # weights and architecture (nograd.load_model rebuilds the GPT)
         from ..serialize import save_model
 

@@ -277,10 +277,14 @@ class Optimizer:
 
     def step(self, grads: Mapping) -> None:
         """Apply one update from ``grads`` (name → array, any subset of the parameter names).
-
         Every gradient is checked (known name, shape, finite values), and every array it updates
-        writeable (not retired by ``Module.astype``), before any array changes.
-        """
+        writeable (not retired by ``Module.astype``), before any array changes."""
+        items, scale = self._prepare(grads)
+        for name, p, g, group in items:
+            self._update(name, p, g, group, scale)
+
+    def _prepare(self, grads: Mapping) -> tuple[list, float]:
+        """The checks of :meth:`step`; ``([(name, param, grad, group), ...], clipping scale)``."""
         if not isinstance(grads, Mapping):
             raise TypeError(f"grads must be a dict name -> array, got {type(grads).__name__}")
         items, norms = [], []
@@ -309,8 +313,7 @@ class Optimizer:
             total = _total_norm(norms)
             if total > self.clip_norm:
                 scale = self.clip_norm / total
-        for name, p, g, group in items:
-            self._update(name, p, g, group, scale)
+        return items, scale
 
     def __repr__(self):
         hyper = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items())

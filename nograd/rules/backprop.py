@@ -2,6 +2,8 @@
 Williams 1986, "Learning representations by back-propagating errors", Nature 323)."""
 from __future__ import annotations
 
+import math
+
 from ..core.checks import check_int
 from ..core.losses import get_loss
 from .base import Rule, register
@@ -22,6 +24,7 @@ class Backprop(Rule):
         int ``k`` splits each batch into ``k`` shards run in ``k`` threads with BLAS at one thread
         (:class:`nograd.parallel.ShardedStep`; the same gradient up to float rounding; batch norm
         and ``class_weight``/``ignore_index`` refused). It pays on steps of a few ms and more.
+        The optimizer update then runs over the same threads too (Adam/AdamW; bit-identical).
     **loss_options : passed to the loss (e.g. ``gamma=2`` for focal, ``label_smoothing=0.1``).
     """
 
@@ -60,6 +63,20 @@ class Backprop(Rule):
         value, dout = self.loss(out, y, **self.loss_options)
         _, grads = model.backward(cache, dout, need_dx=False)
         return grads, {"loss": value, "output": out}
+
+    def step(self, model, x, y, *, optimizer, rng=None) -> dict:
+        """The rule contract's step; sharded, the optimizer's update is spread over the threads
+        (:meth:`nograd.parallel.ShardedStep.update`)."""
+        if self.shards is None:
+            return super().step(model, x, y, optimizer=optimizer, rng=rng)
+        self.prepare(model, x)
+        grads, info = self.grads(model, x, y, rng=rng)
+        if not math.isfinite(float(info["loss"])):
+            return info
+        self.add_params_to(optimizer)
+        self._sharded.update(optimizer, grads)
+        self.after_step(model, optimizer)
+        return info
 
     def __repr__(self):
         name = getattr(self.loss, "__name__", repr(self.loss))
