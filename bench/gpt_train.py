@@ -18,7 +18,9 @@ JSON object: per contender and seed ``val_loss``, ``train_loss``, ``train_second
 ``--shards K`` trains nograd with ``Backprop(shards=K)`` (:class:`nograd.parallel.ShardedStep`: each
 batch's forward, loss, backward and AdamW update over K threads, BLAS at one thread in the sharded
 part), as ``python -m nograd train --model gpt --data shakespeare --shards K`` does; PyTorch keeps its
-thread setting.
+thread setting. ``--bias`` and ``--no-embedding-decay`` (nograd alone) train two variants of the
+recipe: biases in every Linear and LayerNorm, and no weight decay on the embeddings (nanoGPT's code
+when its README quoted 1.88 decayed only Linear weights).
 """
 from __future__ import annotations
 
@@ -46,16 +48,16 @@ BATCH, LR, MIN_LR, WARMUP, WD, BETAS, CLIP = 12, 1e-3, 1e-4, 100, 0.1, (0.9, 0.9
 EVAL_SEED = 12345
 
 
-def new_model(vocab, seed):
-    return GPT(vocab, **CFG, dropout=0.0, bias=False, tie_weights=True, rng=np.random.default_rng(seed),
+def new_model(vocab, seed, bias=False):
+    return GPT(vocab, **CFG, dropout=0.0, bias=bias, tie_weights=True, rng=np.random.default_rng(seed),
                dtype=np.float32)
 
 
-def run_nograd(data, model, iters, seed, shards=None):
+def run_nograd(data, model, iters, seed, shards=None, no_decay=()):
     rule = "backprop" if shards is None else Backprop(shards=shards)
     hist = train_lm(model, data, rule=rule, iters=iters, batch_size=BATCH, lr=LR, min_lr=MIN_LR, warmup=WARMUP,
                     weight_decay=WD, betas=BETAS, clip_norm=CLIP, eval_interval=iters, eval_iters=1,
-                    rng=np.random.default_rng(seed))
+                    rng=np.random.default_rng(seed), no_decay=no_decay)
     return model, hist["train_seconds"]
 
 
@@ -101,8 +103,16 @@ def main(argv=None):
     ap.add_argument("--blas-threads", type=int, default=None, help="NumPy BLAS threads (default: unchanged)")
     ap.add_argument("--shards", type=int, default=None, metavar="K",
                     help="nograd's steps data-parallel over K threads (Backprop(shards=K)); default serial")
+    ap.add_argument("--bias", action="store_true",
+                    help="nograd only: biases in the Linear and LayerNorm layers (nanoGPT's GPTConfig "
+                         "default; its train.py and this recipe: none)")
+    ap.add_argument("--no-embedding-decay", action="store_true",
+                    help="nograd only: no weight decay on the token and position embeddings (nanoGPT's "
+                         "early-2023 configure_optimizers decayed Linear weights only)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if (args.bias or args.no_embedding_decay) and "torch" in args.contenders:
+        ap.error("--bias and --no-embedding-decay change nograd's recipe only: add --contenders nograd")
     if args.shards is not None and args.shards < 1:
         ap.error(f"--shards must be at least 1, got {args.shards}")
     # train_lm keeps freed memory for reuse (nograd.malloc); set it for the whole process first so
@@ -130,11 +140,12 @@ def main(argv=None):
     print(f"{'contender':<10}{'seed':>5}{'train s':>10}{'train loss':>12}{'val loss':>10}")
     runs = []
     for seed in args.seeds:
-        model = new_model(data.vocab.size, seed)
+        model = new_model(data.vocab.size, seed, bias=args.bias)
         init = {k: v.copy() for k, v in model.params.items()}
         for name in contenders:
             if name == "nograd":
-                fwd, secs = run_nograd(data, model, args.iters, seed, args.shards)
+                fwd, secs = run_nograd(data, model, args.iters, seed, args.shards,
+                                       ("wte", "wpe") if args.no_embedding_decay else ())
             else:
                 fwd, secs = run_torch(data, init, args.iters, seed)
             est = estimate_loss(fwd, data, batch_size=BATCH, block_size=CFG["block_size"],
@@ -157,7 +168,8 @@ def main(argv=None):
         summary["time_ratio"] = round(ratio, 3)
     if args.json:
         print(json.dumps({"benchmark": "gpt_train", "iters": args.iters, "eval_iters": args.eval_iters,
-                          "shards": args.shards, "load_average": [round(v, 2) for v in os.getloadavg()],
+                          "shards": args.shards, "bias": args.bias,
+                          "no_embedding_decay": args.no_embedding_decay, "load_average": [round(v, 2) for v in os.getloadavg()],
                           "runs": runs, "median": summary}))
     return runs, summary
 

@@ -118,7 +118,7 @@ def train_lm(model, data, *, rule="backprop", iters: int = 2000, batch_size: int
              warmup: int | None = None, decay_iters: int | None = None,
              weight_decay: float | None = None, betas=(0.9, 0.99), clip_norm: float | None = None,
              eval_interval: int = 250, eval_iters: int = 20, rng=None, log=None,
-             retain_memory: bool = True) -> dict:
+             retain_memory: bool = True, no_decay=()) -> dict:
     """Train ``model`` (token ids ``(B, T)`` → logits ``(B, T, V)``) on ``data`` (a
     :class:`nograd.data.TextData`) for ``iters`` iterations with a learning ``rule``; returns a
     history dict.
@@ -130,7 +130,9 @@ def train_lm(model, data, *, rule="backprop", iters: int = 2000, batch_size: int
     The arguments left as ``None`` take the rule's recipe from :data:`LM_RULES`: ``optimizer``
     (``"adamw"``, ``"adam"`` or ``"sgd"``), ``lr`` (peak learning rate), ``warmup`` (iterations),
     ``weight_decay`` (matrices only) and ``clip_norm`` (global gradient norm; 0 turns clipping
-    off). ``min_lr`` defaults to ``lr / 10`` (nanoGPT: 1e-3 → 1e-4) and ``decay_iters`` to
+    off); ``no_decay`` names parameters (or modules: a name prefix up to a dot, e.g. ``"wte"``)
+    kept out of the weight decay although they are matrices — nanoGPT's early-2023 recipe decayed
+    the Linear weights only, not the embeddings. ``min_lr`` defaults to ``lr / 10`` (nanoGPT: 1e-3 → 1e-4) and ``decay_iters`` to
     ``iters``. ``betas`` go to Adam/AdamW.
 
     ``retain_memory`` keeps freed blocks in the heap for the rest of the process
@@ -172,8 +174,13 @@ def train_lm(model, data, *, rule="backprop", iters: int = 2000, batch_size: int
     eval_rng = np.random.default_rng(rng.integers(2**63))
     block = model.block_size
     params = model.params
-    decay = {k: v for k, v in params.items() if v.ndim >= 2}
-    rest = {k: v for k, v in params.items() if v.ndim < 2}
+    kept = [no_decay] if isinstance(no_decay, str) else list(no_decay)
+    for n in kept:
+        if not any(k == n or k.startswith(f"{n}.") for k in params):
+            raise ValueError(f"no_decay: {n!r} names no parameter of the model")
+    decay = {k: v for k, v in params.items()
+             if v.ndim >= 2 and not any(k == n or k.startswith(f"{n}.") for n in kept)}
+    rest = {k: v for k, v in params.items() if k not in decay}
     groups = [{"params": decay, "weight_decay": wd}]
     if rest:
         groups.append({"params": rest, "weight_decay": 0.0})

@@ -46,6 +46,25 @@ def test_weight_decay_reaches_matrices_only():
     np.testing.assert_allclose(model.params["ln_f.weight"], gain, rtol=1e-6)
 
 
+def test_no_decay_keeps_the_named_matrices_out_of_the_decay_group(monkeypatch):
+    """Default: every matrix decays (nanoGPT today); no_decay=("wte", "wpe"): the embeddings join
+    the undecayed group (nanoGPT's early-2023 recipe); a name that matches nothing is an error."""
+    import nograd.train_lm as T
+
+    seen, make = [], T.get_optimizer
+    monkeypatch.setattr(T, "get_optimizer", lambda name, groups, **kw: (seen.append(groups),
+                                                                          make(name, groups, **kw))[1])
+    data = TextData("xyz" * 100)
+    for no_decay in ((), ("wte", "wpe")):
+        model = GPT(data.vocab.size, n_layer=1, n_head=1, n_embd=4, block_size=4, rng=0)
+        train_lm(model, data, iters=1, batch_size=2, eval_iters=1, rng=0, no_decay=no_decay)
+        decayed = {k for g in seen[-1] if g["weight_decay"] > 0 for k in g["params"]}
+        matrices = {k for k, v in model.params.items() if v.ndim >= 2}
+        assert decayed == matrices - ({"wte.weight", "wpe.weight"} if no_decay else set())
+    with pytest.raises(ValueError, match="no_decay.*'wtx'"):
+        train_lm(model, data, iters=1, batch_size=2, eval_iters=1, rng=0, no_decay=("wtx",))
+
+
 def test_cli_trains_on_a_text_file(tmp_path, capsys):
     path = tmp_path / "t.txt"
     path.write_text("to be or not to be, that is the question " * 40, encoding="utf-8")  # no newline
