@@ -27,11 +27,15 @@ import contextlib
 from .core.checks import check_int
 
 __all__ = ["blas_libraries", "set_blas_threads", "restore_blas_threads", "blas_threads", "auto_threads", "usable_cores",
-           "LARGE_STEP_FLOPS"]
+           "auto_shards", "LARGE_STEP_FLOPS", "SHARD_STEP_FLOPS"]
 
 #: one training step (forward + backward of a batch) above this many FLOPs gets every usable core
 #: from :func:`auto_threads`; below it, one BLAS thread (measurements in the docstring there)
 LARGE_STEP_FLOPS = 2e10
+
+#: a backprop step of a language model above this many FLOPs is sharded over the usable cores by
+#: the command line (:func:`auto_shards`); nanoGPT's CPU GPT takes about 3.6 GFLOP a step
+SHARD_STEP_FLOPS = 1e9
 
 #: environment variables that, when set, say the user chose the BLAS threads already
 THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
@@ -190,3 +194,39 @@ def _si(v):
         if v >= scale:
             return f"{v / scale:.3g} {unit}"
     return f"{v:.0f} "
+
+
+def auto_shards(step_flops, *, cores=None, environ=None):
+    """The shard count the command line trains a language model with by backprop when ``--shards``
+    and ``--threads`` are not given: ``(k, reason)``, ``k`` ``None`` for the serial step.
+
+    Every usable core when there are two or more, the step (forward + backward of a batch) costs
+    at least :data:`SHARD_STEP_FLOPS` and the environment does not set the BLAS threads: each core
+    then runs the forward, backward and AdamW update of its share of the batch
+    (:class:`nograd.parallel.ShardedStep`, BLAS at one thread each). nanoGPT's 2000-iteration CPU
+    run on 2 cores: 65.8 s sharded against 127.6 s serial at one thread (docs/methods/transformers.md).
+    Like :func:`auto_threads` the choice depends on the model, the batch and the machine's cores,
+    never on timing; the sharded gradient equals the serial one up to float rounding.
+
+    >>> auto_shards(3.6e9, cores=2, environ={})
+    (2, 'auto: sharded over 2 threads (3.6 GFLOP >= 1 GFLOP a step)')
+    >>> auto_shards(1e8, cores=2, environ={})[0] is None
+    True
+    >>> auto_shards(3.6e9, cores=1, environ={})[0] is None
+    True
+    >>> auto_shards(3.6e9, cores=2, environ={"OMP_NUM_THREADS": "1"})
+    (None, 'serial: the environment sets the threads (OMP_NUM_THREADS=1)')
+    """
+    import os
+
+    env = os.environ if environ is None else environ
+    for var in THREAD_ENV:
+        if env.get(var):
+            return None, f"serial: the environment sets the threads ({var}={env[var]})"
+    cores = usable_cores() if cores is None else int(cores)
+    if cores < 2:
+        return None, "serial: one usable core"
+    if step_flops < SHARD_STEP_FLOPS:
+        return None, f"serial: a small step ({_si(step_flops)}FLOP < {_si(SHARD_STEP_FLOPS)}FLOP)"
+    return cores, (f"auto: sharded over {cores} threads ({_si(step_flops)}FLOP >= "
+                   f"{_si(SHARD_STEP_FLOPS)}FLOP a step)")

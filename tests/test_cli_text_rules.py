@@ -122,3 +122,26 @@ def test_shards_trains_the_gpt_like_the_serial_step(text, capsys, monkeypatch):
     assert "shards" not in serial
     assert sharded["val_loss"] < sharded["initial_val_loss"] - 0.15, sharded
     assert sharded["val_loss"] == pytest.approx(serial["val_loss"], abs=0.02)
+
+
+def test_backprop_on_a_large_step_is_sharded_over_the_cores_unless_told(text, capsys, monkeypatch):
+    """Without --shards/--threads, backprop on nanoGPT's GPT (3.6 GFLOP a step >= 1 GFLOP) is
+    sharded over the usable cores (nograd.threads.auto_shards); --shards 1, --threads N, a thread
+    variable in the environment, one core or a small step keep the serial step."""
+    import nograd.threads as threads
+    from nograd.threads import THREAD_ENV
+
+    for var in THREAD_ENV:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    quick = ["--iters", "2", "--eval-interval", "2", "--eval-iters", "1"]
+    assert _run(capsys, text, "backprop", *quick)["shards"] == 2           # the default GPT
+    assert "shards" not in _run(capsys, text, "backprop", *quick, "--shards", "1")
+    assert "shards" not in _run(capsys, text, "backprop", *quick, "--threads", "1")
+    assert "shards" not in _run(capsys, text, "backprop", *TINY, *quick)   # a small step
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert "shards" not in _run(capsys, text, "backprop", *quick)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    monkeypatch.setattr(threads, "usable_cores", lambda: 1)
+    assert "shards" not in _run(capsys, text, "backprop", *quick)
+    assert _run(capsys, text, "backprop", *quick, "--shards", "2")["shards"] == 2

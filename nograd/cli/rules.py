@@ -449,7 +449,8 @@ def add_train(sub):
                    help="backprop only: split each batch into K shards trained in K threads, BLAS at "
                         "one thread each (nograd.parallel.ShardedStep; the same gradient up to float "
                         "rounding; batch norm refused). Pays on steps of a few ms and more, e.g. "
-                        "--model cnn on 32x32 images; default: off")
+                        "--model cnn on 32x32 images; default: off, except backprop on text with a step "
+                        "of 1 GFLOP or more (the GPT), sharded over the usable cores; --shards 1: serial")
     t.add_argument("--save", metavar="PATH",
                    help="write the trained model to PATH (.npz: weights and architecture; read "
                         "it back with `predict --model-file PATH` or nograd.load_model)")

@@ -6,7 +6,9 @@ configuration by default: 64, 4, 4, 128).
 ``--rule`` picks the learning rule among :data:`nograd.train_lm.LM_RULES` (backprop, mezo, spsa,
 forward-gradient); each brings its own optimizer and learning rate (see there), which ``--lr`` and
 ``--optimizer`` override. ``--shards K`` (backprop only) runs each step's forward, loss, backward and
-AdamW update over K threads (:class:`nograd.parallel.ShardedStep`). The ``train`` command (:mod:`nograd.cli.rules`) hands text data here."""
+AdamW update over K threads (:class:`nograd.parallel.ShardedStep`); without it, backprop on a large
+step (nanoGPT's GPT) is sharded over the usable cores (:func:`nograd.threads.auto_shards`), and
+``--shards 1`` keeps the serial step. The ``train`` command (:mod:`nograd.cli.rules`) hands text data here."""
 from __future__ import annotations
 
 import json
@@ -55,11 +57,20 @@ def cmd_train_text(args, out=None, error=ValueError):
     except (ValueError, TypeError, OSError) as e:
         raise error(str(e)) from None
     auto_threads_for(args, model, (args.block_size,), args.batch_size or 12)
+    how = f"--shards {shards}" if shards is not None else ""
+    if (shards is None and args.rule == "backprop" and getattr(args, "threads", None) is None
+            and hasattr(args, "_threads_stack")):          # nograd.cli.main, not a direct call
+        from ..threads import auto_shards
+        from .common import step_flops
+
+        shards, how = auto_shards(step_flops(model, (args.block_size,), args.batch_size or 12))
+    if shards == 1:
+        shards = None                                      # --shards 1: the serial step
     log = None if args.json else (lambda line: print(line, file=out, flush=True))
     if log:
         log(f"{args.model} on {args.data}: {model.num_params:,} parameters, vocabulary {data.vocab.size}, "
             f"{len(data.train):,} train / {len(data.val):,} val tokens; rule {args.rule}, "
-            f"{optimizer} lr {lr:g}")
+            f"{optimizer} lr {lr:g}" + (f"; {how}" if how else ""))
     try:
         from ..rules import get_rule
 
