@@ -23,8 +23,12 @@ tokens (the window slides). The last line with ``--json`` is one JSON object of 
 (:class:`nograd.parallel.ShardedStep`: the batch split into K shards of sequences, BLAS held at one
 thread during that part, the shards' gradients combined into the whole batch's); AdamW's per-array updates then run over
 the same threads (:meth:`~nograd.parallel.ShardedStep.update`; ``--serial-update``: in the calling
-thread, as ``optimizer.step``). PyTorch and the GEMM bound keep the process's thread settings. The JSON records
-``shards`` (null without the option) and ``nograd_blas_threads_in_step``.
+thread, as ``optimizer.step``). PyTorch and the GEMM bound keep the process's thread settings.
+Without ``--shards`` nograd's step is the one ``python -m nograd train --model gpt --data
+shakespeare`` runs: sharded over the usable cores when there are two or more and the environment
+sets no thread count (:func:`nograd.threads.auto_shards`), else serial; ``--shards 1`` is the serial
+step. The JSON records ``shards`` (null: serial), ``shards_choice`` (why) and
+``nograd_blas_threads_in_step``.
 """
 from __future__ import annotations
 
@@ -167,8 +171,10 @@ def main(argv=None):
     ap.add_argument("--no-retain-memory", action="store_true",
                     help="leave glibc's malloc thresholds alone (default: nograd.malloc.retain_freed_memory)")
     ap.add_argument("--shards", type=int, default=None, metavar="K",
-                    help="nograd's forward/backward data-parallel over K threads, BLAS at 1 thread in "
-                         "it (nograd.parallel.ShardedStep); default: the serial step")
+                    help="nograd's step data-parallel over K threads, BLAS at 1 thread in it "
+                         "(nograd.parallel.ShardedStep); default: as `python -m nograd train` chooses "
+                         "for text (nograd.threads.auto_shards: the usable cores for this GPT unless "
+                         "the environment sets the threads); 1: the serial step")
     ap.add_argument("--serial-update", action="store_true",
                     help="with --shards: AdamW's update in the calling thread (optimizer.step), not "
                          "spread over the shards' threads")
@@ -176,13 +182,25 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.shards is not None and args.shards < 1:
         ap.error(f"--shards must be at least 1, got {args.shards}")
+    if args.embd % args.heads:
+        ap.error(f"--embd ({args.embd}) must be divisible by --heads ({args.heads})")
+    if args.shards is None:                  # the command line's own choice for this model
+        from nograd.cli.common import step_flops
+        from nograd.threads import auto_shards
+
+        probe = GPT(args.vocab, n_layer=args.layers, n_head=args.heads, n_embd=args.embd,
+                    block_size=args.block, dropout=0.0, bias=False, tie_weights=True, rng=0,
+                    dtype=np.float32)
+        args.shards, args.shards_choice = auto_shards(step_flops(probe, (args.block,), args.batch))
+    else:
+        args.shards_choice = f"--shards {args.shards}"
+    if args.shards == 1:
+        args.shards = None
     retained = False
     if not args.no_retain_memory:            # for the whole process: both contenders run under it
         from nograd.malloc import retain_freed_memory
 
         retained = retain_freed_memory()
-    if args.embd % args.heads:
-        ap.error(f"--embd ({args.embd}) must be divisible by --heads ({args.heads})")
 
     rng = np.random.default_rng(args.seed + 1)
     idx = rng.integers(0, args.vocab, (args.batch, args.block)).astype(np.int64)
@@ -228,7 +246,7 @@ def main(argv=None):
         "gen_slide_tokens_per_s_cache": round(gen["slide_cache"], 1),
         "gen_slide_tokens_per_s_nocache": round(gen["slide_nocache"], 1),
         "threads": thread_settings(torch_info), "numpy": np.__version__, "retain_memory": retained,
-        "shards": args.shards, "serial_update": bool(args.serial_update), "load_average": [round(v, 2) for v in os.getloadavg()],
+        "shards": args.shards, "shards_choice": args.shards_choice, "serial_update": bool(args.serial_update), "load_average": [round(v, 2) for v in os.getloadavg()],
     }
     res["nograd_blas_threads_in_step"] = 1 if args.shards else res["threads"]["blas"]
     print(f"GPT V={args.vocab} L={args.layers} H={args.heads} E={args.embd} T={args.block} B={args.batch}, "
