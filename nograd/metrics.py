@@ -301,7 +301,32 @@ def angle_per_key(a, b) -> dict[str, float]:
 # --------------------------------------------------------------------------- FLOPs
 #: elementwise FLOPs per entry (forward, backward) of the core layers without a matrix product
 _ELEMENTWISE = {"Identity": (0, 0), "Flatten": (0, 0), "Dropout": (1, 1),
-                "LayerNorm": (7, 14), "BatchNorm1d": (7, 14)}
+                "LayerNorm": (7, 14), "BatchNorm1d": (7, 14), "BatchNorm2d": (7, 14)}
+
+
+def _conv_flops(module, x, y):
+    """Conv2d / ConvTranspose2d by the direct arithmetic (whatever algorithm runs): a multiply-add
+    per weight entry and output (Conv2d) or input (transposed) position, forward; twice the product
+    backward (input cotangent and weight gradient); the bias one add per output entry each way."""
+    from .layers import Conv2d
+
+    kh, kw = module.kernel_size
+    per_group_in = module.in_channels // module.groups
+    positions = y[:, :1].size if isinstance(module, Conv2d) else x[:, :1].size
+    mm = 2 * positions * module.out_channels * per_group_in * kh * kw
+    bias = y.size if "bias" in module.params else 0
+    return mm + bias, 2 * mm + bias
+
+
+def _pool_flops(module, x, y):
+    """Pooling: a comparison or an add per window entry forward; max pooling routes one value per
+    output backward, average pooling spreads each output over its window."""
+    from .layers import MaxPool2d
+
+    if not hasattr(module, "kernel_size"):               # global / adaptive average: one add per input
+        return x.size, x.size
+    window = module.kernel_size[0] * module.kernel_size[1]
+    return window * y.size, (y.size if isinstance(module, MaxPool2d) else window * y.size)
 
 
 def _leaf_flops(module, x, y):
@@ -321,6 +346,10 @@ def _leaf_flops(module, x, y):
         return mm + bias, 2 * mm + bias
     if isinstance(module, Identity):
         return 0, 0
+    if cls in ("Conv2d", "ConvTranspose2d"):
+        return _conv_flops(module, x, y)
+    if cls in ("MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "AdaptiveAvgPool2d"):
+        return _pool_flops(module, x, y)
     if isinstance(module, Activation):
         return y.size, 2 * y.size
     if isinstance(module, Embedding):
@@ -369,8 +398,11 @@ def count_flops(model, input_shape, *, batch_size: int = 1) -> dict:
     ``input_shape`` is the shape of one sample; the count is for a batch of ``batch_size``. Counts
     (a multiply-add is 2 FLOPs): Linear ``2·N·in·out`` (+ ``N·out`` for the bias) forward and twice
     the product (``dx`` and ``dW``, + ``N·out`` for ``db``) backward; activations 1 per output
-    entry forward, 2 backward (the derivative and the product); LayerNorm/BatchNorm1d 7 per entry
-    forward, 14 backward; Dropout 1 and 1; Flatten/Identity 0; Residual adds one per output entry.
+    entry forward, 2 backward (the derivative and the product); LayerNorm/BatchNorm 7 per entry
+    forward, 14 backward; Dropout 1 and 1; Flatten/Identity 0; Residual adds one per output entry;
+    Conv2d/ConvTranspose2d ``2·positions·C_out·(C_in/groups)·k_h·k_w`` forward (the direct
+    method's arithmetic, whatever algorithm runs) and twice that backward; 2-D pooling one
+    operation per window entry forward, max pooling one per output backward.
     Other modules may define ``flops(input_shape, output_shape)`` returning forward FLOPs (backward
     is then taken as twice that) or a pair ``(forward, backward)``; a module with neither raises
     ``ValueError``. The model runs once, in evaluation mode, on zeros to learn the shapes.

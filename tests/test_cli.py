@@ -268,6 +268,32 @@ def test_rules_with_their_own_arrays_or_hooks_train_from_the_command_line(rule, 
     assert out["rule"] == rule and math.isfinite(out["test_loss"])
 
 
+def test_train_shards_a_large_backprop_step_by_itself(capsys, monkeypatch):
+    """Without --shards/--threads, `train` shards backprop's step over the usable cores when it
+    costs at least threads.SHARD_STEP_FLOPS (here lowered so the digits MLP qualifies); other
+    rules, --shards 1, --threads and batch norm keep the serial step."""
+    import types
+
+    import nograd.threads as threads
+    from nograd.cli.common import auto_shards_for
+
+    for var in threads.THREAD_ENV:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "SHARD_STEP_FLOPS", 1.0)
+    base = ["train", "--data", "digits", "--epochs", "1", "--json", "--no-memory"]
+    assert json.loads(run(base, capsys)[1])["shards"] == 2
+    for extra in (["--shards", "1"], ["--threads", "1"], ["--rule", "dfa"]):
+        out = json.loads(run(base + extra, capsys)[1])
+        assert out.get("shards") in (None, 1), extra
+    monkeypatch.setattr(threads, "SHARD_STEP_FLOPS", 1e9)    # the default: the digits MLP is small
+    assert "shards" not in json.loads(run(base, capsys)[1])
+    monkeypatch.setattr(threads, "SHARD_STEP_FLOPS", 1.0)
+    args = types.SimpleNamespace(shards=None, threads=None, _threads_stack=None)
+    bn = nograd.Sequential(nograd.Linear(4, 8, rng=0), nograd.layers.BatchNorm1d(8))
+    assert auto_shards_for(args, bn, (4,), 64) == (None, "serial: batch statistics (batch norm)")
+
+
 def test_train_shards_runs_backprop_sharded_and_refuses_what_it_cannot(capsys, monkeypatch):
     """``--shards K``: backprop's step split over K threads (nograd.parallel.ShardedStep). The
     gradient equals the serial one up to float32 rounding, so the run learns as the serial one does:

@@ -127,6 +127,26 @@ def test_count_flops_by_hand():
     assert r["forward"] == 7 * 4 + 4 + 7 * 4 + 4
 
 
+def test_count_flops_of_convolutions_and_pooling_by_hand():
+    """Conv2d by the direct method's multiply-adds (2 per weight entry and output position), twice
+    that backward, bias one add per output each way; grouped convolutions count C_in/groups; max
+    pooling k² comparisons per output forward and one routed value backward."""
+    from nograd.layers import Conv2d, ConvTranspose2d, GlobalAvgPool2d, MaxPool2d
+
+    net = Sequential(Conv2d(3, 4, 3, padding=1, rng=0), ReLU(), MaxPool2d(2),
+                     Conv2d(4, 6, 3, groups=2, bias=False, rng=1), GlobalAvgPool2d())
+    f = count_flops(net, (3, 6, 6), batch_size=2)["per_layer"]
+    conv1 = 2 * (2 * 6 * 6) * 4 * 3 * 9                    # N·H·W positions, C_out, C_in, k²
+    assert f["0"] == (conv1 + 2 * 4 * 36, 2 * conv1 + 2 * 4 * 36)
+    assert f["2"] == (4 * (2 * 4 * 3 * 3), 2 * 4 * 3 * 3)   # 2×2 windows over a 3×3 output
+    conv2 = 2 * (2 * 1 * 1) * 6 * 2 * 9                    # 3×3 input, no padding: 1×1 output
+    assert f["3"] == (conv2, 2 * conv2)
+    assert f["4"] == (2 * 6, 2 * 6)
+    up = count_flops(Sequential(ConvTranspose2d(2, 3, 2, stride=2, rng=0)), (2, 4, 4))["per_layer"]["0"]
+    mm = 2 * 16 * 3 * 2 * 4                                # input positions, C_out, C_in, k²
+    assert up == (mm + 3 * 64, 2 * mm + 3 * 64)
+
+
 def test_count_flops_unknown_module():
     from nograd.core import Module
 

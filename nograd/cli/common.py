@@ -262,6 +262,25 @@ def step_flops(model, input_shape, batch_size):
         return 6 * model.num_params * rows
 
 
+def auto_shards_for(args, model, input_shape, batch_size):
+    """Without ``--shards`` and ``--threads``, inside :func:`nograd.cli.main`: the shard count for
+    backprop's step of ``model`` (:func:`nograd.threads.auto_shards`: the usable cores for a step of
+    1 GFLOP or more), ``(k, reason)``; ``(None, reason)`` for the serial step — also for a model with
+    batch statistics, which a sharded step would change. ``(None, "")`` when the choice is not the
+    command line's to make."""
+    if (getattr(args, "shards", None) is not None or getattr(args, "threads", None) is not None
+            or not hasattr(args, "_threads_stack")):
+        return None, ""
+    from ..parallel import check_shardable
+    from ..threads import auto_shards
+
+    try:
+        check_shardable(model)
+    except ValueError:
+        return None, "serial: batch statistics (batch norm)"
+    return auto_shards(step_flops(model, input_shape, batch_size))
+
+
 def auto_threads_for(args, model, input_shape, batch_size):
     """Without ``--threads``: re-choose the BLAS threads for the training step of ``model`` (all
     cores when it is large, :func:`nograd.threads.auto_threads`). Does nothing with ``--threads``

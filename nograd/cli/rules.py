@@ -13,9 +13,9 @@ import json
 import sys
 import time
 
-from .common import (MEMORY_HELP, PROG, UserError, add_common, auto_threads_for, check_writable,
-                     exit_diverged, hyperparameters, load_data, positive_float, positive_int,
-                     user_errors)
+from .common import (MEMORY_HELP, PROG, UserError, add_common, auto_shards_for, auto_threads_for,
+                     check_writable, exit_diverged, hyperparameters, load_data, positive_float,
+                     positive_int, user_errors)
 
 
 # --------------------------------------------------------------------------- the shared pipeline
@@ -117,6 +117,12 @@ def run_rule(rule_name, ds, args, *, quiet, log_epochs):
         _, model, optimizer = build(rule_name, ds, args, hp, np.random.default_rng(args.seed),
                                     rule=rule)
         auto_threads_for(args, model, ds.input_shape, hp["batch_size"])
+        if shards is None and rule_name == "backprop" and args.command == "train":
+            shards, how = auto_shards_for(args, model, ds.input_shape, hp["batch_size"])
+            if shards is not None:                  # a large step on two cores or more
+                rule = get_rule("backprop", shards=shards)
+                if not quiet:
+                    print(how, flush=True)
         callbacks = []
         if log_epochs and not quiet:
             callbacks.append(EpochLogger(every=max(1, hp["epochs"] // 20), val_name="test"))
@@ -449,8 +455,9 @@ def add_train(sub):
                    help="backprop only: split each batch into K shards trained in K threads, BLAS at "
                         "one thread each (nograd.parallel.ShardedStep; the same gradient up to float "
                         "rounding; batch norm refused). Pays on steps of a few ms and more, e.g. "
-                        "--model cnn on 32x32 images; default: off, except backprop on text with a step "
-                        "of 1 GFLOP or more (the GPT), sharded over the usable cores; --shards 1: serial")
+                        "--model cnn on 32x32 images. Default: a step of 1 GFLOP or more without batch "
+                        "norm (nanoGPT's GPT) is sharded over the usable cores unless --threads or a "
+                        "thread variable is set, smaller steps run serially; --shards 1: serial")
     t.add_argument("--save", metavar="PATH",
                    help="write the trained model to PATH (.npz: weights and architecture; read "
                         "it back with `predict --model-file PATH` or nograd.load_model)")

@@ -58,12 +58,10 @@ def cmd_train_text(args, out=None, error=ValueError):
         raise error(str(e)) from None
     auto_threads_for(args, model, (args.block_size,), args.batch_size or 12)
     how = f"--shards {shards}" if shards is not None else ""
-    if (shards is None and args.rule == "backprop" and getattr(args, "threads", None) is None
-            and hasattr(args, "_threads_stack")):          # nograd.cli.main, not a direct call
-        from ..threads import auto_shards
-        from .common import step_flops
+    if shards is None and args.rule == "backprop":
+        from .common import auto_shards_for
 
-        shards, how = auto_shards(step_flops(model, (args.block_size,), args.batch_size or 12))
+        shards, how = auto_shards_for(args, model, (args.block_size,), args.batch_size or 12)
     if shards == 1:
         shards = None                                      # --shards 1: the serial step
     log = None if args.json else (lambda line: print(line, file=out, flush=True))
