@@ -281,6 +281,19 @@ def auto_shards_for(args, model, input_shape, batch_size):
     return auto_shards(step_flops(model, input_shape, batch_size))
 
 
+def auto_sharded_rule(args, rule, model, input_shape, batch_size, quiet=False):
+    """``(rule, shards)``: ``Backprop(shards=k)`` with a line saying why when
+    :func:`auto_shards_for` picks ``k`` shards for ``model``'s step, else ``(rule, None)``."""
+    shards, how = auto_shards_for(args, model, input_shape, batch_size)
+    if shards is None:
+        return rule, None
+    if not quiet:
+        print(how, flush=True)
+    from ..rules import get_rule
+
+    return get_rule("backprop", shards=shards), shards
+
+
 def auto_threads_for(args, model, input_shape, batch_size):
     """Without ``--threads``: re-choose the BLAS threads for the training step of ``model`` (all
     cores when it is large, :func:`nograd.threads.auto_threads`). Does nothing with ``--threads``

@@ -13,7 +13,7 @@ import json
 import sys
 import time
 
-from .common import (MEMORY_HELP, PROG, UserError, add_common, auto_shards_for, auto_threads_for,
+from .common import (MEMORY_HELP, PROG, UserError, add_common, auto_sharded_rule, auto_threads_for,
                      check_writable, exit_diverged, hyperparameters, load_data, positive_float,
                      positive_int, user_errors)
 
@@ -118,11 +118,7 @@ def run_rule(rule_name, ds, args, *, quiet, log_epochs):
                                     rule=rule)
         auto_threads_for(args, model, ds.input_shape, hp["batch_size"])
         if shards is None and rule_name == "backprop" and args.command == "train":
-            shards, how = auto_shards_for(args, model, ds.input_shape, hp["batch_size"])
-            if shards is not None:                  # a large step on two cores or more
-                rule = get_rule("backprop", shards=shards)
-                if not quiet:
-                    print(how, flush=True)
+            rule, shards = auto_sharded_rule(args, rule, model, ds.input_shape, hp["batch_size"], quiet)
         callbacks = []
         if log_epochs and not quiet:
             callbacks.append(EpochLogger(every=max(1, hp["epochs"] // 20), val_name="test"))
