@@ -45,6 +45,7 @@ from nograd.core.losses import softmax_cross_entropy  # noqa: E402
 from nograd.data.text import load_text  # noqa: E402
 from nograd.models import get_model  # noqa: E402
 from nograd.rules import DSF, Backprop, TruncatedBPTT  # noqa: E402
+from nograd.rules.dsf import METHODS  # noqa: E402
 from nograd.train_lm import estimate_loss, train_lm  # noqa: E402
 
 RULES = ("backprop", "dsf", "tbptt", "dsf-uniform")
@@ -179,7 +180,9 @@ def main(argv=None):
                         "always does) or a number in [0, 1] for every unit")
     p.add_argument("--r-min", type=float, default=0.0, help="DSF: smallest feedback entry")
     p.add_argument("--r-max", type=float, default=0.5, help="DSF: largest feedback entry")
-    p.add_argument("--method", default="scan", choices=("scan", "fft", "sequential"))
+    p.add_argument("--method", default="scan", choices=METHODS,
+                   help="how DSF solves its filter: 'scan' (recursive doubling, default), "
+                        "'recurrence' (compiled recursion), 'fft' or 'sequential' (NumPy reference)")
     p.add_argument("--eval-interval", type=int, default=200)
     p.add_argument("--eval-iters", type=int, default=10)
     p.add_argument("--final-eval-iters", type=int, default=40,
@@ -231,7 +234,7 @@ def main(argv=None):
         print(f"backward pass, T={args.block_size}, batch {b}, median of {args.repeats}, wall (CPU): " +
               ", ".join(f"{name} {ms[name]:.1f} ({cpu[name]:.1f}) ms" for name in names), flush=True)
     summary = {"cell": args.cell, "hidden": args.hidden, "embed": args.embed, "skip": args.skip,
-               "feedback": args.feedback, "block_size": args.block_size,
+               "feedback": args.feedback, "method": args.method, "block_size": args.block_size,
                "batch_size": args.batch_size, "iters": args.iters, "seed": args.seed,
                "load_average": round(os.getloadavg()[0], 2), "blas_threads": threads}
     key = KEYS

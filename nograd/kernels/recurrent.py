@@ -1,9 +1,10 @@
-r"""Compiled loops of the recurrent layers' batched local backward and of DSF's feedback scan
+r"""Compiled loops of the recurrent layers' batched local backward and of DSF's feedback filter
 (Numba, ``cache=True``); loaded on first use by :mod:`nograd.layers.recurrent_stack` and
-:mod:`nograd.rules.dsf`, so ``import nograd`` stays free of Numba. Their references are the
-written-out formulas in ``tests/rules/test_dsf.py``.
+:mod:`nograd.rules.dsf`, so ``import nograd`` stays free of Numba. Their NumPy references, with
+the same signatures, are in :mod:`nograd.kernels.recurrent_ref`.
 
-- :func:`gru_gates_back`: the GRU's gate backward for ``R`` rows in one pass,
+- :func:`gru_gates_back`: the GRU's gate backward for ``R`` rows in one pass, with the bias
+  gradients summed on the way,
 
   .. math::
       \bar a_n = \bar h (1 - z)(1 - n^2),\quad \bar a_r = \bar a_n H_{p,n}\, r (1 - r),\quad
@@ -11,6 +12,8 @@ written-out formulas in ``tests/rules/test_dsf.py``.
 
 - :func:`doubling_scan`: :math:`\delta_t = e_t + a \odot \delta_{t+1}` for all ``t`` by recursive
   doubling (Hillis & Steele 1986), in place on time-major rows.
+- :func:`linear_recurrence`: the same recursion run from the last step, each step vectorised over
+  the ``B·H`` lanes (``O(TBH)`` work, the least), reading ``(B, T, H)`` and writing time-major.
 """
 from __future__ import annotations
 
@@ -18,20 +21,28 @@ import numba as nb
 
 
 @nb.njit(cache=True, nogil=True)
-def gru_gates_back(dh, h_prev, hpn, r, z, n, dxp, dnr):
+def gru_gates_back(dh, h_prev, hp, r, z, n, dxp, dnr, db):
     """Write ``dxp = [ā_r, ā_z, ā_n]`` ``(R, 3H)`` and ``dnr = ā_n ⊙ r`` ``(R, H)`` from the rows
-    ``dh, h_prev, hpn, r, z, n (R, H)`` (C-contiguous; row slices, so the inner loop vectorises)."""
+    ``dh, h_prev, r, z, n (R, H)`` and ``hp (R, 3H)`` (:math:`H_p`; its candidate third
+    ``hp[:, 2H:]`` is read), and add the column sums of ``dxp`` and of ``dnr`` to
+    ``db[:3H]`` and ``db[3H:]`` (``db (4H,)``, float64). Rows must be contiguous (row slices,
+    so the inner loop vectorises); the gate maths run in float64, stored in ``dxp``'s dtype."""
     H = dh.shape[1]
+    sr, sz, sn, snr = db[:H], db[H:2 * H], db[2 * H:3 * H], db[3 * H:]   # float64 accumulators
     for i in range(dh.shape[0]):
-        d_, hprev_, hpn_, r_, z_, n_ = dh[i], h_prev[i], hpn[i], r[i], z[i], n[i]
+        d_, hprev_, hpn_, r_, z_, n_ = dh[i], h_prev[i], hp[i, 2 * H:], r[i], z[i], n[i]
         ar, az, an, nr = dxp[i, :H], dxp[i, H:2 * H], dxp[i, 2 * H:], dnr[i]
         for j in range(H):
             d, zz, nn, rr = d_[j], z_[j], n_[j], r_[j]
             dan = d * (1.0 - zz) * (1.0 - nn * nn)
-            ar[j] = dan * hpn_[j] * rr * (1.0 - rr)
-            az[j] = d * (hprev_[j] - nn) * zz * (1.0 - zz)
-            an[j] = dan
-            nr[j] = dan * rr
+            a_r = dan * hpn_[j] * rr * (1.0 - rr)
+            a_z = d * (hprev_[j] - nn) * zz * (1.0 - zz)
+            a_nr = dan * rr
+            ar[j], az[j], an[j], nr[j] = a_r, a_z, dan, a_nr
+            sr[j] += a_r
+            sz[j] += a_z
+            sn[j] += dan
+            snr[j] += a_nr
 
 
 @nb.njit(cache=True, nogil=True)
@@ -53,3 +64,20 @@ def doubling_scan(out, a, block=256):
             for k in range(k1 - k0):
                 ad[k] = ad[k] * ad[k]
             d *= 2
+
+
+@nb.njit(cache=True, nogil=True)
+def linear_recurrence(e, a, out):
+    """``out[t, b] = e[b, t] + a ⊙ out[t + 1, b]`` for ``t = T-1 … 0`` (``out[T] = 0``): ``e (B, T, H)``
+    (any strides; its rows ``e[b, t]`` contiguous for speed), ``a (H,)``, ``out (T, B, H)``
+    time-major. One pass from the last step; every step is ``B·H`` independent multiply-adds."""
+    B, T, H = e.shape
+    for b in range(B):
+        o, src = out[T - 1, b], e[b, T - 1]
+        for j in range(H):
+            o[j] = src[j]
+    for t in range(T - 2, -1, -1):
+        for b in range(B):
+            o, nxt, src = out[t, b], out[t + 1, b], e[b, t]
+            for j in range(H):
+                o[j] = src[j] + a[j] * nxt[j]

@@ -466,6 +466,7 @@ class GRU(RecurrentBase):
 
     gates, state_parts, state_feedback = 3, 1, True
     _fused_local = "gru"        # backward_local's fused path (recurrent_stack.FUSED_LOCAL)
+    _run = stack.gru_run        # _cell's steps, caches stored time-major (read by backward_local)
 
     def _cell(self, xp, S, p):
         H, h_prev = self.hidden_size, S[0]

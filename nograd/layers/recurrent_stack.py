@@ -186,50 +186,110 @@ def _time_major(steps):
     return np.concatenate(steps, axis=0)
 
 
-def gru_gates_back(dh, h_prev, hpn, r, z, n):
-    r"""The GRU's gate backward for many rows in one fused pass (no temporaries): ``(dxp, dnr)``
-    with ``dxp = [ā_r, ā_z, ā_n]`` ``(R, 3H)``, the cotangent of the input projection, and
+def gru_gates_back(dh, h_prev, hp, r, z, n):
+    r"""The GRU's gate backward for many rows in one fused pass (no temporaries): ``(dxp, dnr, db)``
+    with ``dxp = [ā_r, ā_z, ā_n]`` ``(R, 3H)``, the cotangent of the input projection,
     ``dnr = ā_n ⊙ r`` ``(R, H)``, the candidate part of the cotangent of
-    :math:`H_p = h_{t-1} W_{hh}^\top + b_{hh}` (its r and z parts equal ``dxp``'s):
+    :math:`H_p = h_{t-1} W_{hh}^\top + b_{hh}` (its r and z parts equal ``dxp``'s), and
+    ``db (4H,)`` float64, the column sums of ``dxp`` then of ``dnr`` (the bias gradients):
 
     .. math::
         \bar a_n = \bar h (1 - z)(1 - n^2),\quad \bar a_r = \bar a_n H_{p,n}\, r (1 - r),\quad
         \bar a_z = \bar h (h_{t-1} - n) z (1 - z).
 
-    Shapes: ``dh, h_prev, hpn, r, z, n (R, H)`` with ``hpn`` the candidate third
-    :math:`H_{p,n}` of :math:`H_p`, all C-contiguous; float32 or float64 (computed in float64,
-    stored in ``dh``'s dtype)."""
+    Shapes: ``dh, h_prev, r, z, n (R, H)``, ``hp (R, 3H)`` (:math:`H_p`, whose candidate third
+    :math:`H_{p,n}` is read), rows contiguous; float32 or float64 (computed in float64, stored in
+    ``dh``'s dtype)."""
     R, H = dh.shape
     dxp = np.empty((R, 3 * H), dh.dtype)
     dnr = np.empty((R, H), dh.dtype)
+    db = np.zeros(4 * H)
     from ..kernels.recurrent import gru_gates_back as kernel   # Numba, on first use
 
-    kernel(dh, h_prev, hpn, r, z, n, dxp, dnr)
-    return dxp, dnr
+    kernel(dh, h_prev, hp, r, z, n, dxp, dnr, db)
+    return dxp, dnr, db
+
+
+class _Steps(list):
+    """A GRU pass's per-step caches (a list, as every pass keeps them) that also holds them
+    stacked time-major, ``tm = (h_{0…T-1}, H_p, r, z, n)``, each ``(T, B, ·)``: the steps are
+    views of these arrays, so :func:`backward_local` reads all steps without copying them."""
+
+    __slots__ = ("tm",)
+
+
+def gru_run(m, x, p, S0):
+    r"""A GRU's ``_run`` (one layer, one direction): the same operations, in the same order, as
+    ``GRU._cell`` step by step (so the same numbers), written into time-major arrays
+    ``(T, B, ·)`` allocated once: :math:`H_p = h_{t-1} W_{hh}^\top + b_{hh}`,
+    :math:`r = \sigma(X_{p,r} + H_{p,r})`, :math:`z = \sigma(X_{p,z} + H_{p,z})`,
+    :math:`n = \tanh(X_{p,n} + r H_{p,n})`, :math:`h_t = (1 - z) n + z h_{t-1}` (σ as
+    :func:`nograd.layers.activations.sigmoid`: :math:`e = \exp(-|a|)`,
+    :math:`\max(e, [a \ge 0]) / (1 + e)`). Returns ``(y (B, T, H), (x, S0, steps, (h_T,)))`` with
+    ``steps`` a :class:`_Steps` of ``(h_{t-1}, H_p, r, z, n)`` views, as ``_cell`` caches them."""
+    B, T, _ = x.shape
+    H, dt = m.hidden_size, x.dtype
+    xp = m._project(x, p)
+    hs = np.empty((T + 1, B, H), dt)
+    hs[0] = S0[0]
+    hp = np.empty((T, B, 3 * H), dt)
+    r, z, n = np.empty((3, T, B, H), dt)
+    a, tmp = np.empty((B, H), dt), np.empty((B, H), dt)
+    pos = np.empty((B, H), bool)
+    WT, b = p["weight_hh"].T, p["bias_hh"]
+
+    def sigmoid_into(src, out):                      # σ(src) into out; src is scratch
+        np.greater_equal(src, 0, out=pos)
+        np.abs(src, out=src)
+        np.negative(src, out=src)
+        np.exp(src, out=src)
+        np.maximum(src, pos, out=out)
+        src += 1
+        out /= src
+    steps = _Steps()
+    with np.errstate(under="ignore"):
+        for t in range(T):
+            h_prev, hpt, xpt = hs[t], hp[t], xp[:, t]
+            np.matmul(h_prev, WT, out=hpt)
+            hpt += b
+            sigmoid_into(np.add(xpt[:, :H], hpt[:, :H], out=a), r[t])
+            sigmoid_into(np.add(xpt[:, H:2 * H], hpt[:, H:2 * H], out=a), z[t])
+            np.multiply(r[t], hpt[:, 2 * H:], out=n[t])
+            np.add(xpt[:, 2 * H:], n[t], out=n[t])
+            np.tanh(n[t], out=n[t])
+            np.subtract(1, z[t], out=tmp)
+            tmp *= n[t]
+            np.multiply(z[t], h_prev, out=hs[t + 1])
+            np.add(tmp, hs[t + 1], out=hs[t + 1])
+            steps.append((h_prev, hpt, r[t], z[t], n[t]))
+    steps.tm = (hs[:T], hp, r, z, n)
+    return np.ascontiguousarray(hs[1:].transpose(1, 0, 2)), (x, S0, steps, (hs[T],))
 
 
 def _gru_stack_steps(m, steps, t0, t1):
-    """Steps ``t0:t1`` of a GRU pass's caches stacked time-major (row ``(t - t0)·B + b``) for
-    :func:`_gru_cell_back_rows`: ``(h_{t-1}, H_{p,n}, r, z, n)``, ``((t1 - t0)·B, H)`` each, with
-    :math:`H_{p,n}` the candidate third of :math:`h_{t-1} W_{hh}^\top + b_{hh}`."""
-    H, part = m.hidden_size, steps[t0:t1]
-    return (np.concatenate([c[0] for c in part]), np.concatenate([c[1][:, 2 * H:] for c in part]),
-            *(np.concatenate([c[j] for c in part]) for j in (2, 3, 4)))
+    """Steps ``t0:t1`` of a GRU pass's caches time-major (row ``(t - t0)·B + b``) for
+    :func:`_gru_cell_back_rows`: ``(h_{t-1}, H_p, r, z, n)``, ``((t1 - t0)·B, ·)`` each — views of
+    the arrays :func:`gru_run` stored (no copy), or stacked from the per-step caches."""
+    tm = getattr(steps, "tm", None)
+    if tm is not None:
+        return tuple(v[t0:t1].reshape((t1 - t0) * v.shape[1], v.shape[2]) for v in tm)
+    part = steps[t0:t1]
+    return tuple(np.concatenate([c[j] for c in part]) for j in range(5))
 
 
 def _gru_cell_back_rows(m, cache, dS, p, g):
     """The GRU's ``_cell_back`` without the cotangent of ``h_{t-1}``, for the steps stacked by
-    :func:`_gru_stack_steps` (``R = T·B`` rows): the gate maths in one fused pass
-    (:func:`gru_gates_back`), then the ``weight_hh`` gradient as two GEMMs over all rows and the
-    bias gradients (``bias_ih`` too) as column sums. Returns ``dxp (R, 3H)``."""
+    :func:`_gru_stack_steps` (``R = T·B`` rows): the gate maths and the bias sums in one fused
+    pass (:func:`gru_gates_back`), then the ``weight_hh`` gradient as two GEMMs over all rows.
+    Adds the gradients of ``weight_hh``, ``bias_hh`` and ``bias_ih`` to ``g``; returns
+    ``dxp (R, 3H)``."""
     h_prev, H = cache[0], m.hidden_size
-    dxp, dnr = gru_gates_back(np.ascontiguousarray(dS[0]), *cache)
+    dxp, dnr, db = gru_gates_back(np.ascontiguousarray(dS[0]), *cache)
     g["weight_hh"][:2 * H] += dxp[:, :2 * H].T @ h_prev
     g["weight_hh"][2 * H:] += dnr.T @ h_prev
-    s = dxp.sum(axis=0)
-    g["bias_ih"] += s
-    g["bias_hh"][:2 * H] += s[:2 * H]
-    g["bias_hh"][2 * H:] += dnr.sum(axis=0)
+    g["bias_ih"] += db[:3 * H]
+    g["bias_hh"][:2 * H] += db[:2 * H]
+    g["bias_hh"][2 * H:] += db[3 * H:]
     return dxp
 
 
@@ -243,8 +303,8 @@ def _local_pass(m, k, cache, dy, q, need_dx, carry, rows=8192):
 
     Everything runs time-major (row ``t·B + b``): the carry's cotangents are transposed once (for
     free when they already are time-major memory, as :func:`nograd.rules.dsf.feedback_scan`'s
-    scan returns them), the step caches are stacked once, and each weight's gradient is one GEMM
-    over all ``T·B`` rows. Beyond ``rows`` rows (``T·B``) the steps run in chunks of about
+    filters return them), the step caches are stacked once (a GRU's are read where its forward
+    stored them, :func:`gru_run`), and each weight's gradient is one GEMM over all ``T·B`` rows. Beyond ``rows`` rows (``T·B``) the steps run in chunks of about
     ``rows`` rows, to bound the temporaries."""
     x, _, steps, _ = cache
     B, T, _ = x.shape
@@ -320,10 +380,10 @@ def backward_local(m, cache, dy, p, need_dx, carry):
     2025) runs :math:`\delta_t = \bar y_t + A \delta_{t+1}`; ``carry = lambda k, e, cell: (e,)`` cuts
     the state cotangent (fully truncated BPTT).
 
-    The step caches are stacked into ``T·B`` rows (time-major) and the cell's backward runs once
-    over them (without the cotangent of :math:`h_{t-1}`, which nothing uses), so each weight's
+    The step caches are stacked into ``T·B`` rows (time-major; a GRU's forward already stores
+    them so, :func:`gru_run`) and the cell's backward runs once over them (without the cotangent of :math:`h_{t-1}`, which nothing uses), so each weight's
     gradient is one GEMM over all steps, :math:`\bar W_{hh} = \sum_t \bar a_t^\top h_{t-1}`,
-    instead of ``T``; a GRU does its gate maths in one fused compiled pass
+    instead of ``T``; a GRU does its gate maths and bias sums in one fused compiled pass
     (:func:`gru_gates_back`, through :data:`FUSED_LOCAL`). The final-state cotangent is zero
     and the initial state's is not returned. ``dx`` is a ``(B, T, F)`` view of time-major memory.
     """

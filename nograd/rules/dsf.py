@@ -19,9 +19,11 @@ the time-varying :math:`J_{t+1}^\top` by one fixed diagonal matrix :math:`A = \m
     \;\Longleftrightarrow\; \delta_t = \sum_{k \ge 0} a^k \odot e_{t+k},
 
 a linear time-invariant backward filter, computed for all :math:`t` at once by a prefix scan
-(:math:`\lceil\log_2 T\rceil` passes, each parallel over time) or by an FFT convolution with the kernel
-:math:`K_k = a^k` (:func:`feedback_scan`); every step's local VJP then runs for all steps in one
-batch (:meth:`nograd.layers.recurrent.RecurrentBase.backward_local`: one GEMM per weight). Fully
+(:math:`\lceil\log_2 T\rceil` passes, each parallel over time), by an FFT convolution with the
+kernel :math:`K_k = a^k` (:func:`feedback_scan`; also by the compiled recursion, one elementwise
+pass per step vectorised over the batch and the units, ``method="recurrence"``); every step's local
+VJP then runs for all steps in one batch
+(:meth:`nograd.layers.recurrent.RecurrentBase.backward_local`: one GEMM per weight). Fully
 truncated BPTT is the special case :math:`a = 0`: :math:`\delta_t = e_t` (:class:`TruncatedBPTT`).
 
 **The feedback A (the paper's choice).** The authors' released code (repository
@@ -48,10 +50,11 @@ cotangent that :math:`h_t = o_t \tanh c_t` sends to :math:`c_t` from :math:`\del
 scan), and :math:`\delta_t = e_t + a^h \odot \delta_{t+1}` as above.
 
 Shapes: a recurrent layer's output cotangent ``e (B, T, H)``; ``a (H,)`` per pass (a stack has
-``num_layers·directions`` passes). Cost of the backward of one layer: the scan,
-:math:`O(BTH\log T)` elementwise work, plus the local VJPs, :math:`O(BTH(F + H))` in a few large
-GEMMs (for a GRU: one fused pass for the gate maths, then ``weight_hh``, ``weight_ih`` and the
-input cotangent as GEMMs over all ``T·B`` rows, time-major), against BPTT's ``T`` sequential
+``num_layers·directions`` passes). Cost of the backward of one layer: the filter, :math:`O(BTH)`
+elementwise work (:math:`O(BTH\log T)` by the doubling scan), plus the local VJPs,
+:math:`O(BTH(F + H))` in a few large GEMMs (for a GRU: one fused pass for the gate maths and
+the bias sums over the step caches the forward stored time-major, then ``weight_hh``,
+``weight_ih`` and the input cotangent as GEMMs over all ``T·B`` rows), against BPTT's ``T`` sequential
 steps of small GEMMs, which also carry the state cotangent back through ``weight_hh`` (twice the
 recurrent GEMM work of DSF).
 """
@@ -67,7 +70,7 @@ from .base import Rule, register
 __all__ = ["DSF", "TruncatedBPTT", "feedback_scan", "linspace_feedback", "METHODS", "FEEDBACKS"]
 
 #: how :func:`feedback_scan` computes the recursion
-METHODS = ("scan", "fft", "sequential")
+METHODS = ("scan", "fft", "sequential", "recurrence")
 #: the named ways :class:`DSF` sets its feedback ``A``
 FEEDBACKS = ("linspace", "uniform")
 
@@ -95,6 +98,11 @@ def feedback_scan(e: np.ndarray, a: np.ndarray, method: str = "scan") -> np.ndar
     - ``"fft"``: :math:`\delta_t = \sum_{k=0}^{T-1-t} a^k e_{t+k}` is a correlation of ``e`` with the
       kernel :math:`K_k = a^k`; with time reversed it is a causal convolution, computed with real
       FFTs of length ``2T`` (no wrap-around), in float64.
+    - ``"recurrence"``: the recursion compiled, one pass from the last step writing time-major
+      memory (returned as a ``(B, T, H)`` view, as ``"scan"``'s); each step is ``B·H`` independent
+      multiply-adds, so the work is ``O(TBH)`` against the doubling's ``O(TBH \log T)`` — on one
+      CPU thread, whose parallelism is the vector lanes across ``B·H``, the cheaper of the two; the
+      doubling scan is the form for hardware parallel over ``t``.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -112,6 +120,12 @@ def feedback_scan(e: np.ndarray, a: np.ndarray, method: str = "scan") -> np.ndar
             d = e[:, t] + a * d
             out[:, t] = d
         return out
+    if method == "recurrence":
+        out = np.empty((T, e.shape[0], e.shape[2]), e.dtype)
+        from ..kernels.recurrent import linear_recurrence    # Numba, on first use
+
+        linear_recurrence(e, a.astype(e.dtype), out)
+        return out.transpose(1, 0, 2)
     if method == "scan":
         B, H = e.shape[0], e.shape[2]
         out = np.array(e.transpose(1, 0, 2), order="C")     # time-major (T, B, H): a copy
@@ -252,7 +266,10 @@ class DSF(_StateFeedbackRule):
         ``|a| < 1`` is not required there (a test sets ``A`` to a true Jacobian).
     r_min, r_max : the range of the ``"uniform"`` draw, ``0 <= r_min < r_max < 1``; default
         ``[0, 0.5]``.
-    method : ``"scan"`` (default), ``"fft"`` or ``"sequential"`` (:func:`feedback_scan`).
+    method : ``"scan"`` (default: recursive doubling, all steps at once as the issue and the
+        paper compute it), ``"recurrence"`` (the compiled recursion: the least work on one CPU
+        thread), ``"fft"`` or ``"sequential"`` (the NumPy reference); the same filter by each
+        (:func:`feedback_scan`).
     seed : int, the draws of ``A`` (in the order of the model's recurrent layers and passes).
     """
 

@@ -47,12 +47,12 @@ def test_scan_and_fft_agree_with_the_recursion_and_the_closed_form(T):
     e = rng.standard_normal((3, T, 6))
     a = np.array([0.0, 0.3, -0.5, 0.9, 0.999, 1.2])       # zero, negative, near and above one
     ref = closed_form(e, a)
-    for method in ("sequential", "scan", "fft"):
+    for method in ("sequential", "scan", "fft", "recurrence"):
         got = feedback_scan(e, a, method)
         assert got.dtype == e.dtype
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12, err_msg=method)
     e32 = e.astype(np.float32)
-    for method in ("scan", "fft"):
+    for method in ("scan", "fft", "recurrence"):
         got = feedback_scan(e32, np.r_[a[:5], 0.5], method)
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, feedback_scan(e32.astype(np.float64), np.r_[a[:5], 0.5],
@@ -94,7 +94,7 @@ def diagonal_model(a, **stack):
 
 
 @pytest.mark.parametrize("stack", [{}, {"num_layers": 2, "bidirectional": True}], ids=["one", "stack"])
-@pytest.mark.parametrize("method", ["scan", "fft", "sequential"])
+@pytest.mark.parametrize("method", ["scan", "fft", "sequential", "recurrence"])
 def test_dsf_with_a_equal_to_the_jacobian_is_bptt(stack, method):
     rng = np.random.default_rng(1)
     passes = 4 if stack else 1
@@ -164,11 +164,13 @@ def test_lstm_cell_feedback_carries_credit_and_methods_agree():
     model = Sequential(LSTM(3, 4, rng=rng, dtype=np.float64), Linear(4, 5, rng=rng, dtype=np.float64))
     x, y = rng.standard_normal((2, 7, 3)), rng.integers(0, 5, (2, 7))
     a_h, a_c = np.full(4, 0.3), np.full(4, 0.9)
-    scan, _ = DSF(feedback={"0": (a_h, a_c)}).grads(model, x, y)
+    scan, _ = DSF(feedback={"0": (a_h, a_c)}).grads(model, x, y)       # "scan", the default
     fft, _ = DSF(feedback={"0": (a_h, a_c)}, method="fft").grads(model, x, y)
+    dbl, _ = DSF(feedback={"0": (a_h, a_c)}, method="recurrence").grads(model, x, y)
     no_c, _ = DSF(feedback={"0": (a_h, 0 * a_c)}).grads(model, x, y)
     for k in scan:
         np.testing.assert_allclose(fft[k], scan[k], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(dbl[k], scan[k], rtol=1e-12, atol=1e-14)
     assert not np.allclose(scan["0.weight_ih"], no_c["0.weight_ih"])
 
 
@@ -229,15 +231,19 @@ def test_gru_fused_gate_backward_matches_the_formulas():
     rng = np.random.default_rng(8)
     R, H = 11, 4
     dh, h, r, z, n = (rng.standard_normal((R, H)) for _ in range(5))
-    hpn = rng.standard_normal((R, H))                         # the candidate third of H_p
-    dxp, dnr = gru_gates_back(dh, h, hpn, r, z, n)
+    hp = rng.standard_normal((R, 3 * H))                      # H_p; its candidate third is read
+    hpn = hp[:, 2 * H:]
+    dxp, dnr, db = gru_gates_back(dh, h, hp, r, z, n)
     dan = dh * (1 - z) * (1 - n ** 2)                         # written out: GRU, PyTorch's gates
     want = np.concatenate([dan * hpn * r * (1 - r), dh * (h - n) * z * (1 - z), dan], 1)
     np.testing.assert_allclose(dxp, want, rtol=1e-14, atol=1e-15)
     np.testing.assert_allclose(dnr, dan * r, rtol=1e-14, atol=1e-15)
-    d32, _ = gru_gates_back(*(v.astype(np.float32) for v in (dh, h, hpn, r, z, n)))
-    assert d32.dtype == np.float32
+    # the bias gradients: column sums of [ā_r, ā_z, ā_n] and of ā_n ⊙ r
+    np.testing.assert_allclose(db, np.r_[want.sum(0), (dan * r).sum(0)], rtol=1e-13, atol=1e-14)
+    d32, _, db32 = gru_gates_back(*(v.astype(np.float32) for v in (dh, h, hp, r, z, n)))
+    assert d32.dtype == np.float32 and db32.dtype == np.float64
     np.testing.assert_allclose(d32, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(db32, db, rtol=1e-5, atol=1e-5)
 
 
 def test_fused_gru_path_equals_the_generic_cell_backward(monkeypatch):
@@ -255,6 +261,39 @@ def test_fused_gru_path_equals_the_generic_cell_backward(monkeypatch):
     assert set(fused) == set(generic) == set(model.params)
     for k in fused:
         np.testing.assert_allclose(fused[k], generic[k], rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gru_forward_stores_time_major_caches_with_the_same_numbers(dtype):
+    """GRU._run (recurrent_stack.gru_run, writing into time-major arrays) gives the same bits as
+    the step-by-step loop of GRU._cell, the same final state and the same BPTT gradients; the
+    batched backward reads its stored arrays without copying (and stacks plain step lists)."""
+    from nograd.layers import recurrent_stack
+
+    rng = np.random.default_rng(12)
+    gru = GRU(3, 5, num_layers=2, bidirectional=True, rng=rng, dtype=dtype)
+    x = (3 * rng.standard_normal((4, 9, 3))).astype(dtype)
+    s0 = rng.standard_normal((4, 4, 5)).astype(dtype)
+    y, cache = gru.forward(x, state=s0)
+    steps_run = RecurrentBase._run.__get__(gru)                  # the generic loop over _cell
+    gru._run = steps_run
+    try:
+        y0, cache0 = gru.forward(x, state=s0)
+    finally:
+        del gru._run
+    assert y.flags.c_contiguous and y.tobytes() == y0.tobytes()
+    assert gru.final_state(cache).tobytes() == gru.final_state(cache0).tobytes()
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    (dx, g), (dx0, g0) = gru.backward(cache, dy), gru.backward(cache0, dy)
+    assert dx.tobytes() == dx0.tobytes() and all(g[k].tobytes() == g0[k].tobytes() for k in g)
+    steps = cache[0][0][2]                                      # pass (0, forward)
+    rows = recurrent_stack._gru_stack_steps(gru, steps, 2, 7)
+    assert all(np.shares_memory(v, w) for v, w in zip(rows, steps.tm))
+    copied = recurrent_stack._gru_stack_steps(gru, list(steps), 2, 7)
+    for v, w in zip(rows, copied):
+        assert v.shape == w.shape and not np.shares_memory(v, w)
+        np.testing.assert_array_equal(v, w)
+    assert rows[0].shape == (5 * 4, 5) and rows[1].shape == (5 * 4, 15)
 
 
 def test_backward_local_is_the_same_in_chunks_of_steps(monkeypatch):
