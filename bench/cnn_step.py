@@ -23,8 +23,10 @@ the load average are printed and written to the JSON.
 
 The reference CNN is built as a :class:`nograd.layers.FusedSequential`, which runs each
 Conv2d → ReLU → MaxPool2d(2) as one fused pass (the same numbers as the plain chain); ``--no-fuse``
-builds the plain :class:`nograd.Sequential` (the step before the fusion). The per-layer breakdown
-times each fused run as one row. The process keeps freed memory for reuse
+builds the plain :class:`nograd.Sequential` (the step before the fusion). The residual CNN's
+stem chain and block bodies are FusedSequentials too, whose ``BatchNorm2d → ReLU`` pairs run as
+one pass in training (``--no-fuse``: plain Sequentials). The per-layer breakdown times each fused
+run as one row. The process keeps freed memory for reuse
 (:func:`nograd.malloc.retain_freed_memory`, as ``bench/gpt_step.py`` does) unless
 ``--no-retain-memory``; it applies to both contenders.
 
@@ -32,8 +34,12 @@ times each fused run as one row. The process keeps freed memory for reuse
 the batch is split into K shards whose forward, loss and backward run in K Python threads with BLAS
 held at one thread during that part of the step (restored for the optimizer update); the gradients
 are combined into the whole batch's. PyTorch and the GEMM bound keep the process's thread settings.
-Batch 1 has one shard. The per-layer breakdown is always the serial step's. The JSON records
-``shards`` (null without the option) and ``nograd_blas_threads_in_step``.
+Batch 1 has one shard. The per-layer breakdown is always the serial step's. Without ``--shards``
+(and without ``--threads``) the step is the one ``python -m nograd train`` would run: sharded over
+the usable cores when it costs 1 GFLOP or more, the model has no batch norm and the environment sets
+no thread count (:func:`nograd.threads.auto_shards`; the reference CNN's step is 2.2 GFLOP), else
+serial; ``--shards 1`` is the serial step. The JSON records ``shards`` (null: serial),
+``shards_choice`` (why) and ``nograd_blas_threads_in_step``.
 """
 from __future__ import annotations
 
@@ -76,15 +82,16 @@ def reference_resnet(rng, algorithm="auto", fuse=True):
         return L.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False, rng=rng,
                         algorithm=algorithm if stride == 1 else "im2col")
 
+    chain = L.FusedSequential if fuse else nograd.Sequential     # fused: BatchNorm2d → ReLU pairs
     layers = [conv3(3, 16), L.BatchNorm2d(16), nograd.ReLU()]
     for cin, cout, stride in RESNET_BLOCKS:
-        body = nograd.Sequential(conv3(cin, cout, stride), L.BatchNorm2d(cout), nograd.ReLU(),
-                                 conv3(cout, cout), L.BatchNorm2d(cout))
+        body = chain(conv3(cin, cout, stride), L.BatchNorm2d(cout), nograd.ReLU(),
+                     conv3(cout, cout), L.BatchNorm2d(cout))
         short = None if stride == 1 and cin == cout else nograd.Sequential(
             L.Conv2d(cin, cout, 1, stride=stride, bias=False, rng=rng), L.BatchNorm2d(cout))
         layers += [nograd.Residual(body, short), nograd.ReLU()]
     layers += [L.GlobalAvgPool2d(), nograd.Flatten(), nograd.Linear(64, 10, rng=rng)]
-    return nograd.Sequential(*layers)
+    return chain(*layers)
 
 
 def gemm_shapes(model, batch):
@@ -282,7 +289,9 @@ def main(argv=None):
                          "(reference CNN, main batch)")
     ap.add_argument("--shards", type=int, default=None, metavar="K",
                     help="nograd's step data-parallel over K threads, BLAS at 1 thread in it "
-                         "(nograd.parallel.ShardedStep); default: the serial step")
+                         "(nograd.parallel.ShardedStep); default: as `python -m nograd train` chooses "
+                         "(without --threads: the usable cores for a step of 1 GFLOP or more and no "
+                         "batch norm, nograd.threads.auto_shards); 1: the serial step")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     fuse = not args.no_fuse
@@ -291,6 +300,21 @@ def main(argv=None):
     if args.shards is not None and args.model == "resnet":
         ap.error("--shards: the resnet has batch norm, whose batch statistics a sharded step would "
                  "change (nograd.parallel refuses it); use --model cnn")
+    args.shards_choice = f"--shards {args.shards}" if args.shards is not None else "serial: --threads"
+    if args.shards is None and args.threads is None:      # the command line's own choice
+        from nograd.cli.common import step_flops
+        from nograd.parallel import check_shardable
+        from nograd.threads import auto_shards
+
+        probe = (reference_cnn if args.model == "cnn" else reference_resnet)(
+            np.random.default_rng(args.seed), args.algorithm, fuse)
+        try:
+            check_shardable(probe)
+            args.shards, args.shards_choice = auto_shards(step_flops(probe, (3, 32, 32), args.batch))
+        except ValueError:
+            args.shards_choice = "serial: batch statistics (batch norm)"
+    if args.shards == 1:
+        args.shards = None
     retained = setup_process(args, ap)   # memory kept for reuse, threads: the whole process
     compile_s = warm_s = None
     if not args.no_compile:
@@ -348,7 +372,7 @@ def main(argv=None):
             {"run": i, "fused_forward": round(a[0], 3), "plain_forward": round(a[1], 3),
              "fused_backward": round(a[2], 3), "plain_backward": round(a[3], 3)} for i, a in enumerate(ab)],
         "torch": torch_info, "threads": threads, "load_average": load,
-        "shards": args.shards, "nograd_blas_threads_in_step": 1 if args.shards else threads["blas"],
+        "shards": args.shards, "shards_choice": args.shards_choice, "nograd_blas_threads_in_step": 1 if args.shards else threads["blas"],
     }
     print(f"reference {args.model} step, float32, Conv2d algorithm={args.algorithm}, "
           f"{'fused' if fuse else 'unfused'} conv/ReLU/pool, median of {res['steps']} steps")

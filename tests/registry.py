@@ -550,3 +550,27 @@ ENTRIES += [
     Entry("maxpool2d-relu-overlap-pad", MaxPool2d, lambda dt, r: MaxPool2d(3, stride=2, padding=1, relu=True),
           _shifted_distinct((2, 7, 6)), bad_shape=NDIM3),
 ]
+
+
+# ---- fused batch norm → ReLU (issue 28): FusedSequential(BatchNorm2d, ReLU), training and evaluation
+def batchnorm_relu_input(shape, margin=0.02):
+    """Inputs whose batch-norm outputs (``m[0]``), with the batch's statistics (training) and with
+    the running ones (evaluation), are all ``margin`` from ReLU's kink."""
+    from nograd.kernels.batchnorm import batchnorm_forward_ref
+
+    def draw(rng, n, dt, m):
+        bn = m[0]
+        for _ in range(1000):
+            x = rng.standard_normal((n,) + shape).astype(dt)
+            train, _ = batchnorm_forward_ref(x, bn.params["weight"], bn.params["bias"], bn.eps)
+            if min(np.abs(train).min(), np.abs(bn(x)).min()) > margin:
+                return x
+        raise RuntimeError("could not draw an input away from the ReLU kinks")
+    return draw
+
+
+ENTRIES += [
+    Entry("fused-sequential-batchnorm-relu", FusedSequential,
+          lambda dt, r: FusedSequential(_perturbed(BatchNorm2d(2, dtype=dt), r), ReLU()),
+          batchnorm_relu_input((2, 3, 2)), modes=(False, True), per_sample=False, bad_shape=CHANNELS),
+]

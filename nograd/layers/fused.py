@@ -1,4 +1,5 @@
-r"""A :class:`~nograd.core.module.Sequential` that fuses ``Conv2d → ReLU → MaxPool2d(2)`` runs.
+r"""A :class:`~nograd.core.module.Sequential` that fuses ``Conv2d → ReLU → MaxPool2d(2)`` and
+``BatchNorm2d → ReLU`` runs.
 
 In the chain ``y = maxpool₂ₓ₂(relu(W ⋆ x + b))`` a 2×2 max pooling keeps one entry of each window
 and ReLU only decides whether that entry is positive, so with the argmax ``k(o)`` of window ``o``
@@ -16,6 +17,13 @@ two full-size intermediates (``relu(z)`` and the scattered ``ȳ``) and their pas
 
 The numbers are the unfused chain's, entry for entry: the kernels (:mod:`nograd.kernels.fused`)
 repeat its float operations in its order, with its ties.
+
+``BatchNorm2d → ReLU`` in training (Ioffe & Szegedy 2015, Alg. 1, then ReLU) writes
+``y = max((x - μ) γ r + β, 0)`` in the batch norm's normalising pass, and its backward applies the
+mask ``[y > 0]`` to ``ȳ`` inside the batch norm's two passes (:mod:`nograd.kernels.batchnorm`,
+the mask recomputed from ``x`` by the forward's own float operations): no ReLU pass and no masked
+cotangent array. Outputs are the unfused chain's to the bit, gradients to rounding (the kernel's
+sums may be vectorised in another order). In evaluation the two run unfused.
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ from ..core.checks import check_like
 from ..core.module import Sequential
 from .activations import ReLU
 from .conv import Conv2d
+from .norm import BatchNorm2d
 from .pool import MaxPool2d
 
 
@@ -43,9 +52,20 @@ def _fusable(conv, relu, pool):
             and pool.kernel_size == (2, 2) and pool.stride == (2, 2) and pool.padding == (0, 0))
 
 
+def _run_length(kids, i):
+    """How many children from ``i`` on form one fused run: 3, 2 (BatchNorm2d → ReLU) or 1."""
+    if i + 2 < len(kids) and _fusable(*kids[i:i + 3]):
+        return 3
+    if i + 1 < len(kids) and type(kids[i]) is BatchNorm2d and type(kids[i + 1]) is ReLU:
+        return 2
+    return 1
+
+
 class FusedSequential(Sequential):
     """:class:`~nograd.core.module.Sequential` whose ``Conv2d → ReLU → MaxPool2d(2)`` runs (exactly
-    these classes; the pooling 2×2, stride 2, unpadded, without ``relu``) execute as one fused pass.
+    these classes; the pooling 2×2, stride 2, unpadded, without ``relu``) execute as one fused pass,
+    and so do ``BatchNorm2d → ReLU`` pairs in training (see the module's notes: gradients equal to
+    rounding; the batch norm's cache then carries the ReLU's mask, the ReLU's is a placeholder).
 
     Everything else is Sequential's: the children and their dotted parameter names, the
     structural view (``leaves``, ``chain``), ``jvp``. The outputs, gradients and input cotangents
@@ -76,11 +96,12 @@ class FusedSequential(Sequential):
         return FusedSequential(*part) if isinstance(i, slice) else part
 
     def groups(self):
-        """``[(start, stop), ...]``: the children in runs, a fused run spanning three."""
+        """``[(start, stop), ...]``: the children in runs, a fused run spanning three (conv, ReLU,
+        pooling) or two (batch norm, ReLU)."""
         kids = list(self)
         out, i = [], 0
         while i < len(kids):
-            n = 3 if i + 2 < len(kids) and _fusable(*kids[i:i + 3]) else 1
+            n = _run_length(kids, i)
             out.append((i, i + n))
             i += n
         return out
@@ -92,9 +113,15 @@ class FusedSequential(Sequential):
         for a, b in self.groups():
             name, layer = items[a]
             p = self._split(params, name)
-            if b - a == 1:
-                x, c = layer.forward(x, train=train, rng=rng, params=p)
-                cs = [c]
+            if b - a == 2 and train:                    # batch norm → ReLU, batch statistics
+                layer._check(x, True, finite=False)
+                x, c = layer._batch_forward(x, layer._use(p), True)
+                cs = [c, _Absorbed(x.shape, x.dtype)]
+            elif b - a <= 2:                              # one child, or batch norm in evaluation
+                cs = []
+                for name, layer in items[a:b]:
+                    x, c = layer.forward(x, train=train, rng=rng, params=self._split(params, name))
+                    cs.append(c)
             else:
                 layer._check_input(x, layer.in_channels)
                 zshape = layer.output_shape(x.shape)
@@ -116,6 +143,11 @@ class FusedSequential(Sequential):
         items = list(self._children.items())
         grads = {}
         for a, b in reversed(self.groups()):
+            if b - a == 2 and isinstance(cache[a + 1], _Absorbed):     # the ReLU is in the norm's cache
+                name, norm = items[a]
+                dy, g = norm.backward(cache[a], dy, params=self._split(params, name), need_dx=need_dx or a > 0)
+                grads.update(self._prefixed(g, name))
+                continue
             if b - a == 3 and isinstance(cache[a + 1], _Absorbed):
                 name, conv = items[a]
                 idx, _, pos = cache[a + 2]

@@ -207,8 +207,8 @@ class BatchNorm1d(_AffineNorm):
     def _param_view(self, x):
         return (1, self.num_features) + (1,) * (x.ndim - 2)
 
-    def _check(self, x, train):
-        check_array(x, "x", ndim=self._ndims)
+    def _check(self, x, train, finite=True):
+        check_array(x, "x", ndim=self._ndims, finite=finite)
         if x.shape[1] != self.num_features:
             raise ValueError(f"x must have {self.num_features} channels in axis 1, got shape {x.shape}")
         if train and x.size // self.num_features < 2:
@@ -227,20 +227,23 @@ class BatchNorm1d(_AffineNorm):
             var = np.mean(xc * xc, axis=axes, keepdims=True)
             r = 1 / np.sqrt(var + x.dtype.type(self.eps))
             xhat = xc * r
-            n = x.size // self.num_features
-            mean = mean.reshape(-1)
-            var_unbiased = var.reshape(-1) * x.dtype.type(n / (n - 1))
-            m = self.momentum
-            for name, value in (("running_mean", mean), ("running_var", var_unbiased)):
-                buf = self._buffers[name]
-                buf *= 1 - m
-                buf += (m * value).astype(buf.dtype, copy=False)
+            self._update_running(mean.reshape(-1), var.reshape(-1), x.size // self.num_features)
             return xhat, r
         view = self._param_view(x)
         mean = self._buffers["running_mean"].reshape(view).astype(x.dtype, copy=False)
         var = self._buffers["running_var"].reshape(view).astype(x.dtype, copy=False)
         r = 1 / np.sqrt(var + x.dtype.type(self.eps))
         return (x - mean) * r, r
+
+    def _update_running(self, mean, var, n):
+        """Move the running statistics towards the batch's ``mean`` and ``var`` (biased, ``(C,)``,
+        both in the input's dtype) over ``n`` values per channel, unbiasing the variance."""
+        var_unbiased = var * var.dtype.type(n / (n - 1))
+        m = self.momentum
+        for name, value in (("running_mean", mean), ("running_var", var_unbiased)):
+            buf = self._buffers[name]
+            buf *= 1 - m
+            buf += (m * value).astype(buf.dtype, copy=False)
 
     def forward(self, x, *, train=False, rng=None, params=None):
         self._check(x, train)
@@ -271,15 +274,75 @@ class BatchNorm1d(_AffineNorm):
         return y, self._affine_tangent(xhat, dxhat, dparams, p)
 
 
+class _BatchCache(tuple):
+    """Cache of :class:`BatchNorm2d`'s training forward: ``(x, stats, relu)``, with ``stats`` of
+    :func:`nograd.kernels.batchnorm.batchnorm_forward`; ``relu`` says that the forward applied a
+    ReLU (inside a :class:`~nograd.layers.FusedSequential`), whose mask the backward applies."""
+
+
 class BatchNorm2d(BatchNorm1d):
     r"""Batch normalisation of images, statistics over ``(N, H, W)`` per channel (Ioffe & Szegedy
     2015, §3.2: one mean and variance per feature map).
 
     Shapes: ``x (N, C, H, W)`` → same; parameters and running statistics ``(C,)``. Training and
-    evaluation behave as in :class:`BatchNorm1d`.
+    evaluation behave as in :class:`BatchNorm1d`; in training, forward and backward run as two
+    Numba passes each (:mod:`nograd.kernels.batchnorm`: shifted float64 sums for the statistics,
+    ``x̂`` recomputed from ``x`` in the backward instead of stored).
     """
 
     _ndims = (4,)
+
+    def forward(self, x, *, train=False, rng=None, params=None):
+        if not train:
+            return super().forward(x, train=False, rng=rng, params=params)
+        self._check(x, True, finite=False)
+        return self._batch_forward(x, self._use(params), False)
+
+    def _batch_forward(self, x, p, relu):
+        """Training forward of ``x`` (checked by ``_check(x, True, finite=False)``) with arrays
+        ``p``, then ``max(·, 0)`` if ``relu``. Non-finite ``x`` is refused from the statistics
+        (a NaN or inf makes the variance non-finite), which saves a pass over ``x``; the running
+        averages move only after that."""
+        from ..kernels.batchnorm import batchnorm_forward  # lazy: keep `import nograd` light
+
+        gamma, beta = (p["weight"], p.get("bias")) if self.affine else (None, None)
+        y, stats = batchnorm_forward(x, gamma, beta, self.eps, relu)
+        if not np.isfinite(stats[1]).all():
+            check_array(x, "x")           # NaN or inf: raises; finite values whose square overflowed: on
+        self._update_running(stats[0], stats[1].astype(x.dtype), x.size // self.num_features)
+        return y, _BatchCache((x, stats, bool(relu)))
+
+    def backward(self, cache, dy, *, params=None, need_dx=True):
+        if not isinstance(cache, _BatchCache):
+            return super().backward(cache, dy, params=params, need_dx=need_dx)
+        from ..kernels.batchnorm import batchnorm_backward
+
+        x, stats, relu = cache
+        check_like(dy, x.shape)
+        p = self._use(params)
+        gamma = p["weight"] if self.affine else None
+        dx, dgamma, dbeta = batchnorm_backward(x, dy, stats, gamma, relu, need_dx)
+        grads = {}
+        if self.affine:
+            shape, dt = p["weight"].shape, p["weight"].dtype
+            grads["weight"] = dgamma.reshape(shape).astype(dt)
+            if "bias" in p:
+                grads["bias"] = dbeta.reshape(shape).astype(dt)
+        return dx, grads
+
+    def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
+        if not train:
+            return super().jvp(x, dx, dparams, train=False, rng=rng, params=params)
+        y, (_, stats, _) = self.forward(x, train=True, params=params)
+        view = self._param_view(x)
+        r = stats[2].reshape(view)
+        xhat = (x - stats[0].reshape(view)) * r
+        if dx is None:
+            dxhat = np.zeros_like(xhat)
+        else:
+            check_like(dx, x.shape, "dx")
+            dxhat = standardize_tangent(xhat, r, dx, self._axes(x))
+        return y, self._affine_tangent(xhat, dxhat, dparams, self._use(params))
 
 
 class GroupNorm(_AffineNorm):
