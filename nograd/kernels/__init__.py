@@ -18,6 +18,11 @@ runs. This package imports nothing from the rest of nograd.
 - :mod:`.gelu` — the exact GELU and its backward (vectorised float32 route).
 - :mod:`.layernorm` — LayerNorm forward and backward over rows (references beside them).
 - :mod:`.softmax` — masked (causal) softmax over rows and its Jacobian-vector product.
+- :mod:`.batchnorm` — BatchNorm2d's training forward and backward (shifted sums; optional fused ReLU),
+  references beside them.
+- :mod:`.recurrent` / :mod:`.recurrent_ref` — the GRU's fused gate backward over many steps and the
+  diagonal linear recurrence of DSF's feedback.
+- :mod:`.fused` / :mod:`.fused_ref` — convolution with bias, ReLU and 2×2 max pooling in one pass.
 
 All kernels are serial: on a 2-core machine NumPy's OpenBLAS threads spin after each matrix product
 and a parallel region started then waits on them (see :mod:`.conv`).
