@@ -2,6 +2,7 @@
 
     python bench/vcas.py --model {gpt,vit,mlp} [--data SPEC] [--iters N] [--batch-size B]
                          [--lr LR] [--freq F] [--seed S] [--seeds K] [--control] [--nu-search]
+                         [--row-overhead K] [--mask-above A]
                          [--blas-threads T] [--plot DIR] [--json]
 
 Two copies of one model (same initial weights) are trained for the same iterations on the same
@@ -23,12 +24,15 @@ Printed: a table and, with ``--json``, one JSON line: ``loss_exact``, ``loss_vca
 loss of the last 5 % of steps), ``val_exact``, ``val_vcas`` (val loss for gpt, test accuracy for
 vit/mlp), ``bp_flops_reduction`` (1 − VCAS backward FLOPs / exact backward FLOPs over the run,
 controller passes included), ``train_flops_reduction`` (forward included), ``backward_time_ratio``
-(VCAS backward seconds / exact backward seconds, controller included), ``backward_time_ratio_steady``
+(VCAS backward seconds / exact backward seconds, controller included), ``backward_cpu_ratio`` (the
+same in per-thread CPU time, which the load of other processes does not inflate),
+``backward_time_ratio_steady``
 (the same over the last half of the steps), ``backward_time_ratio_quarters`` (over each quarter of
 the run), ``backward_time_ratio_sampled_steps`` (over the steps without a variance measurement),
 ``controller_time_share`` (the measurements' share of VCAS's backward seconds), the final ratios,
 ``train_loss_exact``, ``train_loss_vcas`` (the loss of the final weights over the whole training
-set: gpt, 10 random batches of it), and the thread settings.
+set: gpt, 10 random batches of it), the thread settings and ``load_average`` (1, 5, 15 min, at
+the start and the end of the run).
 
 ``--control`` trains a third copy with the exact gradient plus zero-mean noise shaped like SGD
 noise, of variance (tau_act + tau_w)·V_s: the most a variance-controlled sampler may add. Its
@@ -117,14 +121,15 @@ def build(kind, data_spec, seed):
 
 
 def exact_step(model, x, y, loss, opt):
-    """Backprop, with the backward pass timed: ``(loss, seconds)``."""
+    """Backprop, with the backward pass timed: ``(loss, seconds, cpu_seconds)`` (wall time and
+    this thread's CPU time, which other processes' load does not inflate)."""
     out, cache = model.forward(x, train=True)
     value, dout = loss(out, y)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     _, grads = model.backward(cache, dout, need_dx=False)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.thread_time() - c0
     opt.step(grads)
-    return float(value), seconds
+    return float(value), seconds, cpu
 
 
 def budget_step(model, x, y, loss, opt, tau, rng):
@@ -156,7 +161,8 @@ def probe(model, rule, sample, batch, loss, rng, *, sgd_batches=200, batches=4, 
     variance :math:`V_s = \mathbb E\lVert g_B - \bar g\rVert^2` over ``sgd_batches`` fresh
     batches, and on ``batches`` batches the added variance :math:`\mathbb E\lVert g_{vcas} -
     g_B\rVert^2` (and of activation sampling alone) over ``draws`` sampled passes each, per
-    parameter array and in total, with the controller's estimates on the same batches and the
+    parameter array and in total (the passes the rule runs: its ``row_overhead`` and
+    ``mask_above``), with the controller's estimates on the same batches and the
     bias statistic :math:`K\lVert \overline{g_{vcas}} - g_B\rVert^2/\operatorname{tr}\hat C` of
     each array (about 1 when unbiased, growing with ``draws`` when biased). Uses its own ``rng``;
     the training run is left as it was. Returns a dict of numbers (per-array ones under
@@ -196,7 +202,8 @@ def probe(model, rule, sample, batch, loss, rng, *, sgd_batches=200, batches=4, 
             e_sq = {k: 0.0 for k in keys}
             e_norm = {k: 0.0 for k in keys}
             for _ in range(draws):
-                g = grads(Pass(mode, n, rule.act_ratio, rule.weight_ratio, rng).run(
+                g = grads(Pass(mode, n, rule.act_ratio, rule.weight_ratio, rng,
+                               row_overhead=rule.row_overhead, mask_above=rule.mask_above).run(
                     model, kind, cache, dout))
                 for k in keys:
                     e = g[k] - exact[k]
@@ -238,7 +245,9 @@ def run(args):
     make, sample, evaluate = build(args.model, d["data"], args.seed)
     m_exact, m_vcas = make(), make()
     opt_exact, opt_vcas = Adam(m_exact.params, lr=d["lr"]), Adam(m_vcas.params, lr=d["lr"])
-    rule = get_rule("vcas", freq=freq, seed=args.seed, nu_search=args.nu_search)
+    speed = {k: getattr(args, k) for k in ("row_overhead", "mask_above")
+             if getattr(args, k, None) is not None}
+    rule = get_rule("vcas", freq=freq, seed=args.seed, nu_search=args.nu_search, **speed)
     if args.control:
         m_ctl = make()
         opt_ctl = Adam(m_ctl.params, lr=d["lr"])
@@ -246,18 +255,20 @@ def run(args):
     rule.check_model(m_vcas)
     loss = get_loss("cross-entropy")
     data_rng, rule_rng = np.random.default_rng([args.seed, 1]), np.random.default_rng([args.seed, 2])
-    curves = {"exact": [], "vcas": [], "t_exact": [], "t_vcas": [], "s": [], "nu": [], "rho": [],
-              "ctl": [], "control": []}
+    curves = {"exact": [], "vcas": [], "t_exact": [], "t_vcas": [], "c_exact": [], "c_vcas": [],
+              "s": [], "nu": [], "rho": [], "ctl": [], "control": []}
     probes = dict.fromkeys(args.probe or ())
-    t_start = time.perf_counter()
+    t_start, load_start = time.perf_counter(), os.getloadavg()
     for it in range(iters):
         x, y = sample(data_rng, d["batch_size"])
-        v, sec = exact_step(m_exact, x, y, loss, opt_exact)
+        v, sec, cpu = exact_step(m_exact, x, y, loss, opt_exact)
         curves["exact"].append(v)
         curves["t_exact"].append(sec)
+        curves["c_exact"].append(cpu)
         info = rule.step(m_vcas, x, y, optimizer=opt_vcas, rng=rule_rng)
         curves["vcas"].append(float(info["loss"]))
         curves["t_vcas"].append(info["backward_seconds"])
+        curves["c_vcas"].append(info["backward_cpu_seconds"])
         curves["s"].append(info["s"])
         curves["nu"].append(info["weight_ratio"])
         curves["ctl"].append(info["controller"] is not None)
@@ -282,6 +293,7 @@ def run(args):
     (val_exact, train_exact), (val_vcas, train_vcas) = evaluate(m_exact), evaluate(m_vcas)
     res = {"model": args.model, "data": d["data"], "iters": iters, "batch_size": d["batch_size"],
            "lr": d["lr"], "freq": freq, "nu_search": args.nu_search, "seed": args.seed,
+           "row_overhead": rule.row_overhead, "mask_above": rule.mask_above,
            "loss_exact": float(np.mean(curves["exact"][-tail:])),
            "loss_vcas": float(np.mean(curves["vcas"][-tail:])),
            "val_metric": "val_loss" if args.model == "gpt" else "test_accuracy",
@@ -292,6 +304,7 @@ def run(args):
            / (tot["forward_flops"] + tot["bp_flops_exact"]),
            "backward_time_ratio": sum(curves["t_vcas"]) / sum(curves["t_exact"]),
            "backward_time_ratio_steady": sum(curves["t_vcas"][half:]) / sum(curves["t_exact"][half:]),
+           "backward_cpu_ratio": sum(curves["c_vcas"]) / sum(curves["c_exact"]),
            "backward_time_ratio_sampled_steps": _ratio_where(curves, False),
            "backward_time_ratio_quarters": [
                float(np.sum(np.take(curves["t_vcas"], q)) / np.sum(np.take(curves["t_exact"], q)))
@@ -301,7 +314,8 @@ def run(args):
            "final_weight_ratio_mean": float(np.mean(list(rule.weight_ratio.values()))),
            "controller_steps": tot["controller_steps"],
            "blas": [lib.get("threads") for lib in blas_libraries()],
-           "blas_threads_arg": args.blas_threads, "seconds": time.perf_counter() - t_start}
+           "blas_threads_arg": args.blas_threads, "seconds": time.perf_counter() - t_start,
+           "load_average": [list(load_start), list(os.getloadavg())]}
     if probes:
         res["probe"] = probes
     if args.control:
@@ -314,6 +328,7 @@ def run(args):
 SUMMED = ("loss_exact", "loss_vcas", "val_exact", "val_vcas", "train_loss_exact", "train_loss_vcas",
           "loss_control", "val_control", "train_loss_control", "bp_flops_reduction",
           "train_flops_reduction", "backward_time_ratio", "backward_time_ratio_steady",
+          "backward_cpu_ratio",
           "backward_time_ratio_sampled_steps", "controller_time_share", "final_s",
           "final_act_ratio_mean", "final_weight_ratio_mean")
 
@@ -388,6 +403,10 @@ def main(argv=None):
     p.add_argument("--freq", type=int, default=None, help="controller period F (default iters // 50)")
     p.add_argument("--nu-search", action="store_true",
                    help="lower the weight ratios to their variance bound at once (not the paper's)")
+    p.add_argument("--row-overhead", type=float, default=None,
+                   help="VCAS(row_overhead=...): 0 samples every weight gradient with nu < 1")
+    p.add_argument("--mask-above", type=float, default=None,
+                   help="VCAS(mask_above=...): above 1 always gathers the kept samples")
     p.add_argument("--probe", default=None, metavar="IT,IT,...",
                    type=lambda v: [int(t) for t in v.split(",")],
                    help="at these iterations measure directly the variance VCAS adds, per array")

@@ -31,6 +31,7 @@ from ..core.checks import as_rng, check_seed
 from ..losses import get_loss
 from .base import Rule, register
 from .vcas_sampling import score_variance, top_sum_fraction
+from .vcas_control import act_pass
 from .vcas_walk import Pass, structure
 
 __all__ = ["VCAS"]
@@ -44,6 +45,18 @@ def _ratio(value, name, *, upper=1.0, closed=True):
     if not (math.isfinite(v) and 0 < v and (v <= upper if closed else v < upper)):
         raise ValueError(f"{name} must be in (0, {upper:g}{']' if closed else ')'}, got {value!r}")
     return v
+
+
+def _memo(f):
+    """``f`` with its values kept by argument (the closed form :math:`V_{w,l}(\\nu)` is read at
+    the same :math:`\\nu` by the record and by the update)."""
+    seen = {}
+
+    def g(nu):
+        if nu not in seen:
+            seen[nu] = f(nu)
+        return seen[nu]
+    return g
 
 
 def _count(value, name, low):
@@ -83,14 +96,27 @@ class VCAS(Rule):
         :math:`\tau_w V_{s,l}` (the constraint the paper's rule approaches one step at a time,
         reached at once; not in the paper — for runs too short for ``F``-spaced single steps).
         Raising :math:`\nu_l` stays one :math:`1/\beta` step. Default False (the paper's rule).
+    row_overhead : :math:`\kappa` (13, measured: float32, one BLAS thread). Where sampling a
+        weight gradient costs more time than it saves — :math:`\nu_l \ge 1 - \kappa(1/\text{in}
+        + 1/\text{out})` for a dense layer ``in → out``: the scores, the water-filling and the
+        gathers cost about :math:`\kappa` multiply-adds per entry of a row of ``x`` and ``g``,
+        the product saves :math:`(1-\nu_l)` of ``in·out`` per row — the weight gradient is
+        computed exactly. That is an unbiased estimate too, with zero added variance (the
+        controller still reads the paper's :math:`V_{w,l}(\nu_l)`, an upper bound then), and the
+        FLOP counter counts the full product. 0: the paper's sampler whenever :math:`\nu_l < 1`.
+    mask_above : when an activation sampler keeps at least this share of the rows being computed
+        (0.85), the dropped samples' cotangents are zeroed in place of gathering the kept samples'
+        rows of every cache below: the same estimate and random draws, no copies; the FLOP
+        counter counts the zero rows computed. Above 1: always gather.
     seed : seed of the generator used when ``grads`` gets ``rng=None``.
     **loss_options : passed to the loss.
 
     ``info`` of a step: ``loss``, ``output``, ``flops`` (unit → ``(done, exact)`` backward FLOPs of
     its matrix products), ``bp_flops``, ``bp_flops_exact``, ``forward_flops``,
-    ``backward_seconds``, the ratios ``s``, ``act_ratio``, ``weight_ratio`` (mean), ``totals``
-    (running sums over the steps, also :attr:`totals`) and ``controller`` (the measurement of this
-    step, or None; all of them are in :attr:`log`). A controller step updates with the exact
+    ``backward_seconds`` (wall), ``backward_cpu_seconds`` (this thread's CPU time), the ratios
+    ``s``, ``act_ratio``, ``weight_ratio`` (mean), ``totals`` (running sums over the steps, also
+    :attr:`totals`) and ``controller`` (the measurement of this step, or None; all of them are
+    in :attr:`log`). A controller step updates with the exact
     gradient it computed for the measurement, and its FLOPs count every pass it ran. The
     controller's state (step count, ``s``, the ratios keyed by block and layer name) lives on the
     rule: each ``grads`` call counts as a training step.
@@ -100,7 +126,8 @@ class VCAS(Rule):
 
     def __init__(self, loss="cross-entropy", *, tau_act=0.025, tau_w=0.025, freq=100, m=2,
                  s_step=0.01, nu_mul=0.95, sched_decay=0.6, act_ratio=1.0, weight_ratio=1.0,
-                 adapt=True, nu_search=False, seed=0, **loss_options):
+                 adapt=True, nu_search=False, row_overhead=13.0, mask_above=0.85, seed=0,
+                 **loss_options):
         self.loss = get_loss(loss)
         self.loss_options = loss_options
         self.tau_act = _ratio(tau_act, "tau_act", upper=math.inf)
@@ -121,6 +148,11 @@ class VCAS(Rule):
         if not isinstance(nu_search, bool):
             raise TypeError(f"nu_search must be a bool, got {nu_search!r}")
         self.nu_search = nu_search
+        if isinstance(row_overhead, bool) or not isinstance(row_overhead, (int, float)) \
+                or not (math.isfinite(row_overhead) and row_overhead >= 0):
+            raise ValueError(f"row_overhead must be a finite number >= 0, got {row_overhead!r}")
+        self.row_overhead = float(row_overhead)
+        self.mask_above = _ratio(mask_above, "mask_above", upper=math.inf)
         self.seed = check_seed(seed)
         self._rng = np.random.default_rng([self.seed, 23])
         self.s = 1.0
@@ -128,9 +160,11 @@ class VCAS(Rule):
         self.weight_ratio: dict[str, float] = {}
         self.steps = 0
         self.totals = {"bp_flops": 0.0, "bp_flops_exact": 0.0, "forward_flops": 0.0,
-                       "backward_seconds": 0.0, "steps": 0, "controller_steps": 0}
+                       "backward_seconds": 0.0, "backward_cpu_seconds": 0.0, "steps": 0,
+                       "controller_steps": 0}
         self.log: list[dict] = []
         self._layout = None
+        self._pool: dict = {}                    # gather buffers reused by the passes
 
     # ------------------------------------------------------------------ the model
     def check_model(self, model) -> None:
@@ -163,15 +197,15 @@ class VCAS(Rule):
         value, dout = self.loss(out, y, **self.loss_options)
         self.steps += 1
         n = dout.shape[0]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         record = None
         if self.adapt and self.steps % self.freq == 0 and n >= self.m:
             grads, done, flops, record = self._control(model, kind, cache, dout, gen)
         else:
-            p = Pass("vcas", n, self.act_ratio, self.weight_ratio, gen).run(model, kind, cache, dout)
+            p = self._pass("vcas", n, gen).run(model, kind, cache, dout)
             grads, flops = p.grads, p.flops
             done = sum(f[0] for f in flops.values())
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.thread_time() - c0
         grads = {k: grads[k] if k in grads else np.zeros_like(v) for k, v in model.params.items()}
         exact = sum(f[1] for f in flops.values())
         fwd = sum(f[2] for f in flops.values())
@@ -180,13 +214,15 @@ class VCAS(Rule):
         t["bp_flops_exact"] += exact
         t["forward_flops"] += fwd
         t["backward_seconds"] += seconds
+        t["backward_cpu_seconds"] += cpu
         t["steps"] += 1
         t["controller_steps"] += record is not None
         nu = list(self.weight_ratio.values())
         info = {"loss": value, "output": out,
                 "flops": {k: (f[0], f[1]) for k, f in flops.items()},
                 "bp_flops": done, "bp_flops_exact": exact, "forward_flops": fwd,
-                "backward_seconds": seconds, "s": self.s, "act_ratio": dict(self.act_ratio),
+                "backward_seconds": seconds, "backward_cpu_seconds": cpu, "s": self.s,
+                "act_ratio": dict(self.act_ratio),
                 "weight_ratio": float(np.mean(nu)) if nu else 1.0, "totals": dict(t),
                 "controller": record,
                 # fit writes these into each epoch's History row: the running totals so far
@@ -226,52 +262,75 @@ class VCAS(Rule):
         leverage sampling adds given the activation sampling. The variance a VCAS gradient adds
         to the exact one is then :math:`V_{act} + \sum_l V_{w,l}` (the weight sampling is unbiased
         given the activation sampling, so the two add).
+
+        Cost (issue #23): one exact backward on the whole batch, in which each sampled dense
+        layer's weight product is done per part on row slices (the parts' gradients, whose sum
+        is the gradient: no gathers); the ``m`` activation-sampled passes are computed from it
+        (:func:`~nograd.rules.vcas_control.act_pass`: a sampled pass only rescales each sample's
+        cotangent, so it needs one product per dense layer on the rescaled samples' rows — the
+        same random variable as a pass run for real, from the same draws); the closed form is
+        evaluated once per layer and ratio.
         """
         n, m = dout.shape[0], self.m
+        # one exact pass; each sampled dense layer's weight product is done per contiguous part
+        # of the batch (row slices, no gathers): the parts' mean-loss gradients give V_s and
+        # their sum is the exact gradient
+        p = self._pass("exact", n, gen, parts=m).run(model, kind, cache, dout)
+        exact, norms, top = p.grads, p.norms, p.top
+        flops = {}
+        done = self._merge(flops, p.flops, exact_too=True)
         parts = np.array_split(np.arange(n), m)
-        done, flops, norms, part_grads, exact_scores = 0.0, {}, {}, [], {}
-        for part in parts:
-            p = Pass("exact", n, self.act_ratio, self.weight_ratio, gen, rows=part)
-            p.run(model, kind, cache, dout)
-            part_grads.append((len(part), p.grads))
-            done += self._merge(flops, p.flops, exact_too=not flops)
-            for name, v in p.norms.items():
-                norms[name] = norms.get(name, 0.0) + v
-            for name, v in p.scores.items():
-                exact_scores.setdefault(name, []).extend(v)
-        exact = {}
-        for _, g in part_grads:
-            for k, v in g.items():
-                exact[k] = exact[k] + v if k in exact else v
         keys = {name: name + ".weight" for name in self.weight_ratio}
+        part_grads = p.part_grads
+        if any(name not in part_grads for name in keys):     # a dense leaf the walk left opaque
+            part_grads = {name: [] for name in keys}
+            for part in parts:
+                q = self._pass("exact", n, gen, rows=part).run(model, kind, cache, dout)
+                done += self._merge(flops, q.flops)
+                for name, key in keys.items():
+                    part_grads[name].append(q.grads.get(key, np.zeros_like(exact[key])))
         sgd = {}
-        for name, key in keys.items():
-            scaled = [g[key] * (n / size) if key in g else None for size, g in part_grads]
-            scaled = [np.zeros_like(exact[key]) if s is None else s for s in scaled]
+        for name in keys:
+            scaled = [g * (n / len(part)) for part, g in zip(parts, part_grads[name])]
             mean = sum(scaled) / m
             sgd[name] = sum(float(np.sum((s - mean) ** 2)) for s in scaled) / (m - 1) / m
         # without activation sampling the sampled pass is the exact one: V_act = 0, and the
-        # leverage scores are those of the exact passes (per-row, so the parts join up)
+        # leverage scores are those of the exact pass. The sampled passes start from the exact
+        # pass's cotangent at the top block and stop below the bottom one (their other arrays
+        # are not read)
         runs = m if any(r < 1 for r in self.act_ratio.values()) else 0
         act_var = 0.0
-        scores = {name: [] for name in keys} if runs else \
-            {name: [np.concatenate(v)] for name, v in exact_scores.items()}
+        scores = {name: [] for name in keys} if runs else {k: [v] for k, v in p.scores.items()}
+        owner = {d: next(s for s in self.act_ratio if d == s or d.startswith(s + "."))
+                 for d in keys}
+        from_exact = all(d in p.saved for d in keys)
         for _ in range(runs):
-            p = Pass("act", n, self.act_ratio, self.weight_ratio, gen).run(model, kind, cache, dout)
-            done += self._merge(flops, p.flops)
+            if from_exact:          # the sampled pass from the exact one (vcas_control)
+                dev, sc, fl = act_pass(p, list(self.act_ratio), owner, self.act_ratio, n, gen)
+                act_var += dev / runs
+                done += self._merge(flops, fl)
+                for name, v in sc.items():
+                    scores[name].append(v)
+                continue
+            q = self._pass("act", n, gen).run(model, kind, cache, dout, top=top)
+            done += self._merge(flops, q.flops)
             for name, key in keys.items():
-                got = p.grads.get(key)
+                got = q.grads.get(key)
                 diff = exact[key] if got is None else got - exact[key]
                 act_var += float(np.sum(diff.astype(np.float64) ** 2)) / runs
-                if name in p.scores:
-                    scores[name].append(p.scores[name])
+                if name in q.scores:
+                    scores[name].append(q.scores[name])
         # V_w,l(ν): the mean over the passes of the closed form
-        w_var = {name: (lambda nu, a=a: sum(score_variance(s, nu) for s in a) / max(len(a), 1))
-                 for name, a in scores.items()}
+        w_var = {name: _memo(lambda nu, a=a: sum(score_variance(s, nu) for s in a) / max(len(a), 1))
+                 for name, a in scores.items()}     # memo: the record and the update read V_w(ν_l)
         record = {"step": self.steps, "sgd_var": sum(sgd.values()), "act_var": act_var,
                   "w_var": sum(f(self.weight_ratio[name]) for name, f in w_var.items()),
                   "s_before": self.s}
         return exact, done, flops, record, (norms, w_var, sgd)
+
+    def _pass(self, mode, n, gen, **kw):
+        return Pass(mode, n, self.act_ratio, self.weight_ratio, gen, row_overhead=self.row_overhead,
+                    mask_above=self.mask_above, pool=self._pool, **kw)
 
     @staticmethod
     def _merge(into, flops, exact_too=False):

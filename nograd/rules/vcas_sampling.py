@@ -120,11 +120,12 @@ def leverage_variance(g, x, ratio: float) -> float:
 
 def score_variance(scores, ratio: float) -> float:
     r"""The same from the leverage scores :math:`a_t = \lVert g_t\rVert\lVert x_t\rVert` alone:
-    :math:`\sum_t (1/p_t - 1)\, a_t^2` with ``p`` water-filled for ``max(1, int(ratio·R))``."""
-    a = np.asarray(scores, dtype=np.float64)
+    :math:`\sum_t (1/p_t - 1)\, a_t^2` with ``p`` water-filled for ``max(1, int(ratio·R))``
+    (one pass of :func:`nograd.kernels.vcas.water_variance`, no sort)."""
+    from ..kernels.vcas import water_variance  # lazy: `import nograd` stays NumPy-only
+
+    a = np.ascontiguousarray(scores, dtype=np.float64)
     k = max(1, int(ratio * len(a)))
     if k >= len(a):
         return 0.0
-    p = water_fill(a, k)
-    on = p > 0
-    return float(np.sum((1.0 / p[on] - 1.0) * a[on] ** 2))
+    return float(water_variance(a, float(k)))
