@@ -23,6 +23,7 @@ runs. This package imports nothing from the rest of nograd.
 - :mod:`.recurrent` / :mod:`.recurrent_ref` — the GRU's fused gate backward over many steps and the
   diagonal linear recurrence of DSF's feedback.
 - :mod:`.fused` / :mod:`.fused_ref` — convolution with bias, ReLU and 2×2 max pooling in one pass.
+- :mod:`.vcas` — VCAS's leverage-score row sampler and its variance sums (references beside them).
 
 All kernels are serial: on a 2-core machine NumPy's OpenBLAS threads spin after each matrix product
 and a parallel region started then waits on them (see :mod:`.conv`).
