@@ -166,6 +166,8 @@ class ShardedStep:
     allow_batch_stats : accept BatchNorm (each shard normalises with its own statistics; not the
         unsharded gradient). Default: refuse with a ``ValueError``.
     blas_one_thread : hold BLAS at one thread during a step and restore it after (default True).
+        A step of one shard (``shards=1``, or a batch of one row) is the serial step: the calling
+        thread, BLAS as the process has it.
     **loss_options : passed to the loss (``label_smoothing=…``); ``class_weight`` and
         ``ignore_index`` are refused (their mean is not over rows).
 
@@ -260,6 +262,8 @@ class ShardedStep:
             raise RuntimeError("ShardedStep: a step is already running on this object; use one "
                                "ShardedStep per concurrent caller")
         try:
+            if len(jobs) == 1:                              # one shard: the serial step, as it is
+                return [self._one(*jobs[0])]
             restore = self._blas() if self._blas is not None else None
             try:
                 pool = self._executor() if len(jobs) > 1 else None

@@ -141,6 +141,23 @@ def test_shards_run_in_separate_threads_with_one_blas_thread_then_restored():
     assert [b["threads"] for b in nograd.blas_libraries()] == before
 
 
+def test_one_shard_is_the_serial_step_in_the_calling_thread_blas_untouched():
+    """A batch of one row (or shards=1) has nothing to split: the step runs in the calling thread
+    with BLAS as the process has it, and equals the unsharded step."""
+    if not nograd.blas_libraries():
+        pytest.skip("no BLAS library reachable to inspect")
+    rng = np.random.default_rng(6)
+    spy = _Spy()
+    model = nograd.Sequential(spy, nograd.Linear(6, 4, rng=rng, dtype=F64))
+    x, y = rng.standard_normal((1, 6)), rng.integers(0, 4, 1)
+    with nograd.blas_threads(2):
+        with ShardedStep(model, shards=2) as step:
+            loss, grads = step(x, y)
+    assert [t for t, _ in spy.seen] == [threading.get_ident()]
+    assert all(n == 2 for n in spy.seen[0][1])
+    assert_same(loss, grads, *serial_mean(model, x, y))
+
+
 def test_dropout_rng_gives_a_reproducible_step():
     rng = np.random.default_rng(6)
     model = nograd.Sequential(nograd.Linear(6, 16, rng=rng, dtype=F64), nograd.Dropout(0.5),
