@@ -2,7 +2,7 @@
 NumPy GEMM lower bound and PyTorch CPU eager (when installed).
 
     python bench/mlp_step.py [--steps 60] [--warmup 10] [--batch 128] [--repeats 3] [--threads N]
-                             [--no-retain-memory] [--json]
+                             [--no-retain-memory] [--shards K] [--json]
 
 A step is forward, softmax cross-entropy, backward (no input cotangent for the first layer)
 and a plain SGD update. The GEMM bound times the same matrix products alone (3 forward, 3 for
@@ -12,7 +12,9 @@ steps; the three contenders are timed in interleaved rounds so that machine nois
 process starts); the thread settings and the load average are printed and written to the JSON.
 The process keeps freed memory for reuse (:func:`nograd.malloc.retain_freed_memory`, as
 ``bench/gpt_step.py`` and ``bench/cnn_step.py`` do) unless ``--no-retain-memory``; it applies to
-all contenders. The last line with ``--json`` is one JSON object of the figures.
+all contenders. ``--shards K`` runs nograd's step data-parallel over K threads
+(:class:`nograd.parallel.ShardedStep`, BLAS at one thread in the sharded part); the JSON records
+``shards``. The last line with ``--json`` is one JSON object of the figures.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from _common import setup_process, timed  # noqa: E402
 SIZES = (784, 1024, 1024, 10)
 
 
-def make_nograd(seed):
+def make_nograd(seed, shards=None):
     rng = np.random.default_rng(seed)
     layers = []
     for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
@@ -41,11 +43,10 @@ def make_nograd(seed):
             layers.append(nograd.ReLU())
     net = nograd.Sequential(*layers)
     opt = nograd.SGD(net.params, lr=0.01)
-    rule = nograd.Backprop()
+    rule = nograd.Backprop(shards=shards)
 
     def step(x, y):
-        grads, _ = rule.grads(net, x, y)
-        opt.step(grads)
+        rule.step(net, x, y, optimizer=opt)
     return step
 
 
@@ -105,14 +106,19 @@ def main(argv=None):
                     help="BLAS threads for NumPy and intra-op threads for PyTorch (default: unchanged)")
     ap.add_argument("--no-retain-memory", action="store_true",
                     help="leave glibc's malloc thresholds alone (default: nograd.malloc.retain_freed_memory)")
+    ap.add_argument("--shards", type=int, default=None, metavar="K",
+                    help="nograd's step data-parallel over K threads, BLAS at 1 thread in it "
+                         "(nograd.parallel.ShardedStep); default: the serial step")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = ap.parse_args(argv)
+    if args.shards is not None and args.shards < 1:
+        ap.error(f"--shards must be at least 1, got {args.shards}")
     retained = setup_process(args, ap)   # memory kept for reuse, threads: the whole process
 
     rng = np.random.default_rng(args.seed)
     x = rng.standard_normal((args.batch, SIZES[0])).astype(np.float32)
     y = rng.integers(0, SIZES[-1], args.batch)
-    contenders = {"nograd": make_nograd(args.seed), "gemm_bound": make_gemm_bound(args.seed, args.batch)}
+    contenders = {"nograd": make_nograd(args.seed, args.shards), "gemm_bound": make_gemm_bound(args.seed, args.batch)}
     torch_step, torch_info = make_torch(args.seed)
     if torch_step is not None:
         contenders["torch"] = torch_step
@@ -136,7 +142,7 @@ def main(argv=None):
         "numpy": np.__version__, "torch": torch_info, "retain_memory": retained,
         "threads": {"blas": [b["threads"] for b in nograd.blas_libraries()],
                     "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"), "torch": torch_info},
-        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "load_average": [round(v, 2) for v in os.getloadavg()], "shards": args.shards,
     }
     print(f"MLP {'-'.join(map(str, SIZES))}, batch {args.batch}, float32, "
           f"median of {args.steps * args.repeats} steps")
