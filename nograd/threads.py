@@ -176,17 +176,23 @@ def auto_threads(step_flops, *, cores=None, environ=None):
     >>> auto_threads(1e6, cores=2, environ={"OPENBLAS_NUM_THREADS": "2"})
     (None, 'from the environment (OPENBLAS_NUM_THREADS=2)')
     """
-    import os
-
-    env = os.environ if environ is None else environ
-    for var in THREAD_ENV:
-        if env.get(var):
-            return None, f"from the environment ({var}={env[var]})"
+    set_by = _env_threads(environ)
+    if set_by:
+        return None, f"from the environment ({set_by})"
     cores = usable_cores() if cores is None else int(cores)
     if step_flops >= LARGE_STEP_FLOPS and cores > 1:
         return cores, (f"auto: {cores} threads for a large step ({_si(step_flops)}FLOP >= "
                        f"{_si(LARGE_STEP_FLOPS)}FLOP)")
     return 1, f"auto: 1 thread for a small step ({_si(step_flops)}FLOP < {_si(LARGE_STEP_FLOPS)}FLOP)"
+
+
+def _env_threads(environ=None):
+    """``"VAR=value"`` for the first of :data:`THREAD_ENV` set in ``environ`` (default
+    ``os.environ``), else ``""``: the user chose the threads."""
+    import os
+
+    env = os.environ if environ is None else environ
+    return next((f"{var}={env[var]}" for var in THREAD_ENV if env.get(var)), "")
 
 
 def _si(v):
@@ -217,12 +223,9 @@ def auto_shards(step_flops, *, cores=None, environ=None):
     >>> auto_shards(3.6e9, cores=2, environ={"OMP_NUM_THREADS": "1"})
     (None, 'serial: the environment sets the threads (OMP_NUM_THREADS=1)')
     """
-    import os
-
-    env = os.environ if environ is None else environ
-    for var in THREAD_ENV:
-        if env.get(var):
-            return None, f"serial: the environment sets the threads ({var}={env[var]})"
+    set_by = _env_threads(environ)
+    if set_by:
+        return None, f"serial: the environment sets the threads ({set_by})"
     cores = usable_cores() if cores is None else int(cores)
     if cores < 2:
         return None, "serial: one usable core"

@@ -70,11 +70,18 @@ class _AffineNorm(Module):
     def _affine_grads(self, xhat, dy, p, sum_axes):
         if not self.affine:
             return {}
-        dt = p["weight"].dtype
-        shape = p["weight"].shape
-        grads = {"weight": np.sum(dy * xhat, axis=sum_axes).reshape(shape).astype(dt, copy=False)}
+        return self._grads_from_sums(p, np.sum(dy * xhat, axis=sum_axes),
+                                     np.sum(dy, axis=sum_axes) if "bias" in p else None)
+
+    def _grads_from_sums(self, p, dgamma, dbeta):
+        """The gain's and shift's gradients from their sums (a kernel's, or NumPy's), shaped and
+        typed like the parameters; ``{}`` without an affine part."""
+        if not self.affine:
+            return {}
+        shape, dt = p["weight"].shape, p["weight"].dtype
+        grads = {"weight": dgamma.reshape(shape).astype(dt, copy=False)}
         if "bias" in p:
-            grads["bias"] = np.sum(dy, axis=sum_axes).reshape(shape).astype(dt, copy=False)
+            grads["bias"] = dbeta.reshape(shape).astype(dt, copy=False)
         return grads
 
     def _affine_tangent(self, xhat, dxhat, dparams, p):
@@ -151,13 +158,7 @@ class LayerNorm(_AffineNorm):
 
         gamma, _ = self._gamma_beta(p)
         dx, dgamma, dbeta = layernorm_backward(self._rows(xhat), r, self._rows(dy), gamma)
-        grads = {}
-        if self.affine:
-            shape, dt = p["weight"].shape, p["weight"].dtype
-            grads["weight"] = dgamma.reshape(shape).astype(dt)
-            if "bias" in p:
-                grads["bias"] = dbeta.reshape(shape).astype(dt)
-        return (dx.reshape(xhat.shape) if need_dx else None), grads
+        return (dx.reshape(xhat.shape) if need_dx else None), self._grads_from_sums(p, dgamma, dbeta)
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         y, (xhat, r) = self.forward(x, params=params)
@@ -322,13 +323,7 @@ class BatchNorm2d(BatchNorm1d):
         p = self._use(params)
         gamma = p["weight"] if self.affine else None
         dx, dgamma, dbeta = batchnorm_backward(x, dy, stats, gamma, relu, need_dx)
-        grads = {}
-        if self.affine:
-            shape, dt = p["weight"].shape, p["weight"].dtype
-            grads["weight"] = dgamma.reshape(shape).astype(dt)
-            if "bias" in p:
-                grads["bias"] = dbeta.reshape(shape).astype(dt)
-        return dx, grads
+        return dx, self._grads_from_sums(p, dgamma, dbeta)
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         if not train:
