@@ -28,6 +28,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .pool import zero_uncovered, max2x2, scatter2x2
 from .winograd import cotangent_columns, output_rows
 
 
@@ -54,17 +55,10 @@ def relu_maxpool2x2(x, bias, has_bias, y, idx, pos):
                     e = x[n, c, r0 + 1, c0 + 1]
                     if has_bias:
                         a, bb, d, e = a + b, bb + b, d + b, e + b
-                    a, bb, d, e = _relu(a, zero), _relu(bb, zero), _relu(d, zero), _relu(e, zero)
-                    top = a >= bb
-                    m1 = a if top else bb
-                    k1 = c0 if top else c0 + 1
-                    bot = d >= e
-                    m2 = d if bot else e
-                    k2 = c0 if bot else c0 + 1
-                    first = m1 >= m2
-                    m = m1 if first else m2
+                    m, k = max2x2(_relu(a, zero), _relu(bb, zero), _relu(d, zero), _relu(e, zero),
+                                  r0, c0, W)
                     y[n, c, oh, ow] = m
-                    idx[n, c, oh, ow] = r0 * W + k1 if first else (r0 + 1) * W + k2
+                    idx[n, c, oh, ow] = k
                     pos[n, c, oh, ow] = m > zero
     return y, idx, pos
 
@@ -80,20 +74,9 @@ def relu_maxpool2x2_backward(dy, idx, pos, dx):
             for oh in range(OH):
                 r0 = 2 * oh
                 for ow in range(OW):
-                    c0 = 2 * ow
-                    k = idx[n, c, oh, ow]
                     g = dy[n, c, oh, ow] * (one if pos[n, c, oh, ow] else zero)
-                    base = r0 * W + c0
-                    dx[n, c, r0, c0] = g if k == base else zero
-                    dx[n, c, r0, c0 + 1] = g if k == base + 1 else zero
-                    dx[n, c, r0 + 1, c0] = g if k == base + W else zero
-                    dx[n, c, r0 + 1, c0 + 1] = g if k == base + W + 1 else zero
-            for r in range(2 * OH, H):                      # odd H, W: inputs no window covers
-                for s in range(W):
-                    dx[n, c, r, s] = zero
-            for r in range(2 * OH):
-                for s in range(2 * OW, W):
-                    dx[n, c, r, s] = zero
+                    scatter2x2(dx, n, c, r0, 2 * ow, W, idx[n, c, oh, ow], g, zero)
+            zero_uncovered(dx, n, c, 2 * OH, 2 * OW)       # odd H, W: inputs no window covers
     return dx
 
 
@@ -118,17 +101,9 @@ def winograd_relu_pool(M, bias, TH, TW, H, W, y, idx, pos):
                                                  zero)
                 r0 = 2 * th
                 for tw in range(PW):
-                    c0 = 2 * tw
-                    top = o[0, tw] >= o[1, tw]
-                    m1 = o[0, tw] if top else o[1, tw]
-                    k1 = c0 if top else c0 + 1
-                    bot = o[2, tw] >= o[3, tw]
-                    m2 = o[2, tw] if bot else o[3, tw]
-                    k2 = c0 if bot else c0 + 1
-                    first = m1 >= m2
-                    m = m1 if first else m2
+                    m, i = max2x2(o[0, tw], o[1, tw], o[2, tw], o[3, tw], r0, 2 * tw, W)
                     y[n, k, th, tw] = m
-                    idx[n, k, th, tw] = r0 * W + k1 if first else (r0 + 1) * W + k2
+                    idx[n, k, th, tw] = i
                     pos[n, k, th, tw] = m > zero
     return y, idx, pos
 

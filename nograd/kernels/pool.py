@@ -19,6 +19,32 @@ def _is_2x2(KH, KW, sh, sw, ph, pw):
     return KH == 2 and KW == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def max2x2(a, b, d, e, r0, c0, W):
+    """``(max, flat index)`` of the window ``[[a, b], [d, e]]`` whose top-left input is
+    ``(r0, c0)`` of a plane ``W`` wide; ties go to the earlier entry (row-major), as NumPy's
+    argmax. Shared by the pooling and the fused conv/ReLU/pool kernels."""
+    top = a >= b
+    m1 = a if top else b
+    k1 = c0 if top else c0 + 1
+    bot = d >= e
+    m2 = d if bot else e
+    k2 = c0 if bot else c0 + 1
+    first = m1 >= m2
+    return (m1 if first else m2), (r0 * W + k1 if first else (r0 + 1) * W + k2)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def scatter2x2(dx, n, c, r0, c0, W, k, g, zero):
+    """Write the 2×2 window at ``(r0, c0)`` of plane ``(n, c)``: ``g`` at flat index ``k``, zero
+    elsewhere (each input written once, no zero-fill pass)."""
+    base = r0 * W + c0
+    dx[n, c, r0, c0] = g if k == base else zero
+    dx[n, c, r0, c0 + 1] = g if k == base + 1 else zero
+    dx[n, c, r0 + 1, c0] = g if k == base + W else zero
+    dx[n, c, r0 + 1, c0 + 1] = g if k == base + W + 1 else zero
+
+
 @nb.njit(cache=True, nogil=True)
 def maxpool_forward(x, KH, KW, sh, sw, ph, pw, OH, OW, y, idx):
     N, C, H, W = x.shape
@@ -29,19 +55,9 @@ def maxpool_forward(x, KH, KW, sh, sw, ph, pw, OH, OW, y, idx):
                     r0 = 2 * oh
                     for ow in range(OW):
                         c0 = 2 * ow
-                        a = x[n, c, r0, c0]
-                        b = x[n, c, r0, c0 + 1]
-                        d = x[n, c, r0 + 1, c0]
-                        e = x[n, c, r0 + 1, c0 + 1]
-                        top = a >= b
-                        m1 = a if top else b
-                        k1 = c0 if top else c0 + 1
-                        bot = d >= e
-                        m2 = d if bot else e
-                        k2 = c0 if bot else c0 + 1
-                        first = m1 >= m2
-                        y[n, c, oh, ow] = m1 if first else m2
-                        idx[n, c, oh, ow] = r0 * W + k1 if first else (r0 + 1) * W + k2
+                        y[n, c, oh, ow], idx[n, c, oh, ow] = max2x2(
+                            x[n, c, r0, c0], x[n, c, r0, c0 + 1], x[n, c, r0 + 1, c0],
+                            x[n, c, r0 + 1, c0 + 1], r0, c0, W)
         return y, idx
     for n in range(N):
         for c in range(C):
@@ -81,7 +97,7 @@ def maxpool_backward(dy, idx, dx):
 
 
 @nb.njit(cache=True, nogil=True)
-def _zero_uncovered(dx, n, c, rows, cols):
+def zero_uncovered(dx, n, c, rows, cols):
     """Zero the rows ``≥ rows`` and the columns ``≥ cols`` of plane ``(n, c)``: the inputs that no
     2×2 stride-2 window covers (odd H or W), so a fast-path backward needs no zeroed ``dx``."""
     H, W = dx.shape[2], dx.shape[3]
@@ -105,15 +121,8 @@ def maxpool_backward_2x2(dy, idx, dx):
             for oh in range(OH):
                 r0 = 2 * oh
                 for ow in range(OW):
-                    c0 = 2 * ow
-                    k = idx[n, c, oh, ow]
-                    g = dy[n, c, oh, ow]
-                    base = r0 * W + c0
-                    dx[n, c, r0, c0] = g if k == base else zero
-                    dx[n, c, r0, c0 + 1] = g if k == base + 1 else zero
-                    dx[n, c, r0 + 1, c0] = g if k == base + W else zero
-                    dx[n, c, r0 + 1, c0 + 1] = g if k == base + W + 1 else zero
-            _zero_uncovered(dx, n, c, 2 * OH, 2 * OW)
+                    scatter2x2(dx, n, c, r0, 2 * ow, W, idx[n, c, oh, ow], dy[n, c, oh, ow], zero)
+            zero_uncovered(dx, n, c, 2 * OH, 2 * OW)
     return dx
 
 
@@ -167,7 +176,7 @@ def avgpool_backward(dy, KH, KW, sh, sw, ph, pw, count_include_pad, dx):
                         dx[n, c, r0, c0 + 1] = g
                         dx[n, c, r0 + 1, c0] = g
                         dx[n, c, r0 + 1, c0 + 1] = g
-                _zero_uncovered(dx, n, c, 2 * OH, 2 * OW)
+                zero_uncovered(dx, n, c, 2 * OH, 2 * OW)
         return dx
     for n in range(N):
         for c in range(C):
