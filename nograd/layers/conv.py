@@ -55,6 +55,12 @@ def _fused():
     return fused
 
 
+def _tiles_mod():
+    from . import winograd  # the chunked loops (NumPy only; the kernels load lazily there)
+
+    return winograd
+
+
 ALGORITHMS = ("auto", "im2col", "winograd")
 #: ``algorithm="auto"`` picks Winograd for a 3×3, stride-1, undilated, ungrouped convolution with at
 #: least this many input channels, and im2col otherwise (the rule and its measurements:
@@ -243,34 +249,45 @@ class Conv2d(_ConvBase):
         bias = np.zeros(shape[1], dtype=dtype) if b is None else b.astype(dtype, copy=False)
         return _winograd().output_transform(M, bias, False, TH, TW, np.empty(shape, dtype=dtype))
 
+    def _wino_chunks(self, x, p, write):
+        """Winograd's forward over chunks of images (:mod:`nograd.layers.winograd`), each chunk's
+        product handed to ``write(n0, n1, M)``; returns the layer's cache."""
+        TH, TW = self._tiles(x.shape)[4:6]
+        x = np.ascontiguousarray(x)
+        ph, pw = self.padding
+        U = _winograd().filter_transform(self._weight(p, x.dtype))
+        return "winograd", _tiles_mod().forward(x, U, ph, pw, TH, TW, write), x.shape
+
     def _forward_winograd(self, x, p):
         N, O, OH, OW, TH, TW, P = self._tiles(x.shape)
-        V = self._wino_v(x, TH, TW, P)
-        U = _winograd().filter_transform(self._weight(p, x.dtype))
-        y = self._wino_out(np.matmul(U, V), p.get("bias"), (N, O, OH, OW), TH, TW, x.dtype)
-        return y, ("winograd", V, x.shape)
+        b = p.get("bias")
+        bias = np.zeros(O, dtype=x.dtype) if b is None else b.astype(x.dtype, copy=False)
+        y = np.empty((N, O, OH, OW), dtype=x.dtype)
+        out = _winograd().output_transform
+        cache = self._wino_chunks(x, p, lambda n0, n1, M: out(M, bias, False, TH, TW, y[n0:n1]))
+        return y, cache
 
-    def _backward_winograd(self, V, xshape, dy, p, need_dx):
-        N, O, OH, OW, TH, TW, P = self._tiles(xshape)
+    def _backward_winograd(self, tiles, xshape, dy, p, need_dx):
+        TH, TW = self._tiles(xshape)[4:6]
         dy = np.ascontiguousarray(dy)
-        Z = _winograd().cotangent_transform(dy, TH, TW, np.empty((16, O, P), dtype=dy.dtype))
-        return self._winograd_grads(V, xshape, Z, _fused().channel_sum(dy) if "bias" in p else None, p, need_dx)
+        cot = _winograd().cotangent_transform
+        return self._winograd_grads(tiles, xshape, lambda n0, n1, Z: cot(dy[n0:n1], TH, TW, Z),
+                                    _fused().channel_sum(dy) if "bias" in p else None, p, need_dx, dy.dtype)
 
-    def _winograd_grads(self, V, xshape, Z, bias_sum, p, need_dx):
-        """Gradients and input cotangent from ``Z (16, O, P)``, the transformed output cotangent,
-        and ``bias_sum (O,)``, its plain sum per channel (fixed order: :mod:`nograd.kernels.fused`)."""
+    def _winograd_grads(self, tiles, xshape, cotangent, bias_sum, p, need_dx, dtype):
+        """Gradients and input cotangent, chunk by chunk, from ``cotangent(n0, n1, Z)``, which writes
+        the transformed output cotangent of images ``n0:n1`` into ``Z (16, O, P)``, and ``bias_sum
+        (O,)``, its plain sum per channel (fixed order: :mod:`nograd.kernels.fused`)."""
         wk = _winograd()
         TH, TW = self._tiles(xshape)[4:6]
         W = p["weight"]
-        grads = {"weight": wk.filter_grad_transform(np.matmul(Z, V.transpose(0, 2, 1))).astype(W.dtype, copy=False)}
+        dx = np.empty(xshape, dtype=dtype) if need_dx else None
+        U = wk.filter_transform(self._weight(p, dtype)) if need_dx else None
+        ph, pw = self.padding
+        dU = _tiles_mod().backward(tiles, U, self.out_channels, ph, pw, TH, TW, cotangent, dx, dtype)
+        grads = {"weight": wk.filter_grad_transform(dU).astype(W.dtype, copy=False)}
         if bias_sum is not None:
             grads["bias"] = bias_sum.astype(W.dtype)
-        dx = None
-        if need_dx:
-            U = wk.filter_transform(self._weight(p, Z.dtype))
-            Mx = np.matmul(U.transpose(0, 2, 1), Z)
-            ph, pw = self.padding
-            dx = wk.input_grad_transform(Mx, ph, pw, TH, TW, np.empty(xshape, dtype=Z.dtype))
         return dx, grads
 
     # -- conv → ReLU → 2×2 max pooling in one output pass (used by nograd.layers.FusedSequential) --
@@ -287,11 +304,11 @@ class Conv2d(_ConvBase):
         b = p.get("bias")
         bias = np.zeros(O, dtype=x.dtype) if b is None else b.astype(x.dtype, copy=False)
         if self.resolve_algorithm(x.shape) == "winograd":
-            TH, TW, P = self._tiles(x.shape)[4:]
-            V = self._wino_v(x, TH, TW, P)
-            M = np.matmul(_winograd().filter_transform(self._weight(p, x.dtype)), V)
-            _fused().winograd_relu_pool(M, bias, TH, TW, OH, OW, y, idx, pos)
-            return y, ("winograd", V, x.shape), idx, pos
+            TH, TW = self._tiles(x.shape)[4:6]
+            pool = _fused().winograd_relu_pool
+            cache = self._wino_chunks(x, p, lambda n0, n1, M: pool(
+                M, bias, TH, TW, OH, OW, y[n0:n1], idx[n0:n1], pos[n0:n1]))
+            return y, cache, idx, pos
         cols = self._im2col(x, OH, OW)
         Y = grouped_matmul(self._wm(self._weight(p, x.dtype)), cols, self.groups)
         _fused().relu_maxpool2x2(Y.reshape(N, O, OH, OW), bias, b is not None, y, idx, pos)
@@ -303,12 +320,14 @@ class Conv2d(_ConvBase):
         tile); with im2col, the convolution's output cotangent in one pass. Returns ``(dx, grads)``."""
         fk = _fused()
         dy = np.ascontiguousarray(dy)
-        if isinstance(cache[0], str):  # ("winograd", V, x.shape)
-            _, V, xshape = cache
-            N, O, OH, OW, TH, TW, P = self._tiles(xshape)
-            Z = fk.winograd_pooled_cotangent(dy, idx, pos, OH, OW, TH, TW, np.empty((16, O, P), dtype=dy.dtype))
+        if isinstance(cache[0], str):  # ("winograd", Tiles, x.shape)
+            _, tiles, xshape = cache
+            OH, OW, TH, TW = self._tiles(xshape)[2:6]
+            cot = fk.winograd_pooled_cotangent
             bias_sum = fk.pooled_channel_sum(dy, idx, pos, OW) if "bias" in p else None
-            return self._winograd_grads(V, xshape, Z, bias_sum, p, need_dx)
+            return self._winograd_grads(
+                tiles, xshape, lambda n0, n1, Z: cot(dy[n0:n1], idx[n0:n1], pos[n0:n1], OH, OW, TH, TW, Z),
+                bias_sum, p, need_dx, dy.dtype)
         dY = fk.relu_maxpool2x2_backward(dy, idx, pos, np.empty(self.output_shape(cache[1]), dtype=dy.dtype))
         return self.backward(cache, dY, params=p, need_dx=need_dx)
 
@@ -338,10 +357,10 @@ class Conv2d(_ConvBase):
 
     def backward(self, cache, dy, *, params=None, need_dx=True):
         p = self._use(params)
-        if isinstance(cache[0], str):  # ("winograd", V, x.shape)
-            _, V, xshape = cache
+        if isinstance(cache[0], str):  # ("winograd", Tiles, x.shape)
+            _, tiles, xshape = cache
             check_like(dy, self.output_shape(xshape))
-            return self._backward_winograd(V, xshape, dy, p, need_dx)
+            return self._backward_winograd(tiles, xshape, dy, p, need_dx)
         cols, xshape = cache
         N, O, OH, OW = self.output_shape(xshape)
         check_like(dy, (N, O, OH, OW))

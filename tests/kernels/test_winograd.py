@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from nograd.kernels import winograd as wk
 from nograd.kernels import winograd_ref as wr
-from nograd.layers import Conv2d
+from nograd.layers import Conv2d, MaxPool2d
+from nograd.layers import winograd as wt
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 
@@ -243,3 +244,58 @@ def test_algorithms_agree_in_the_layer_float64():
     tx = rng.standard_normal(x.shape)
     tp = {"weight": rng.standard_normal(a.params["weight"].shape), "bias": rng.standard_normal(5)}
     np.testing.assert_allclose(b.jvp(x, tx, tp)[1], a.jvp(x, tx, tp)[1], rtol=1e-12, atol=1e-12)
+
+
+# -- the layer's chunks of images (nograd.layers.winograd) ------------------------------------------
+
+class _chunked:
+    """``with _chunked(g, k):`` the layer runs ``k`` images per chunk (CHUNK_BYTES set to fit ``k``)."""
+
+    def __init__(self, g, per_chunk, itemsize=8):
+        self.size = per_chunk * 16 * max(g["C"], g["K"]) * g["TH"] * g["TW"] * itemsize
+
+    def __enter__(self):
+        self.old, wt.CHUNK_BYTES = wt.CHUNK_BYTES, self.size
+
+    def __exit__(self, *exc):
+        wt.CHUNK_BYTES = self.old
+
+
+def test_chunks_cover_the_batch_in_whole_images():
+    assert wt.chunks(5, wt.CHUNK_BYTES // 2) == [(0, 2), (2, 4), (4, 5)]
+    assert wt.chunks(3, 10 * wt.CHUNK_BYTES) == [(0, 1), (1, 2), (2, 3)]      # at least one image
+    assert wt.chunks(4, 1) == [(0, 4)]
+
+
+@SETTINGS
+@given(geometry(), st.integers(1, 2), st.booleans())
+def test_chunked_layer_is_exact_on_integers(g, per_chunk, bias):
+    """One or two images per chunk (so several chunks, the last one shorter when N = 3): forward,
+    input cotangent and weight gradient still equal the direct method exactly (float64, integers),
+    with a bias; the fused ReLU + 2×2 max pooling path too (against the plain layers)."""
+    x, w, dy = _data(g, np.float64, True)
+    layer = Conv2d(g["C"], g["K"], 3, padding=g["p"], bias=bias, algorithm="winograd", dtype=np.float64)
+    layer.params["weight"][...] = w
+    b = np.arange(g["K"], dtype=np.float64) - 1 if bias else 0.0
+    if bias:
+        layer.params["bias"][...] = b
+    with _chunked(g, per_chunk):
+        y, cache = layer.forward(x)
+        tiles = cache[1]
+        assert len(tiles.V) == -(-g["N"] // per_chunk)
+        np.testing.assert_array_equal(y, direct(x, w, g["p"]) + np.reshape(b, (-1, 1, 1)))
+        dx, grads = layer.backward(cache, dy)
+        ex, ew = direct_vjp(x, w, g["p"], dy)
+        np.testing.assert_array_equal(dx, ex)
+        np.testing.assert_array_equal(grads["weight"], ew)
+        if g["OH"] >= 2 and g["OW"] >= 2:
+            yp, cp, idx, pos = layer.forward_relu_pool(x, layer.params)
+            plain = MaxPool2d(2)
+            ref, pcache = plain.forward(np.maximum(y, 0))
+            np.testing.assert_array_equal(yp, ref)
+            dyp = dy[:, :, :yp.shape[2], :yp.shape[3]]
+            dxp, gp = layer.backward_relu_pool(cp, dyp, idx, pos, layer.params)
+            dY = plain.backward(pcache, dyp)[0] * (y > 0)
+            ex, ew = direct_vjp(x, w, g["p"], dY)
+            np.testing.assert_array_equal(dxp, ex)
+            np.testing.assert_array_equal(gp["weight"], ew)
