@@ -17,7 +17,8 @@ and its backward is the convolution's forward. One batched GEMM serves all sampl
 
 A 3×3 stride-1 :class:`Conv2d` can instead run Winograd's F(2×2, 3×3) (Lavin & Gray 2016; the
 ``algorithm`` option, :mod:`nograd.kernels.winograd`): 16 batched GEMMs over transformed 4×4
-input tiles, with 2.25× fewer multiplications.
+input tiles, with 2.25× fewer multiplications, one chunk of images at a time
+(:mod:`nograd.layers.winograd`).
 """
 from __future__ import annotations
 
@@ -168,8 +169,9 @@ class Conv2d(_ConvBase):
     - ``"im2col"``: one column matrix per sample and one batched GEMM (any geometry);
     - ``"winograd"``: Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, CVPR 2016, §4–5;
       :mod:`nograd.kernels.winograd`) — 2.25× fewer multiplications in the products of the
-      forward map, the input cotangent and the weight gradient. Only for 3×3 kernels with
-      stride 1, dilation 1 and ``groups=1`` (any padding). Its float32 error stays within a
+      forward map, the input cotangent and the weight gradient, run over chunks of whole
+      images that stay in the core's cache (:mod:`nograd.layers.winograd`). Only for 3×3
+      kernels with stride 1, dilation 1 and ``groups=1`` (any padding). Its float32 error stays within a
       rounding bound derived from the algorithm (``tests/kernels/test_winograd.py``); on a
       32→64-channel layer it was 3e-7 to 8e-7 of the largest entry for the three maps,
       about 0.4–2.3× im2col's;
