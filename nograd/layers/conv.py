@@ -67,8 +67,10 @@ ALGORITHMS = ("auto", "im2col", "winograd")
 #: least this many input channels, and im2col otherwise (the rule and its measurements:
 #: docs/benchmarks.md, "Convolution algorithms (issue 28)").
 WINOGRAD_MIN_CHANNELS = 8
-#: ... and at least this many 2×2 output tiles in the batch (``N·⌈OH/2⌉·⌈OW/2⌉``).
-WINOGRAD_MIN_TILES = 1024
+#: ... and at least this many 2×2 output tiles in the batch (``N·⌈OH/2⌉·⌈OW/2⌉``): since the
+#: products run over chunks of images, Winograd's forward + backward is ahead of im2col's from
+#: 512 tiles on (at 256 they tie; ``bench/winograd_chunks.py --batch B``, docs/benchmarks.md).
+WINOGRAD_MIN_TILES = 512
 
 
 def out_size(size, k, stride, pad, dil):
@@ -177,7 +179,7 @@ class Conv2d(_ConvBase):
       about 0.4–2.3× im2col's;
     - ``"auto"`` (default): per call, ``"winograd"`` where it applies, the layer has at least
       ``WINOGRAD_MIN_CHANNELS`` (8) input channels and the batch has at least
-      ``WINOGRAD_MIN_TILES`` (1024) output tiles of 2×2 (``N·⌈OH/2⌉·⌈OW/2⌉``), else ``"im2col"``.
+      ``WINOGRAD_MIN_TILES`` (512) output tiles of 2×2 (``N·⌈OH/2⌉·⌈OW/2⌉``), else ``"im2col"``.
       With 3 input channels (an RGB first layer) the 16 products have an inner dimension of 3
       and the transforms dominate; with few tiles (batch 1) the 16 small products cost more
       than one larger one. :meth:`resolve_algorithm` gives the choice for an input shape.
