@@ -33,11 +33,13 @@ run as one row. The process keeps freed memory for reuse
 ``--shards K`` runs nograd's step data-parallel over threads (:class:`nograd.parallel.ShardedStep`):
 the batch is split into K shards whose forward, loss and backward run in K Python threads with BLAS
 held at one thread during that part of the step (restored for the optimizer update); the gradients
-are combined into the whole batch's. PyTorch and the GEMM bound keep the process's thread settings.
+are combined into the whole batch's. The resnet's batch norms then normalise with the whole batch's
+statistics, exchanged between the shards (synchronised batch norm: the serial step's numbers up to
+rounding). PyTorch and the GEMM bound keep the process's thread settings.
 Batch 1 has one shard. The per-layer breakdown is always the serial step's. Without ``--shards``
 (and without ``--threads``) the step is the one ``python -m nograd train`` would run: sharded over
-the usable cores when it costs 1 GFLOP or more, the model has no batch norm and the environment sets
-no thread count (:func:`nograd.threads.auto_shards`; the reference CNN's step is 2.2 GFLOP), else
+the usable cores when it costs 1 GFLOP or more and the environment sets no thread count
+(:func:`nograd.threads.auto_shards`; the reference CNN's step is 2.2 GFLOP, the resnet's 4.9), else
 serial; ``--shards 1`` is the serial step. The JSON records ``shards`` (null: serial),
 ``shards_choice`` (why) and ``nograd_blas_threads_in_step``.
 """
@@ -290,16 +292,13 @@ def main(argv=None):
     ap.add_argument("--shards", type=int, default=None, metavar="K",
                     help="nograd's step data-parallel over K threads, BLAS at 1 thread in it "
                          "(nograd.parallel.ShardedStep); default: as `python -m nograd train` chooses "
-                         "(without --threads: the usable cores for a step of 1 GFLOP or more and no "
-                         "batch norm, nograd.threads.auto_shards); 1: the serial step")
+                         "(without --threads: the usable cores for a step of 1 GFLOP or more, "
+                         "nograd.threads.auto_shards; batch norm synchronised); 1: the serial step")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     fuse = not args.no_fuse
     if args.shards is not None and args.shards < 1:
         ap.error(f"--shards must be at least 1, got {args.shards}")
-    if args.shards is not None and args.model == "resnet":
-        ap.error("--shards: the resnet has batch norm, whose batch statistics a sharded step would "
-                 "change (nograd.parallel refuses it); use --model cnn")
     args.shards_choice = f"--shards {args.shards}" if args.shards is not None else "serial: --threads"
     if args.shards is None and args.threads is None:      # the command line's own choice
         from nograd.cli.common import step_flops
@@ -312,7 +311,7 @@ def main(argv=None):
             check_shardable(probe)
             args.shards, args.shards_choice = auto_shards(step_flops(probe, (3, 32, 32), args.batch))
         except ValueError:
-            args.shards_choice = "serial: batch statistics (batch norm)"
+            args.shards_choice = "serial: batch statistics that cannot be synchronised"
     if args.shards == 1:
         args.shards = None
     retained = setup_process(args, ap)   # memory kept for reuse, threads: the whole process
@@ -393,7 +392,8 @@ def main(argv=None):
         print(f"Numba compile (empty cache): {compile_s:.2f} s; second process, warm cache: {warm_s:.3f} s")
     if args.shards:
         print(f"nograd step sharded over {args.shards} threads (nograd.parallel.ShardedStep), BLAS at 1 "
-              f"thread inside it; PyTorch and the GEMM bound at the thread settings below")
+              f"thread inside it{', batch norm synchronised' if args.model == 'resnet' else ''}; "
+              f"PyTorch and the GEMM bound at the thread settings below")
     print(f"threads: BLAS {threads['blas']} (OPENBLAS_NUM_THREADS={threads['OPENBLAS_NUM_THREADS']}), "
           f"{torch_info or 'no torch'}; load average {load}; freed memory "
           f"{'retained' if retained else 'returned (glibc defaults)'}")

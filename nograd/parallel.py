@@ -32,14 +32,39 @@ is over the kept or weighted labels), ``kl_div(reduction="sum")`` — so those o
 A callable loss must be such a row mean too (``(pred, target) -> (value, dpred)``); that is the
 caller's promise.
 
-**What is refused.** Models whose training forward uses batch statistics (BatchNorm: each shard
-would normalise with its own mean and variance, a different function of the batch, and the
-threads would update the running averages concurrently) unless ``allow_batch_stats=True``, which
-accepts per-shard statistics (as data-parallel training without synchronised batch norm does) and
-the unsynchronised updates of the running averages. Every layer in nograd leaves its module
-untouched in a training forward except the batch norms (checked for this module by reading every
-``forward``; the GPT's key/value cache for :func:`~nograd.models.gpt.generate` lives in a dict the
-caller passes to ``decode``, not on the module).
+**Batch norm: synchronised statistics** (``batch_stats="sync"``, the default). A training
+batch norm couples the rows: it normalises with the batch's per-channel mean and variance. Each
+shard's thread is a participant of a :class:`~nograd.shard_sync.ShardGroup`, made current for its
+forward and backward (:func:`nograd.layers.norm.shard_scope`), and the batch norms exchange a few
+numbers through it (as ``torch.nn.SyncBatchNorm`` does between processes): in the forward the
+shards' counts, means and centred sums of squares (combined in shard order by Chan, Golub &
+LeVeque's pairwise update: the batch's :math:`μ, σ^2_B`, the same bits in every shard); in the
+backward the two sums the input cotangent needs. Why the :math:`w_i` above still gives the
+batch's gradient: with :math:`L = \frac1N \sum_r ℓ_r` and :math:`L_i = \frac1{n_i}\sum_{r \in S_i}
+ℓ_r` (every :math:`ℓ_r` now a function of the whole batch through the statistics),
+
+.. math::
+
+    w_i \frac{∂L_i}{∂\hat y_r} = \frac{n_i}{N}\,\frac1{n_i}\,\frac{∂ℓ_r}{∂\hat y_r}
+    = \frac{∂L}{∂\hat y_r}, \qquad r \in S_i,
+
+so the cotangent shard :math:`i` sends down is the rows :math:`S_i` of the *batch's* cotangent
+:math:`\bar y`, and so is every cotangent below it. A batch norm's batch backward,
+:math:`\bar x = γ r\,(\bar y - \frac1M \sum \bar y - \hat x\,\frac1M \sum \bar y\,\hat x)`
+(:math:`M` values per channel in the batch), takes the two sums all-reduced over the shards, and
+its parameters' gradients :math:`\bar β = \sum \bar y`, :math:`\bar γ = \sum \bar y\,\hat x` are
+sums over rows: each shard returns its own part, with no further factor, and the sum of the
+shards' gradients is the batch's — as for every other parameter, whose gradient is a sum over rows
+of each row's Jacobian applied to that row's cotangent. The running averages move once a step,
+in shard 0, from the batch's statistics and count. So the sharded step computes the serial step's
+loss, gradients and running averages up to rounding (``tests/test_parallel_batchnorm.py``).
+``batch_stats="local"`` (or the older ``allow_batch_stats=True``) instead normalises each shard
+with its own statistics (data parallelism without synchronised batch norm; a different function
+of the batch) and lets the threads update the running averages unsynchronised. A module that
+keeps running statistics without declaring ``sync_batch_stats`` is refused unless ``"local"``.
+Every other layer in nograd leaves its module untouched in a training forward (checked for this
+module by reading every ``forward``; the GPT's key/value cache for
+:func:`~nograd.models.gpt.generate` lives in a dict the caller passes to ``decode``).
 
 **Randomness.** With ``rng`` (dropout), each shard draws from its own generator spawned from
 ``rng`` (:meth:`numpy.random.Generator.spawn`), so a seed fixes the step, but the dropout masks
@@ -73,6 +98,8 @@ import numpy as np
 
 from .core.checks import as_rng, check_int
 from .core.losses import get_loss
+from .layers.norm import shard_scope
+from .shard_sync import ShardGroup
 from .threads import restore_blas_threads, set_blas_threads, usable_cores
 
 __all__ = ["ShardedStep", "shard_sizes", "check_shardable", "check_loss_options"]
@@ -92,28 +119,44 @@ def shard_sizes(n: int, k: int) -> list[int]:
     return [q + 1] * r + [q] * (k - r)
 
 
-def check_shardable(model, *, allow_batch_stats: bool = False) -> None:
-    """Raise ``ValueError`` naming the module when ``model``'s training forward is not a function
-    of each row alone and free of writes to the module: batch statistics, unless
-    ``allow_batch_stats``. A module has batch statistics when it keeps running averages
-    (``running_mean``/``running_var`` buffers, as :class:`nograd.layers.BatchNorm1d` and
-    ``BatchNorm2d`` do), which its training forward updates from the batch."""
+def _batch_stats_mode(batch_stats, allow_batch_stats):
+    """``"sync"`` or ``"local"`` from the two spellings (``allow_batch_stats=True`` is ``"local"``)."""
+    if batch_stats not in (None, "sync", "local"):
+        raise ValueError(f"batch_stats must be 'sync' or 'local', got {batch_stats!r}")
+    if allow_batch_stats:
+        if batch_stats == "sync":
+            raise ValueError("allow_batch_stats=True asks for per-shard statistics, batch_stats='sync' "
+                             "for synchronised ones: pass one of them")
+        return "local"
+    return batch_stats or "sync"
+
+
+def _batch_stat_modules(model):
+    """``[(name, module)]`` of the modules of ``model`` that keep running batch statistics."""
+    modules = model.modules() if hasattr(model, "modules") else [("", model)]
+    return [(name, m) for name, m in modules
+            if any(b in (getattr(m, "_buffers", {}) or {}) for b in _BATCH_STAT_BUFFERS)]
+
+
+def check_shardable(model, *, batch_stats=None, allow_batch_stats: bool = False) -> None:
+    """Raise ``ValueError`` naming the module when ``model``'s training forward cannot be sharded:
+    with ``batch_stats="sync"`` (the default) a module that keeps running batch statistics
+    (``running_mean``/``running_var`` buffers) but does not declare ``sync_batch_stats`` (the
+    batch norms :class:`nograd.layers.BatchNorm1d` and ``BatchNorm2d`` do); with ``"local"`` (or
+    ``allow_batch_stats=True``) nothing is refused. ``TypeError`` for what is not a Module."""
     if not hasattr(model, "forward") or not hasattr(model, "backward"):
         raise TypeError(f"model must be a nograd Module with forward and backward, got "
                         f"{type(model).__name__}")
-    if allow_batch_stats:
+    if _batch_stats_mode(batch_stats, allow_batch_stats) == "local":
         return
-    modules = model.modules() if hasattr(model, "modules") else [("", model)]
-    for name, m in modules:
-        buffers = getattr(m, "_buffers", {}) or {}
-        if any(b in buffers for b in _BATCH_STAT_BUFFERS):
+    for name, m in _batch_stat_modules(model):
+        if not getattr(m, "sync_batch_stats", False):
             where = f"model.{name}" if name else "model"
             raise ValueError(
                 f"model: {where} ({type(m).__name__}) normalises with batch statistics and updates "
-                f"its running averages in a training forward; sharding the batch changes the "
-                f"function (each shard's own statistics) and races on the running averages. Pass "
-                f"allow_batch_stats=True to accept per-shard statistics, or use a model without "
-                f"batch norm (LayerNorm/GroupNorm are per row)")
+                f"its running averages in a training forward, and cannot synchronise them between "
+                f"shards; pass batch_stats='local' to accept per-shard statistics, or use a layer "
+                f"without batch statistics (LayerNorm/GroupNorm are per row)")
 
 
 def check_loss_options(loss_options: dict) -> None:
@@ -127,6 +170,14 @@ def check_loss_options(loss_options: dict) -> None:
     if loss_options.get("reduction", "mean") == "sum":
         raise ValueError("loss option reduction='sum': sharding combines row means; "
                          "use 'mean' or 'batchmean'")
+
+
+def _original(errors):
+    """The error to report from the shards' ``errors`` (None for a shard that succeeded): the
+    first in shard order that is not a :class:`threading.BrokenBarrierError` (which only says that
+    another shard failed and broke the group), else the first."""
+    raised = [e for e in errors if e is not None]
+    return next((e for e in raised if not isinstance(e, threading.BrokenBarrierError)), raised[0])
 
 
 class _BlasOne:
@@ -163,8 +214,11 @@ class ShardedStep:
         ``(pred, target) -> (value, dpred)`` that is a mean over the rows of ``pred``.
     shards : the number of threads (shards); ``None``: the usable cores
         (:func:`nograd.threads.usable_cores`). A batch smaller than ``shards`` uses one shard per row.
-    allow_batch_stats : accept BatchNorm (each shard normalises with its own statistics; not the
-        unsharded gradient). Default: refuse with a ``ValueError``.
+    batch_stats : ``"sync"`` (default): batch norms normalise with the whole batch's statistics,
+        exchanged between the shards (the serial step's loss, gradients and running averages up to
+        rounding; see :mod:`nograd.parallel`); ``"local"``: each shard with its own (not the
+        unsharded gradient).
+    allow_batch_stats : the older spelling: ``True`` is ``batch_stats="local"``.
     blas_one_thread : hold BLAS at one thread during a step and restore it after (default True).
         A step of one shard (``shards=1``, or a batch of one row) is the serial step: the calling
         thread, BLAS as the process has it.
@@ -178,15 +232,18 @@ class ShardedStep:
     :meth:`close`. One step at a time: the object refuses a call while another is running.
     """
 
-    def __init__(self, model, loss="cross-entropy", shards=None, *, allow_batch_stats=False,
+    def __init__(self, model, loss="cross-entropy", shards=None, *, batch_stats=None, allow_batch_stats=False,
                  blas_one_thread=True, **loss_options):
-        check_shardable(model, allow_batch_stats=allow_batch_stats)
+        self.batch_stats = _batch_stats_mode(batch_stats, allow_batch_stats)
+        check_shardable(model, batch_stats=self.batch_stats)
         self.model = model
         self.loss = get_loss(loss)
         check_loss_options(loss_options)
         self.loss_options = loss_options
         self.shards = usable_cores() if shards is None else check_int(shards, "shards", low=1)
-        self.allow_batch_stats = bool(allow_batch_stats)
+        self.allow_batch_stats = self.batch_stats == "local"
+        #: the step runs its shards in a ShardGroup (the model has batch norms to synchronise)
+        self.synchronised = self.batch_stats == "sync" and bool(_batch_stat_modules(model))
         self.blas_one_thread = bool(blas_one_thread)
         self._blas = _BlasOne() if blas_one_thread else None
         self._pool = None
@@ -251,6 +308,19 @@ class ShardedStep:
         _, grads = self.model.backward(cache, dout, need_dx=False)
         return w * float(value), grads, out
 
+    def _one_synced(self, x, y, w, rng, member):
+        """:meth:`_one` as participant ``member`` of the step's :class:`ShardGroup` (the batch
+        norms' exchanges go through it); on an error the group is broken, so that the other
+        shards stop at their next exchange instead of waiting for this one."""
+        try:
+            with shard_scope(member):
+                result = self._one(x, y, w, rng)
+            member.finish()
+        except BaseException:
+            member.abort()
+            raise
+        return result
+
     def _run(self, x, y, rng):
         self._check_batch(x, y)
         sizes = shard_sizes(x.shape[0], self.shards)
@@ -264,16 +334,21 @@ class ShardedStep:
         try:
             if len(jobs) == 1:                              # one shard: the serial step, as it is
                 return [self._one(*jobs[0])]
+            run = self._one
+            if self.synchronised:                           # one participant per shard
+                run = self._one_synced
+                jobs = [job + (m,) for job, m in zip(jobs, ShardGroup(len(jobs)).members)]
             restore = self._blas() if self._blas is not None else None
             try:
-                pool = self._executor() if len(jobs) > 1 else None
-                futures = [pool.submit(self._one, *job) for job in jobs[1:]] if pool else []
+                pool = self._executor()
+                futures = [pool.submit(run, *job) for job in jobs[1:]]
                 try:
-                    first = self._one(*jobs[0])             # shard 0 in the calling thread
-                except BaseException:
-                    for f in futures:                       # let the others finish first
-                        f.exception()
-                    raise
+                    first, error = run(*jobs[0]), None      # shard 0 in the calling thread
+                except BaseException as e:
+                    first, error = None, e
+                errors = [error] + [f.exception() for f in futures]   # every shard finished
+                if any(e is not None for e in errors):
+                    raise _original(errors)
                 results = [first] + [f.result() for f in futures]
             finally:
                 if restore is not None:

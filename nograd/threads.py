@@ -203,8 +203,10 @@ def _si(v):
 
 
 def auto_shards(step_flops, *, cores=None, environ=None):
-    """The shard count the command line trains a language model with by backprop when ``--shards``
-    and ``--threads`` are not given: ``(k, reason)``, ``k`` ``None`` for the serial step.
+    """The shard count the command line trains a model with by backprop when ``--shards`` and
+    ``--threads`` are not given: ``(k, reason)``, ``k`` ``None`` for the serial step. Models with
+    batch norm qualify too: a sharded step synchronises their batch statistics
+    (:mod:`nograd.parallel`; :func:`nograd.cli.common.auto_shards_for` checks the model).
 
     Every usable core when there are two or more, the step (forward + backward of a batch) costs
     at least :data:`SHARD_STEP_FLOPS` and the environment does not set the BLAS threads: each core

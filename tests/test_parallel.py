@@ -1,7 +1,7 @@
 """nograd.parallel.ShardedStep: the batch split over threads gives the unsharded loss and gradient
 (float64, to rounding), on an MLP, the fused CNN and a tiny GPT, with uneven shards; shards really
-run in separate threads with BLAS at one thread, restored afterwards; bad input and batch norm are
-refused with errors that name the argument."""
+run in separate threads with BLAS at one thread, restored afterwards; bad input is refused with
+errors that name the argument; batch norm is synchronised (or per shard on request)."""
 import copy
 import threading
 
@@ -171,19 +171,44 @@ def test_dropout_rng_gives_a_reproducible_step():
     assert any(not np.array_equal(a[1][k], c[1][k]) for k in a[1])
 
 
-def test_batch_norm_is_refused_unless_allowed():
+def test_batch_norm_is_synchronised_by_default_and_local_on_request():
+    """Batch norms are accepted (their statistics synchronised between the shards: the serial
+    gradient, tests/test_parallel_batchnorm.py); ``allow_batch_stats=True`` / ``"local"`` keep the
+    per-shard statistics (another gradient); a module with running statistics that does not
+    declare ``sync_batch_stats`` is refused by name."""
     rng = np.random.default_rng(7)
     model = nograd.Sequential(nograd.Linear(6, 8, rng=rng, dtype=F64),
                               nograd.layers.BatchNorm1d(8, dtype=F64),
                               nograd.Linear(8, 4, rng=rng, dtype=F64))
-    with pytest.raises(ValueError, match=r"model\.1 \(BatchNorm1d\).*allow_batch_stats"):
-        ShardedStep(model, shards=2)
-    with pytest.raises(ValueError, match="BatchNorm1d"):
-        check_shardable(model)
+    check_shardable(model)
     x, y = rng.standard_normal((8, 6)), rng.integers(0, 4, 8)
-    with ShardedStep(model, shards=2, allow_batch_stats=True) as step:
-        loss, grads = step(x, y)
-    assert np.isfinite(loss) and set(grads) == set(model.params)
+    serial = serial_mean(copy.deepcopy(model), x, y)
+    with ShardedStep(copy.deepcopy(model), shards=2) as step:
+        assert step.synchronised and step.batch_stats == "sync"
+        assert_same(*step(x, y), *serial)
+    local = []
+    for kw in ({"allow_batch_stats": True}, {"batch_stats": "local"}):
+        with ShardedStep(copy.deepcopy(model), shards=2, **kw) as step:
+            assert not step.synchronised and step.allow_batch_stats
+            local.append(step(x, y))
+    assert_same(*local[0], *local[1], tol=0)
+    assert not np.allclose(local[0][1]["0.weight"], serial[1]["0.weight"])
+    with pytest.raises(ValueError, match="batch_stats"):
+        ShardedStep(model, shards=2, batch_stats="global")
+    with pytest.raises(ValueError, match="allow_batch_stats"):
+        ShardedStep(model, shards=2, allow_batch_stats=True, batch_stats="sync")
+
+    class RunningStats(nograd.Linear):              # keeps running statistics, cannot sync them
+        def __init__(self):
+            super().__init__(8, 8, rng=0, dtype=F64)
+            self._buffers["running_mean"] = np.zeros(8)
+
+    odd = nograd.Sequential(nograd.Linear(6, 8, rng=rng, dtype=F64), RunningStats())
+    with pytest.raises(ValueError, match=r"model\.1 \(RunningStats\).*batch_stats='local'"):
+        ShardedStep(odd, shards=2)
+    with pytest.raises(ValueError, match="RunningStats"):
+        check_shardable(odd)
+    check_shardable(odd, batch_stats="local")
     check_shardable(mlp(rng))                     # a model without batch statistics passes
 
 
@@ -267,9 +292,8 @@ def test_backprop_shards_option_trains_like_the_serial_rule_in_fit():
 def test_backprop_shards_option_refuses_what_sharding_cannot_do():
     rng = np.random.default_rng(13)
     bn = nograd.Sequential(nograd.Linear(6, 8, rng=rng), nograd.layers.BatchNorm1d(8))
-    with pytest.raises(ValueError, match="BatchNorm1d"):
-        nograd.Backprop(shards=2).check_model(bn)
-    nograd.Backprop().check_model(bn)                     # the serial rule trains it
+    nograd.Backprop(shards=2).check_model(bn)             # synchronised batch statistics
+    nograd.Backprop().check_model(bn)
     with pytest.raises(ValueError, match="shards"):
         nograd.Backprop(shards=0)
     with pytest.raises(ValueError, match="ignore_index"):

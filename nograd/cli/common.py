@@ -266,8 +266,8 @@ def auto_shards_for(args, model, input_shape, batch_size):
     """Without ``--shards`` and ``--threads``, inside :func:`nograd.cli.main`: the shard count for
     backprop's step of ``model`` (:func:`nograd.threads.auto_shards`: the usable cores for a step of
     1 GFLOP or more), ``(k, reason)``; ``(None, reason)`` for the serial step — also for a model with
-    batch statistics, which a sharded step would change. ``(None, "")`` when the choice is not the
-    command line's to make."""
+    running batch statistics it cannot synchronise between the shards (batch norms it can:
+    :mod:`nograd.parallel`). ``(None, "")`` when the choice is not the command line's to make."""
     if (getattr(args, "shards", None) is not None or getattr(args, "threads", None) is not None
             or not hasattr(args, "_threads_stack")):
         return None, ""
@@ -277,7 +277,7 @@ def auto_shards_for(args, model, input_shape, batch_size):
     try:
         check_shardable(model)
     except ValueError:
-        return None, "serial: batch statistics (batch norm)"
+        return None, "serial: batch statistics that cannot be synchronised"
     return auto_shards(step_flops(model, input_shape, batch_size))
 
 

@@ -450,9 +450,9 @@ def add_train(sub):
     t.add_argument("--shards", type=positive_int, metavar="K",
                    help="backprop only: split each batch into K shards trained in K threads, BLAS at "
                         "one thread each (nograd.parallel.ShardedStep; the same gradient up to float "
-                        "rounding; batch norm refused). Pays on steps of a few ms and more, e.g. "
-                        "--model cnn on 32x32 images. Default: a step of 1 GFLOP or more without batch "
-                        "norm (nanoGPT's GPT) is sharded over the usable cores unless --threads or a "
+                        "rounding; batch norm synchronised). Pays on steps of a few ms and more, e.g. "
+                        "--model cnn on 32x32 images. Default: a step of 1 GFLOP or more "
+                        "(nanoGPT's GPT) is sharded over the usable cores unless --threads or a "
                         "thread variable is set, smaller steps run serially; --shards 1: serial")
     t.add_argument("--save", metavar="PATH",
                    help="write the trained model to PATH (.npz: weights and architecture; read "

@@ -240,3 +240,158 @@ def batchnorm_backward_ref(x, dy, gamma, beta, eps, relu=False):
     dx = r.reshape(view) * (v - v.mean(axis=axes, keepdims=True)
                             - xhat * np.mean(v * xhat, axis=axes, keepdims=True))
     return dx, np.sum(dy * xhat, axis=axes), np.sum(dy, axis=axes)
+
+
+# --------------------------------------------------------------------------------------------
+# Split passes for batch norm over a batch held in shards (synchronised batch norm,
+# nograd.parallel): each shard's partial statistics, their combination, the normalising pass with
+# given statistics, and the backward's sums and input cotangent from the whole batch's sums.
+
+@nb.njit(**_MAP)
+def _channel_numbers(mean64, var, gamma, beta, eps, mean, r, scale, shift):
+    # the per-channel numbers of _forward from given float64 statistics, the same float operations
+    for c in range(mean.shape[0]):
+        mean[c] = mean64[c]
+        r[c] = 1.0 / np.sqrt(var[c] + eps)
+        scale[c] = r[c] * gamma[c] if gamma.size else r[c]
+        shift[c] = beta[c] if beta.size else 0.0
+
+
+@nb.njit(**_MAP)
+def _coefficients(r, gamma, sdy, sdyx, n, ca, cb, cc):
+    # the per-channel a, b, c of _backward from given float64 sums over n values per channel
+    for c in range(r.shape[0]):
+        r64 = np.float64(r[c])
+        gr = r64 * np.float64(gamma[c]) if gamma.size else r64
+        ca[c] = gr
+        cb[c] = -gr * (r64 * r64) * (sdyx[c] / n)
+        cc[c] = -gr * (sdy[c] / n)
+
+
+def batchnorm_partial_stats(x):
+    r"""One shard's per-channel statistics of ``x (N, C, ...)``: ``(n, mean, m2)`` with ``n`` the
+    values per channel (an int), ``mean`` and ``m2 = Σ (x - mean)²`` float64 ``(C,)``.
+
+    By the shifted sums of the forward kernel (shift :math:`k = x_{0,c,0}`):
+    :math:`\text{mean} = k + S_1/n`, :math:`M_2 = S_2 - S_1^2/n` (clamped at 0; NaN passes), the
+    float operations of :func:`batchnorm_forward`, so one part combined alone gives its statistics
+    bit for bit. Shards combine with :func:`combine_stats`.
+    """
+    x3 = _planes(x)
+    C, n = x3.shape[1], x3.shape[0] * x3.shape[2]
+    k, s1, s2 = np.empty(C), np.empty(C), np.empty(C)
+    _shifted_sums(x3, k, s1, s2)
+    m2 = s2 - s1 * s1 / n
+    m2[m2 < 0.0] = 0.0                    # rounding only; NaN (non-finite x) passes through
+    return n, k + s1 / n, m2
+
+
+def combine_stats(counts, means, m2s):
+    r"""The whole batch's ``(n, mean, var)`` (``var`` biased; float64 ``(C,)``) from the parts'
+    ``(n_i, mean_i, m2_i)`` of :func:`batchnorm_partial_stats`, combined in the order given by
+    the pairwise update of Chan, Golub & LeVeque (1979, "Updating formulae and a pairwise algorithm
+    for computing sample variances"): with :math:`δ = \bar x_B - \bar x_A`,
+
+    .. math::
+        n = n_A + n_B, \quad \bar x = \bar x_A + δ\,\frac{n_B}{n}, \quad
+        M_2 = M_{2,A} + M_{2,B} + δ^2\,\frac{n_A n_B}{n}.
+
+    Each part's :math:`M_2` is taken about its own mean and :math:`δ` is a difference of means, so
+    a large common mean (``1e4 + N(0, 1)``) cancels before anything is squared. A fixed order
+    makes the result the same bits for everyone who combines the same parts.
+    """
+    n = int(counts[0])
+    mean, m2 = np.array(means[0], np.float64), np.array(m2s[0], np.float64)
+    for nb_, mb, m2b in zip(counts[1:], means[1:], m2s[1:]):
+        total = n + int(nb_)
+        delta = mb - mean
+        mean = mean + delta * (int(nb_) / total)
+        m2 = m2 + m2b + delta * delta * (n * int(nb_) / total)
+        n = total
+    return n, mean, m2 / n
+
+
+def batchnorm_normalize(x, mean, var, gamma, beta, eps, relu=False):
+    """:func:`batchnorm_forward` with the statistics given (the whole batch's, float64 ``(C,)``,
+    ``var`` biased) instead of computed from ``x``: ``(y, stats)`` in the same form, ``stats``
+    usable by :func:`batchnorm_backward_sums` and :func:`batchnorm_input_cotangent`."""
+    x3 = _planes(x)
+    dt, C = x.dtype, x3.shape[1]
+    y = np.empty_like(x3)
+    m, r, scale, shift = (np.empty(C, dt) for _ in range(4))
+    v = np.array(var, np.float64).reshape(C)
+    _channel_numbers(np.asarray(mean, np.float64).reshape(C), v, _vec(gamma, dt), _vec(beta, dt),
+                     float(eps), m, r, scale, shift)
+    _normalize(x3, m, scale, shift, bool(relu), y)
+    return y.reshape(x.shape), (m, v, r, scale, shift)
+
+
+def batchnorm_backward_sums(x, dy, stats, relu=False):
+    """One shard's float64 ``(Σ ȳ', Σ ȳ'(x - μ))`` per channel (``ȳ' = ȳ [y > 0]`` under ``relu``)
+    at the statistics ``stats`` of a forward: the sums the backward all-reduces. The shard's
+    shares of the gradients are ``dβ = Σ ȳ'``, ``dγ = r Σ ȳ'(x - μ)``."""
+    mean, _, _, scale, shift = stats
+    x3, dy3 = _planes(x), _planes(np.asarray(dy, x.dtype))
+    C = x3.shape[1]
+    sdy, sdyx = np.empty(C), np.empty(C)
+    _cotangent_sums(x3, dy3, mean, scale, shift, bool(relu), sdy, sdyx)
+    return sdy, sdyx
+
+
+def batchnorm_input_cotangent(x, dy, stats, gamma, sdy, sdyx, n, relu=False):
+    """``x̄`` of :func:`batchnorm_backward` from the whole batch's sums ``sdy = Σ ȳ'``,
+    ``sdyx = Σ ȳ'(x - μ)`` (float64 ``(C,)``) over ``n`` values per channel, of which ``x, dy`` are
+    a part: ``x̄ = a ȳ' + b (x - μ) + c`` with ``a = γ r``, ``b = -γ r³ sdyx/n``, ``c = -γ r sdy/n``."""
+    mean, _, r, scale, shift = stats
+    x3, dy3 = _planes(x), _planes(np.asarray(dy, x.dtype))
+    C = x3.shape[1]
+    ca, cb, cc = (np.empty(C, x.dtype) for _ in range(3))
+    _coefficients(r, _vec(gamma, x.dtype), np.asarray(sdy, np.float64), np.asarray(sdyx, np.float64),
+                  int(n), ca, cb, cc)
+    dx = np.empty_like(x3)
+    _input_cotangent(x3, dy3, mean, scale, shift, bool(relu), ca, cb, cc, dx)
+    return dx.reshape(x.shape)
+
+
+def batchnorm_partial_stats_ref(x):
+    """NumPy reference of :func:`batchnorm_partial_stats`: two passes in float64."""
+    xd = np.asarray(x, np.float64).reshape(x.shape[0], x.shape[1], -1)
+    mean = xd.mean(axis=(0, 2))
+    return xd.shape[0] * xd.shape[2], mean, ((xd - mean[None, :, None]) ** 2).sum(axis=(0, 2))
+
+
+def batchnorm_normalize_ref(x, mean, var, gamma, beta, eps, relu=False):
+    """NumPy reference of :func:`batchnorm_normalize`: ``y = γ (x - μ) r + β`` (then ReLU) with
+    ``μ`` rounded to ``x``'s dtype and ``r = (var + ε)^{-1/2}`` computed in float64, rounded."""
+    view = (1, -1) + (1,) * (x.ndim - 2)
+    dt = x.dtype
+    r = (1 / np.sqrt(np.asarray(var, np.float64) + eps)).astype(dt)
+    y = (x - np.asarray(mean).astype(dt).reshape(view)) * r.reshape(view)
+    if gamma is not None:
+        y = y * np.asarray(gamma, dt).reshape(view)
+    if beta is not None:
+        y = y + np.asarray(beta, dt).reshape(view)
+    return np.maximum(y, 0) if relu else y
+
+
+def batchnorm_backward_sums_ref(x, dy, mean, scale, shift, relu=False):
+    """NumPy reference of :func:`batchnorm_backward_sums` (float64), the ReLU's mask from
+    ``(x - μ) s + β > 0`` with ``s = γ r``."""
+    view = (1, -1) + (1,) * (x.ndim - 2)
+    axes = (0,) + tuple(range(2, x.ndim))
+    xc = x - np.asarray(mean, x.dtype).reshape(view)
+    g = np.asarray(dy, np.float64)
+    if relu:
+        g = g * (xc * np.asarray(scale, x.dtype).reshape(view) + np.asarray(shift, x.dtype).reshape(view) > 0)
+    return g.sum(axis=axes), (g * xc.astype(np.float64)).sum(axis=axes)
+
+
+def batchnorm_input_cotangent_ref(x, dy, mean, r, gamma, sdy, sdyx, n, mask=None):
+    """NumPy reference of :func:`batchnorm_input_cotangent` in float64:
+    ``x̄ = γ r (ȳ' - sdy/n - x̂ (r sdyx)/n)`` with ``x̂ = (x - μ) r`` (``ȳ' = ȳ·mask``)."""
+    view = (1, -1) + (1,) * (x.ndim - 2)
+    rr = np.asarray(r, np.float64).reshape(view)
+    g = np.asarray(dy, np.float64) * (1 if mask is None else mask)
+    xhat = (np.asarray(x, np.float64) - np.asarray(mean, np.float64).reshape(view)) * rr
+    gr = rr if gamma is None else rr * np.asarray(gamma, np.float64).reshape(view)
+    return gr * (g - np.asarray(sdy).reshape(view) / n - xhat * (rr * np.asarray(sdyx).reshape(view)) / n)

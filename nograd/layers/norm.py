@@ -14,10 +14,34 @@ in one Numba pass per row (:mod:`nograd.kernels.layernorm`).
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 
 from ..core.checks import check_array, check_dtype, check_like, check_positive
 from ..core.module import Module
+
+_SHARD = threading.local()
+
+
+def current_shard():
+    """This thread's participant in a sharded training step (a
+    :class:`nograd.shard_sync.ShardMember`, set by :class:`nograd.parallel.ShardedStep` around
+    its shard's forward and backward), or None: the batch norms then synchronise their training
+    statistics with the other shards'. Without one every layer runs as it always did."""
+    return getattr(_SHARD, "member", None)
+
+
+@contextlib.contextmanager
+def shard_scope(member):
+    """Make ``member`` this thread's :func:`current_shard` inside the block (restored after)."""
+    previous = current_shard()
+    _SHARD.member = member
+    try:
+        yield
+    finally:
+        _SHARD.member = previous
 
 
 def standardize(x, axes, eps):
@@ -180,7 +204,12 @@ class BatchNorm1d(_AffineNorm):
     updated, ``m ← (1 - α) m + α μ`` and ``v ← (1 - α) v + α σ²_{unbiased}`` (as PyTorch does); the
     backward is the full derivative through the batch statistics. In evaluation the running
     statistics are constants, so the layer is affine per channel: ``x̄ = γ r ȳ``.
+
+    In a sharded step (:func:`current_shard`) the training statistics are the whole batch's,
+    synchronised between the shards as ``torch.nn.SyncBatchNorm`` does (:meth:`_sync_forward`).
     """
+
+    sync_batch_stats = True      # declared for nograd.parallel: a sharded step may synchronise it
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = True, *, dtype=np.float32):
@@ -212,7 +241,7 @@ class BatchNorm1d(_AffineNorm):
         check_array(x, "x", ndim=self._ndims, finite=finite)
         if x.shape[1] != self.num_features:
             raise ValueError(f"x must have {self.num_features} channels in axis 1, got shape {x.shape}")
-        if train and x.size // self.num_features < 2:
+        if train and x.size // self.num_features < 2 and current_shard() is None:
             raise ValueError(f"{type(self).__name__} needs more than one value per channel in "
                              f"training, got x of shape {x.shape}")
 
@@ -249,10 +278,15 @@ class BatchNorm1d(_AffineNorm):
     def forward(self, x, *, train=False, rng=None, params=None):
         self._check(x, train)
         p = self._use(params)
+        member = current_shard() if train else None
+        if member is not None:
+            return self._sync_forward(x, p, False, member)
         xhat, r = self._stats(x, train)
         return self._affine_forward(xhat, p), (xhat, r, bool(train))
 
     def backward(self, cache, dy, *, params=None, need_dx=True):
+        if isinstance(cache, _SyncCache):
+            return self._sync_backward(cache, dy, self._use(params), need_dx)
         xhat, r, train = cache
         check_like(dy, xhat.shape)
         p = self._use(params)
@@ -265,6 +299,7 @@ class BatchNorm1d(_AffineNorm):
         return (standardize_tangent(xhat, r, v, axes) if train else v * r), grads
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
+        self._no_sync_jvp(train)
         y, (xhat, r, train) = self.forward(x, train=train, params=params)
         p = self._use(params)
         if dx is None:
@@ -273,6 +308,67 @@ class BatchNorm1d(_AffineNorm):
             check_like(dx, x.shape, "dx")
             dxhat = standardize_tangent(xhat, r, dx, self._axes(x)) if train else dx * r
         return y, self._affine_tangent(xhat, dxhat, dparams, p)
+
+    @staticmethod
+    def _no_sync_jvp(train):
+        if train and current_shard() is not None:
+            raise RuntimeError("jvp through synchronised batch statistics (training, inside a sharded step) "
+                               "is not implemented")
+
+    def _sync_forward(self, x, p, relu, member):
+        r"""Training forward of this shard's part ``x (n_i, C, ...)`` of a sharded step's batch with
+        the whole batch's statistics (then ``max(·, 0)`` if ``relu``); cache :class:`_SyncCache`.
+
+        Each shard's per-channel count, mean and :math:`M_2 = Σ(x - \bar x_i)^2` (shifted float64
+        sums) are all-gathered (``3 × C`` numbers) and combined in shard order by Chan, Golub &
+        LeVeque's pairwise update (:func:`~nograd.kernels.batchnorm.combine_stats`), the same bits
+        in every shard: centred sums need no common shift (which would cost a second exchange) and
+        keep a large mean out of the squares. Shard 0 alone moves the running averages, with the
+        global statistics and count, as the unsharded step does."""
+        from ..kernels import batchnorm as kb  # lazy: keep `import nograd` light
+
+        n, mean, m2 = kb.batchnorm_partial_stats(x)
+        if not (np.isfinite(mean).all() and np.isfinite(m2).all()):
+            check_array(x, "x")           # NaN or inf: raises before the exchange (the others then stop)
+        parts = member.allgather((np.array([n]), mean, m2), tag=f"{type(self).__name__} statistics")
+        total, gmean, gvar = kb.combine_stats([int(q[0][0]) for q in parts], [q[1] for q in parts],
+                                              [q[2] for q in parts])
+        if total < 2:
+            raise ValueError(f"{type(self).__name__} needs more than one value per channel in "
+                             f"training, got a batch of {total} per channel")
+        gamma, beta = (p["weight"], p.get("bias")) if self.affine else (None, None)
+        y, stats = kb.batchnorm_normalize(x, gmean, gvar, gamma, beta, self.eps, relu)
+        if member.index == 0:
+            self._update_running(stats[0], stats[1].astype(x.dtype), total)
+        return y, _SyncCache((x, stats, bool(relu), total, member))
+
+    def _sync_backward(self, cache, dy, p, need_dx):
+        r"""Backward of :meth:`_sync_forward`. The cotangent ``dy`` ShardedStep passes down is the
+        batch's, split by rows (the :math:`w_i = n_i/N` scaling makes it so; derivation in
+        :mod:`nograd.parallel`), so the batch's :math:`\bar x = γ r(\bar y - \frac1M Σ\bar y -
+        \hat x \frac1M Σ\bar y \hat x)` needs the two sums over all :math:`M` values of a
+        channel: one all-reduce of the shards' parts, in shard order. :math:`\bar γ, \bar β` are
+        each shard's own part, unscaled; ShardedStep's sum of the shards' gradients is the
+        batch's. ``need_dx=False``: no exchange."""
+        from ..kernels import batchnorm as kb
+
+        x, stats, relu, total, member = cache
+        check_like(dy, x.shape)
+        if current_shard() is not member:
+            raise RuntimeError("backward of a batch norm's synchronised forward outside the shard "
+                               "group that ran it (ShardedStep runs both inside one step)")
+        sdy, sdyx = kb.batchnorm_backward_sums(x, dy, stats, relu)
+        grads = self._grads_from_sums(p, sdyx * stats[2].astype(np.float64), sdy)
+        if not need_dx:
+            return None, grads
+        tdy, tdyx = member.allreduce((sdy, sdyx), tag=f"{type(self).__name__} cotangent sums")
+        gamma = p["weight"] if self.affine else None
+        return kb.batchnorm_input_cotangent(x, dy, stats, gamma, tdy, tdyx, total, relu), grads
+
+
+class _SyncCache(tuple):
+    """Cache of :meth:`BatchNorm1d._sync_forward`: ``(x, stats, relu, total, member)``, ``stats``
+    the batch's as :func:`nograd.kernels.batchnorm.batchnorm_forward` gives them."""
 
 
 class _BatchCache(tuple):
@@ -304,6 +400,9 @@ class BatchNorm2d(BatchNorm1d):
         ``p``, then ``max(·, 0)`` if ``relu``. Non-finite ``x`` is refused from the statistics
         (a NaN or inf makes the variance non-finite), which saves a pass over ``x``; the running
         averages move only after that."""
+        member = current_shard()
+        if member is not None:                   # inside a sharded step: the batch's statistics
+            return self._sync_forward(x, p, relu, member)
         from ..kernels.batchnorm import batchnorm_forward  # lazy: keep `import nograd` light
 
         gamma, beta = (p["weight"], p.get("bias")) if self.affine else (None, None)
@@ -328,6 +427,7 @@ class BatchNorm2d(BatchNorm1d):
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
         if not train:
             return super().jvp(x, dx, dparams, train=False, rng=rng, params=params)
+        self._no_sync_jvp(train)
         y, (_, stats, _) = self.forward(x, train=True, params=params)
         view = self._param_view(x)
         r = stats[2].reshape(view)

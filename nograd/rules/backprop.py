@@ -23,7 +23,7 @@ class Backprop(Rule):
     shards : opt-in data parallelism over threads: ``None`` (default) runs the serial step; an
         int ``k`` splits each batch into ``k`` shards run in ``k`` threads with BLAS at one thread
         (:class:`nograd.parallel.ShardedStep`; the same gradient up to float rounding; batch norm
-        and ``class_weight``/``ignore_index`` refused). It pays on steps of a few ms and more.
+        synchronised across the shards; ``class_weight``/``ignore_index`` refused). It pays on steps of a few ms and more.
         The optimizer update then runs over the same threads too (Adam/AdamW; bit-identical).
     **loss_options : passed to the loss (e.g. ``gamma=2`` for focal, ``label_smoothing=0.1``).
     """

@@ -226,3 +226,97 @@ def test_fused_sequential_batchnorm_relu_equals_the_plain_chain(dtype, train):
         close(g[k], g0[k], tol)
     walked, gw = plain.backward(caches, dy)              # child by child on the fused caches
     assert np.array_equal(walked, dx) and all(np.array_equal(gw[k], g[k]) for k in g)
+
+
+# ---- split passes for synchronised batch norm (nograd.parallel): a batch held in parts --------
+from nograd.kernels.batchnorm import (batchnorm_backward_sums, batchnorm_backward_sums_ref,  # noqa: E402
+                                      batchnorm_input_cotangent, batchnorm_input_cotangent_ref,
+                                      batchnorm_normalize, batchnorm_normalize_ref, batchnorm_partial_stats,
+                                      batchnorm_partial_stats_ref, combine_stats)
+
+
+def _split(x, parts):
+    bounds = np.linspace(0, x.shape[0], parts + 1).astype(int)
+    return [x[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+@SETTINGS
+@given(g=case(), parts=st.integers(1, 4))
+def test_split_passes_match_their_references_and_the_whole_batch_kernels(g, parts):
+    """Partial statistics of each part, combined (Chan et al.), against the float64 two-pass
+    statistics of the whole batch; the normalising pass and the backward's sums and input
+    cotangent against their NumPy references; assembled over the parts, against the one-call
+    kernels on the whole batch."""
+    x, gamma, beta, dy = arrays(g)
+    tol = TOL[g["dtype"]]
+    pieces, dys = _split(x, parts), _split(dy, parts)
+    partial = [batchnorm_partial_stats(p) for p in pieces]
+    for p, (n, mean, m2) in zip(pieces, partial):
+        n0, mean0, m20 = batchnorm_partial_stats_ref(p)
+        assert n == n0
+        np.testing.assert_allclose(mean, mean0, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(m2, m20, rtol=1e-12, atol=1e-12 * max(1.0, float(np.abs(mean0).max())) ** 2)
+    total, mean, var = combine_stats(*zip(*partial))
+    n0, mean0, m20 = batchnorm_partial_stats_ref(x)
+    assert total == n0
+    np.testing.assert_allclose(mean, mean0, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(var, m20 / n0, rtol=1e-12, atol=1e-12 * max(1.0, float(np.abs(mean0).max())) ** 2)
+    whole_y, whole_stats = batchnorm_forward(x, gamma, beta, 1e-5, g["relu"])
+    whole_dx, whole_dg, whole_db = batchnorm_backward(x, dy, whole_stats, gamma, g["relu"])
+    ys, sums = [], []
+    for p, d in zip(pieces, dys):
+        y, stats = batchnorm_normalize(p, mean, var, gamma, beta, 1e-5, g["relu"])
+        close(y, batchnorm_normalize_ref(p, mean, var, gamma, beta, 1e-5, g["relu"]), tol)
+        s = batchnorm_backward_sums(p, d, stats, g["relu"])
+        for a, b in zip(s, batchnorm_backward_sums_ref(p, d, stats[0], stats[3], stats[4], g["relu"])):
+            close(a, b, tol)
+        ys.append(y)
+        sums.append(s)
+    close(np.concatenate(ys), whole_y, tol)
+    sdy, sdyx = np.sum([s[0] for s in sums], axis=0), np.sum([s[1] for s in sums], axis=0)
+    close(sdy, whole_db, tol)
+    close(sdyx * stats[2].astype(np.float64), whole_dg, tol)
+    dxs = []
+    for p, d in zip(pieces, dys):
+        _, stats = batchnorm_normalize(p, mean, var, gamma, beta, 1e-5, g["relu"])
+        dx = batchnorm_input_cotangent(p, d, stats, gamma, sdy, sdyx, total, g["relu"])
+        mask = (batchnorm_normalize(p, mean, var, gamma, beta, 1e-5)[0] > 0) if g["relu"] else None
+        close(dx, batchnorm_input_cotangent_ref(p, d, stats[0], stats[2], gamma, sdy, sdyx, total, mask), tol)
+        assert dx.dtype == x.dtype and dx.shape == p.shape
+        dxs.append(dx)
+    close(np.concatenate(dxs), whole_dx, tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_one_part_through_the_split_passes_is_the_whole_kernel_bit_for_bit(dtype):
+    """The split passes repeat the fused kernels' float operations: one part gives their bits."""
+    rng = np.random.default_rng(21)
+    x = (3 + rng.standard_normal((5, 3, 4, 4))).astype(dtype)
+    gamma, beta = rng.uniform(0.5, 2, 3).astype(dtype), rng.standard_normal(3).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    for relu in (False, True):
+        y0, st0 = batchnorm_forward(x, gamma, beta, 1e-5, relu)
+        total, mean, var = combine_stats(*zip(batchnorm_partial_stats(x)))
+        y, st1 = batchnorm_normalize(x, mean, var, gamma, beta, 1e-5, relu)
+        assert np.array_equal(y, y0) and all(np.array_equal(a, b) for a, b in zip(st1, st0))
+        dx0, dg0, db0 = batchnorm_backward(x, dy, st0, gamma, relu)
+        sdy, sdyx = batchnorm_backward_sums(x, dy, st1, relu)
+        assert np.array_equal(sdy, db0) and np.array_equal(sdyx * st1[2].astype(np.float64), dg0)
+        assert np.array_equal(batchnorm_input_cotangent(x, dy, st1, gamma, sdy, sdyx, total, relu), dx0)
+
+
+def test_combined_statistics_of_data_with_a_large_mean():
+    """1e4 + N(0, 1) in float32, in four uneven parts: Chan et al.'s combination of the parts'
+    centred sums gives the float64 two-pass variance of the whole to 1e-12 (raw sums S₂/n − (S₁/n)²
+    in float64 lose ~8 digits here); a channel with std 1e-3 around 10 as well."""
+    rng = np.random.default_rng(22)
+    x = (1e4 + rng.standard_normal((13, 3, 5, 6))).astype(np.float32)
+    x[:, 1] = (10 + 1e-3 * rng.standard_normal((13, 5, 6))).astype(np.float32)
+    parts = [x[:2], x[2:3], x[3:9], x[9:]]
+    total, mean, var = combine_stats(*zip(*(batchnorm_partial_stats(p) for p in parts)))
+    xd = x.astype(np.float64)
+    mean64 = xd.mean(axis=(0, 2, 3))
+    var64 = ((xd - mean64[None, :, None, None]) ** 2).mean(axis=(0, 2, 3))
+    assert total == 13 * 30
+    np.testing.assert_allclose(mean, mean64, rtol=1e-14)
+    np.testing.assert_allclose(var, var64, rtol=1e-12)
