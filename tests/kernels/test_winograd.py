@@ -299,3 +299,18 @@ def test_chunked_layer_is_exact_on_integers(g, per_chunk, bias):
             ex, ew = direct_vjp(x, w, g["p"], dY)
             np.testing.assert_array_equal(dxp, ex)
             np.testing.assert_array_equal(gp["weight"], ew)
+
+
+def test_winograd_cache_is_not_mistaken_for_a_batch_major_array():
+    """With a batch of 16, the transformed input (16, C, P) used to sit in the cache as an array
+    whose first axis matched the batch, and VCAS's row gathering would have gathered the 16
+    transform components as if they were samples. The cache now holds a Tiles object, which the
+    walker refuses (it then scatters the cotangent into the whole batch instead)."""
+    from nograd.rules.vcas_walk import NotRowwise, take_rows
+
+    layer = Conv2d(8, 4, 3, padding=1, algorithm="winograd", rng=0)
+    x = np.random.default_rng(0).standard_normal((16, 8, 8, 8)).astype(np.float32)
+    _, cache = layer.forward(x)
+    assert isinstance(cache[1], wt.Tiles)
+    with pytest.raises(NotRowwise):
+        take_rows(cache, np.arange(4), 16)
