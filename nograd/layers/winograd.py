@@ -18,7 +18,8 @@ data lives. On a small-channel layer the products are memory-bound: for 16 chann
 a batch of 64, ``V`` and ``M`` are 16 MB each and NumPy's batched product of the whole batch ran at
 about 14 G multiply-adds/s on this project's machine, against about 48 on one image's 256 kB of
 tiles, which stay in the core's L2 cache between the transform that writes them and the product
-that reads them (measured: forward 10.1 → 6.3 ms, backward 15.1 → 8.6 ms; docs/benchmarks.md).
+that reads them (``python bench/winograd_chunks.py``: forward 9.95 → 6.95 ms, backward 14.8 → 9.1 ms
+at one thread; docs/benchmarks.md).
 
 A chunk holds as many images as keep its ``V`` (or ``M``) within :data:`CHUNK_BYTES`, at least one.
 Images never straddle chunks, so the input cotangent's overlapping tiles are added within a chunk.
