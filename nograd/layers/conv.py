@@ -253,29 +253,29 @@ class Conv2d(_ConvBase):
         bias = np.zeros(shape[1], dtype=dtype) if b is None else b.astype(dtype, copy=False)
         return _winograd().output_transform(M, bias, False, TH, TW, np.empty(shape, dtype=dtype))
 
-    def _wino_chunks(self, x, p, write):
+    def _wino_chunks(self, x, p, write, layout=None):
         """Winograd's forward over chunks of images (:mod:`nograd.layers.winograd`), each chunk's
-        product handed to ``write(n0, n1, M)``; returns the layer's cache."""
+        product handed to ``write(n0, n1, M, kernels)``; returns the layer's cache."""
         TH, TW = self._tiles(x.shape)[4:6]
         x = np.ascontiguousarray(x)
         ph, pw = self.padding
         U = _winograd().filter_transform(self._weight(p, x.dtype))
-        return "winograd", _tiles_mod().forward(x, U, ph, pw, TH, TW, write), x.shape
+        return "winograd", _tiles_mod().forward(x, U, ph, pw, TH, TW, write, layout), x.shape
 
     def _forward_winograd(self, x, p):
         N, O, OH, OW, TH, TW, P = self._tiles(x.shape)
         b = p.get("bias")
         bias = np.zeros(O, dtype=x.dtype) if b is None else b.astype(x.dtype, copy=False)
         y = np.empty((N, O, OH, OW), dtype=x.dtype)
-        out = _winograd().output_transform
-        cache = self._wino_chunks(x, p, lambda n0, n1, M: out(M, bias, False, TH, TW, y[n0:n1]))
+        cache = self._wino_chunks(
+            x, p, lambda n0, n1, M, wk: wk.output_transform(M, bias, False, TH, TW, y[n0:n1]))
         return y, cache
 
     def _backward_winograd(self, tiles, xshape, dy, p, need_dx):
         TH, TW = self._tiles(xshape)[4:6]
         dy = np.ascontiguousarray(dy)
-        cot = _winograd().cotangent_transform
-        return self._winograd_grads(tiles, xshape, lambda n0, n1, Z: cot(dy[n0:n1], TH, TW, Z),
+        return self._winograd_grads(tiles, xshape,
+                                    lambda n0, n1, Z, wk: wk.cotangent_transform(dy[n0:n1], TH, TW, Z),
                                     _fused().channel_sum(dy) if "bias" in p else None, p, need_dx, dy.dtype)
 
     def _winograd_grads(self, tiles, xshape, cotangent, bias_sum, p, need_dx, dtype):
@@ -309,9 +309,9 @@ class Conv2d(_ConvBase):
         bias = np.zeros(O, dtype=x.dtype) if b is None else b.astype(x.dtype, copy=False)
         if self.resolve_algorithm(x.shape) == "winograd":
             TH, TW = self._tiles(x.shape)[4:6]
-            pool = _fused().winograd_relu_pool
-            cache = self._wino_chunks(x, p, lambda n0, n1, M: pool(
-                M, bias, TH, TW, OH, OW, y[n0:n1], idx[n0:n1], pos[n0:n1]))
+            pool = _fused().winograd_relu_pool          # the tile-row layout's fused kernel
+            cache = self._wino_chunks(x, p, lambda n0, n1, M, wk: pool(
+                M, bias, TH, TW, OH, OW, y[n0:n1], idx[n0:n1], pos[n0:n1]), (_winograd(), TW))
             return y, cache, idx, pos
         cols = self._im2col(x, OH, OW)
         Y = grouped_matmul(self._wm(self._weight(p, x.dtype)), cols, self.groups)
@@ -330,7 +330,7 @@ class Conv2d(_ConvBase):
             cot = fk.winograd_pooled_cotangent
             bias_sum = fk.pooled_channel_sum(dy, idx, pos, OW) if "bias" in p else None
             return self._winograd_grads(
-                tiles, xshape, lambda n0, n1, Z: cot(dy[n0:n1], idx[n0:n1], pos[n0:n1], OH, OW, TH, TW, Z),
+                tiles, xshape, lambda n0, n1, Z, wk: cot(dy[n0:n1], idx[n0:n1], pos[n0:n1], OH, OW, TH, TW, Z),
                 bias_sum, p, need_dx, dy.dtype)
         dY = fk.relu_maxpool2x2_backward(dy, idx, pos, np.empty(self.output_shape(cache[1]), dtype=dy.dtype))
         return self.backward(cache, dY, params=p, need_dx=need_dx)

@@ -18,12 +18,17 @@ data lives. On a small-channel layer the products are memory-bound: for 16 chann
 a batch of 64, ``V`` and ``M`` are 16 MB each and NumPy's batched product of the whole batch ran at
 about 14 G multiply-adds/s on this project's machine, against about 48 on one image's 256 kB of
 tiles, which stay in the core's L2 cache between the transform that writes them and the product
-that reads them (``python bench/winograd_chunks.py``: forward 9.95 → 6.95 ms, backward 14.8 → 9.1 ms
-at one thread; docs/benchmarks.md).
+that reads them (forward 9.95 → 6.95 ms, backward 14.8 → 9.1 ms at one thread with the tile-row
+kernels; docs/benchmarks.md).
 
 A chunk holds as many images as keep its ``V`` (or ``M``) within :data:`CHUNK_BYTES`, at least one.
 Images never straddle chunks, so the input cotangent's overlapping tiles are added within a chunk.
-The forward keeps every chunk's ``V`` (one buffer, a contiguous view per chunk) for the backward.
+Images with at least :data:`PLANES_MIN_TW` output tiles a row use the polyphase-plane kernels
+(:mod:`nograd.kernels.winograd_planes`: loops over all tiles of a plane), and the backward
+transforms the input again instead of keeping ``V`` (then 5.6 → 4.3 ms forward for that layer);
+smaller images use the tile-row kernels (:mod:`nograd.kernels.winograd`), and the forward keeps
+every chunk's ``V`` (one buffer, a contiguous view per chunk). ``python bench/winograd_chunks.py``
+times the layers.
 """
 from __future__ import annotations
 
@@ -31,12 +36,23 @@ import numpy as np
 
 #: the largest transformed input (or product) of one chunk, bytes: well inside a 1 MB L2 cache
 CHUNK_BYTES = 1 << 19
+#: output tiles per image row from which the transforms run on polyphase planes
+#: (:mod:`nograd.kernels.winograd_planes`, one padding tile per tile row); below it the tile-row
+#: kernels of :mod:`nograd.kernels.winograd`, whose per-loop cost is lower on short rows
+PLANES_MIN_TW = 8
 
 
-def _wk():
-    from ..kernels import winograd  # lazy: Numba loads on the first Winograd convolution
+def kernels(TW):
+    """The transform kernels for ``TW`` output tiles per row: ``(module, tiles per row in the
+    layout)`` — :mod:`nograd.kernels.winograd_planes` and ``TW + 1`` from :data:`PLANES_MIN_TW`
+    on, else :mod:`nograd.kernels.winograd` and ``TW``. Both modules have the same four functions."""
+    if TW >= PLANES_MIN_TW:
+        from ..kernels import winograd_planes  # lazy: Numba loads on the first Winograd convolution
 
-    return winograd
+        return winograd_planes, TW + 1
+    from ..kernels import winograd
+
+    return winograd, TW
 
 
 def chunks(n_images, image_bytes):
@@ -47,15 +63,18 @@ def chunks(n_images, image_bytes):
 
 
 class Tiles:
-    """The transformed input of a Winograd forward, kept for its backward: ``V[i]`` of shape
-    ``(16, C, P_i)`` (contiguous) holds the tiles of images ``bounds[i] = (n0, n1)``,
-    ``P_i = (n1 - n0)·TH·TW``. An object rather than a bare array so that nothing that walks caches
+    """What a Winograd forward keeps for its backward: the chunks ``bounds[i] = (n0, n1)``, the
+    kernels' ``layout`` (a :func:`kernels` answer), and either the transformed input — ``V[i]`` of
+    shape ``(16, C, P_i)`` (contiguous), ``P_i = (n1 - n0)·TH·TWx`` — or, with the planes kernels,
+    the input ``x`` and its padding ``pad``, transformed again chunk by chunk in the backward (the
+    planes kernels transform a 16-channel 32×32 batch in ~1.2 ms, less than writing and reading
+    back its 16 MB of ``V``). An object rather than a bare array so that nothing that walks caches
     takes it for an array with the batch on axis 0."""
 
-    __slots__ = ("V", "bounds")
+    __slots__ = ("V", "bounds", "layout", "x", "pad")
 
-    def __init__(self, V, bounds):
-        self.V, self.bounds = list(V), list(bounds)
+    def __init__(self, V, bounds, layout=None, x=None, pad=None):
+        self.V, self.bounds, self.layout, self.x, self.pad = list(V), list(bounds), layout, x, pad
 
     def __repr__(self):
         return f"Tiles({len(self.V)} chunks, {sum(v.nbytes for v in self.V)} bytes)"
@@ -66,48 +85,62 @@ def _carve(flat, size, shape):
     return flat[:size].reshape(shape)
 
 
-def forward(x, U, ph, pw, TH, TW, write):
-    """Transform, multiply and hand each chunk's product to ``write(n0, n1, M)``.
+def forward(x, U, ph, pw, TH, TW, write, layout=None):
+    """Transform, multiply and hand each chunk's product to ``write(n0, n1, M, module)``.
 
     ``x (N, C, H, W)`` C-contiguous; ``U (16, K, C)`` in ``x``'s dtype; ``(ph, pw)`` the padding;
-    ``TH, TW`` tiles per column and row of an image's output. ``write`` receives ``M (16, K, P)``
-    for images ``n0:n1`` (a scratch view, overwritten by the next chunk). Returns the :class:`Tiles`.
+    ``TH, TW`` tiles per column and row of an image's output; ``layout`` a :func:`kernels` answer
+    (default: ``kernels(TW)``). ``write`` receives ``M (16, K, P)`` for images ``n0:n1`` (a scratch
+    view, overwritten by the next chunk) and the kernel module whose layout ``M`` is in. Returns the
+    :class:`Tiles`.
     """
-    wk = _wk()
+    wk, TWx = kernels(TW) if layout is None else layout
     N, C = x.shape[:2]
-    K, T = U.shape[1], TH * TW
+    K, T = U.shape[1], TH * TWx
     bounds = chunks(N, 16 * max(C, K) * T * x.itemsize)
-    v_all = np.empty(16 * C * N * T, dtype=x.dtype)
+    biggest = max(n1 - n0 for n0, n1 in bounds)
+    store = TWx == TW                  # tile-row kernels: keep V; planes: transform again later
+    v_all = np.empty(16 * C * (N if store else biggest) * T, dtype=x.dtype)
     m_buf = np.empty(16 * K * T * max(n1 - n0 for n0, n1 in bounds), dtype=x.dtype)
     V, off = [], 0
     for n0, n1 in bounds:
         P = (n1 - n0) * T
         v = v_all[off:off + 16 * C * P].reshape(16, C, P)
-        off += 16 * C * P
+        if store:
+            off += 16 * C * P
         wk.input_transform(x[n0:n1], ph, pw, TH, TW, v)
-        write(n0, n1, np.matmul(U, v, out=_carve(m_buf, 16 * K * P, (16, K, P))))
-        V.append(v)
-    return Tiles(V, bounds)
+        write(n0, n1, np.matmul(U, v, out=_carve(m_buf, 16 * K * P, (16, K, P))), wk)
+        if store:
+            V.append(v)
+    return Tiles(V, bounds, (wk, TWx)) if store else Tiles([], bounds, (wk, TWx), x, (ph, pw))
 
 
 def backward(tiles, U, K, ph, pw, TH, TW, cotangent, dx, dtype):
     """The transformed weight gradient ``Ū (16, K, C)`` and, when ``dx`` is given, the input
     cotangent written into ``dx (N, C, H, W)``.
 
-    ``cotangent(n0, n1, Z)`` writes the transformed output cotangent of images ``n0:n1`` into
-    ``Z (16, K, P)`` (from ``ȳ``, or from a pooled cotangent) and returns it; ``U (16, K, C)`` is
-    needed only for ``dx`` (``None`` otherwise); ``dtype`` is the cotangent's.
+    ``cotangent(n0, n1, Z, module)`` writes the transformed output cotangent of images ``n0:n1``
+    into ``Z (16, K, P)`` in the layout of the kernel ``module`` the forward used (from ``ȳ``, or
+    from a pooled cotangent) and returns it; ``U (16, K, C)`` is needed only for ``dx`` (``None``
+    otherwise); ``dtype`` is the cotangent's.
     """
-    wk = _wk()
-    C, T = tiles.V[0].shape[1], TH * TW
+    wk, TWx = tiles.layout
+    C = tiles.V[0].shape[1] if tiles.V else tiles.x.shape[1]
+    T = TH * TWx
     biggest = max(n1 - n0 for n0, n1 in tiles.bounds) * T
     z_buf = np.empty(16 * K * biggest, dtype=dtype)
     mx_buf = np.empty(16 * C * biggest, dtype=dtype) if dx is not None else None
     Ut = None if dx is None else U.transpose(0, 2, 1)
     dU = part = None
-    for (n0, n1), v in zip(tiles.bounds, tiles.V):
+    v_buf = None if tiles.V else np.empty(16 * C * biggest, dtype=tiles.x.dtype)
+    for i, (n0, n1) in enumerate(tiles.bounds):
         P = (n1 - n0) * T
-        Z = cotangent(n0, n1, _carve(z_buf, 16 * K * P, (16, K, P)))
+        if tiles.V:
+            v = tiles.V[i]
+        else:
+            v = wk.input_transform(tiles.x[n0:n1], tiles.pad[0], tiles.pad[1], TH, TW,
+                                   _carve(v_buf, 16 * C * P, (16, C, P)))
+        Z = cotangent(n0, n1, _carve(z_buf, 16 * K * P, (16, K, P)), wk)
         if dU is None:
             dU = np.matmul(Z, v.transpose(0, 2, 1))
             part = np.empty_like(dU)

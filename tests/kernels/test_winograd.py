@@ -18,6 +18,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from nograd.kernels import winograd as wk
+from nograd.kernels import winograd_planes as wp
 from nograd.kernels import winograd_ref as wr
 from nograd.layers import Conv2d, MaxPool2d
 from nograd.layers import winograd as wt
@@ -314,3 +315,88 @@ def test_winograd_cache_is_not_mistaken_for_a_batch_major_array():
     assert isinstance(cache[1], wt.Tiles)
     with pytest.raises(NotRowwise):
         take_rows(cache, np.arange(4), 16)
+
+
+# -- the polyphase-plane kernels (nograd.kernels.winograd_planes) ---------------------------------
+
+def _padded(A, N, TH, TW):
+    """(16, C, N·TH·TW) in the tile-row layout → the planes layout, zeros in the padding tiles."""
+    X, C = A.shape[:2]
+    out = np.zeros((X, C, N, TH, TW + 1), A.dtype)
+    out[..., :TW] = A.reshape(X, C, N, TH, TW)
+    return out.reshape(X, C, -1)
+
+
+def _real(A, N, TH, TW):
+    """The planes layout's real tiles, in the tile-row layout."""
+    X, C = A.shape[:2]
+    return A.reshape(X, C, N, TH, TW + 1)[..., :TW].reshape(X, C, -1)
+
+
+@SETTINGS
+@given(geometry(), st.sampled_from([np.float32, np.float64]))
+def test_plane_kernels_equal_the_tile_row_kernels_exactly_on_integers(g, dtype):
+    """Every map of the planes layout equals the tile-row kernels' (themselves checked against the
+    NumPy references above) on the real tiles, exactly; the cotangent's padding tiles are zero."""
+    x, _, dy = _data(g, dtype, True)
+    rng = np.random.default_rng(g["seed"] + 2)
+    N, TH, TW = g["N"], g["TH"], g["TW"]
+    args = (g["p"], g["p"], TH, TW)
+    Pp = N * TH * (TW + 1)
+    V = wp.input_transform(x, *args, np.full((16, g["C"], Pp), np.nan, dtype))
+    np.testing.assert_array_equal(_real(V, N, TH, TW), wk.input_transform(x, *args, np.empty((16, g["C"], g["P"]), dtype)))
+    Z = wp.cotangent_transform(dy, TH, TW, np.full((16, g["K"], Pp), np.nan, dtype))
+    np.testing.assert_array_equal(Z, _padded(wk.cotangent_transform(dy, TH, TW, np.empty((16, g["K"], g["P"]), dtype)), N, TH, TW))
+    M = rng.integers(-9, 10, (16, g["K"], g["P"])).astype(dtype)
+    bias = rng.integers(-3, 4, g["K"]).astype(dtype)
+    for relu in (False, True):
+        ya, yb = (np.full((N, g["K"], g["OH"], g["OW"]), np.nan, dtype) for _ in range(2))
+        np.testing.assert_array_equal(wp.output_transform(_padded(M, N, TH, TW), bias, relu, TH, TW, ya),
+                                      wk.output_transform(M, bias, relu, TH, TW, yb))
+    Mx = rng.integers(-9, 10, (16, g["C"], g["P"])).astype(dtype)
+    da, db = (np.full(x.shape, np.nan, dtype) for _ in range(2))
+    np.testing.assert_array_equal(wp.input_grad_transform(_padded(Mx, N, TH, TW), *args, da),
+                                  wk.input_grad_transform(Mx, *args, db))
+
+
+@SETTINGS
+@given(geometry(), st.integers(1, 2))
+def test_layer_on_planes_is_exact_on_integers(g, per_chunk):
+    """The layer with the planes kernels for every row length (PLANES_MIN_TW = 1), one or two images
+    per chunk: forward, input cotangent and weight gradient equal the direct method exactly."""
+    x, w, dy = _data(g, np.float64, True)
+    layer = _layer(g, w, np.float64)
+    old = wt.PLANES_MIN_TW
+    wt.PLANES_MIN_TW = 1
+    try:
+        with _chunked(dict(g, TW=g["TW"] + 1), per_chunk):     # a chunk counts the padding tiles
+            y, cache = layer.forward(x)
+            assert cache[1].layout[0] is wp
+            assert len(cache[1].bounds) == -(-g["N"] // per_chunk) and cache[1].V == []   # x kept
+            np.testing.assert_array_equal(y, direct(x, w, g["p"]))
+            dx, grads = layer.backward(cache, dy)
+    finally:
+        wt.PLANES_MIN_TW = old
+    ex, ew = direct_vjp(x, w, g["p"], dy)
+    np.testing.assert_array_equal(dx, ex)
+    np.testing.assert_array_equal(grads["weight"], ew)
+
+
+def test_planes_are_used_from_eight_tiles_a_row_and_agree_in_float32():
+    """A 32×32 layer (16 tiles a row) runs on planes, a 8×8 one (4) on tile rows; in float32 the
+    planes path is within the rounding bound of the direct method."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 8, 32, 32)).astype(np.float32)
+    w = (rng.standard_normal((4, 8, 3, 3)) / 9).astype(np.float32)
+    layer = Conv2d(8, 4, 3, padding=1, bias=False, algorithm="winograd")
+    layer.params["weight"][...] = w
+    y, cache = layer.forward(x)
+    assert cache[1].layout[0] is wp
+    assert layer.forward(x[:, :, :8, :8])[1][1].layout[0] is wk
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx, grads = layer.backward(cache, dy)
+    sy, sx, sw = paper_bounds(x, w, 1, dy)
+    ex, ew = direct_vjp(x, w, 1, dy)
+    assert np.all(np.abs(y - direct(x, w, 1)) <= gamma(8 + 16) * sy)
+    assert np.all(np.abs(dx - ex) <= gamma(4 + 16) * sx)
+    assert np.all(np.abs(grads["weight"] - ew) <= gamma(3 * 16 * 16 + 16) * sw)
