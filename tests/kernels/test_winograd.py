@@ -383,7 +383,7 @@ def test_layer_on_planes_is_exact_on_integers(g, per_chunk):
 
 
 def test_planes_are_used_from_eight_tiles_a_row_and_agree_in_float32():
-    """A 32×32 layer (16 tiles a row) runs on planes, a 8×8 one (4) on tile rows; in float32 the
+    """A 32×32 layer (16 tiles a row) runs on planes, an 8×8 one (4) on tile rows; in float32 the
     planes path is within the rounding bound of the direct method."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 8, 32, 32)).astype(np.float32)
