@@ -79,7 +79,8 @@ class Tiles:
         self.V, self.bounds, self.layout, self.x, self.pad = list(V), list(bounds), layout, x, pad
 
     def __repr__(self):
-        return f"Tiles({len(self.V)} chunks, {sum(v.nbytes for v in self.V)} bytes)"
+        kept = f"V of {sum(v.nbytes for v in self.V)} bytes" if self.V else "the input"
+        return f"Tiles({len(self.bounds)} chunks, {kept})"
 
 
 def _carve(flat, size, shape):
@@ -103,7 +104,7 @@ def forward(x, U, ph, pw, TH, TW, write, layout=None):
     biggest = max(n1 - n0 for n0, n1 in bounds)
     store = TWx == TW                  # tile-row kernels: keep V; planes: transform again later
     v_all = np.empty(16 * C * (N if store else biggest) * T, dtype=x.dtype)
-    m_buf = np.empty(16 * K * T * max(n1 - n0 for n0, n1 in bounds), dtype=x.dtype)
+    m_buf = np.empty(16 * K * T * biggest, dtype=x.dtype)
     V, off = [], 0
     for n0, n1 in bounds:
         P = (n1 - n0) * T
