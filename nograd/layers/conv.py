@@ -309,22 +309,29 @@ class Conv2d(_ConvBase):
         bias = np.zeros(O, dtype=x.dtype) if b is None else b.astype(x.dtype, copy=False)
         if self.resolve_algorithm(x.shape) == "winograd":
             TH, TW = self._tiles(x.shape)[4:6]
-            pool = _fused().winograd_relu_pool          # the tile-row layout's fused kernel
-            cache = self._wino_chunks(x, p, lambda n0, n1, M, wk: pool(
-                M, bias, TH, TW, OH, OW, y[n0:n1], idx[n0:n1], pos[n0:n1]), (_winograd(), TW))
-            return y, cache, idx, pos
-        cols = self._im2col(x, OH, OW)
-        Y = grouped_matmul(self._wm(self._weight(p, x.dtype)), cols, self.groups)
+            if _tiles_mod().kernels(TW)[0] is _winograd():   # tile rows: pooled in the output pass
+                pool = _fused().winograd_relu_pool
+                cache = self._wino_chunks(x, p, lambda n0, n1, M, wk: pool(
+                    M, bias, TH, TW, OH, OW, y[n0:n1], idx[n0:n1], pos[n0:n1]))
+                return y, cache, idx, pos
+            # planes: the plain layer's output without its bias (t + 0 = t), then bias, ReLU and
+            # pooling in one pass — the same numbers as the plain layers, which add the bias first
+            Y, cache = self._forward_winograd(x, {"weight": p["weight"]})
+        else:
+            cols = self._im2col(x, OH, OW)
+            Y = grouped_matmul(self._wm(self._weight(p, x.dtype)), cols, self.groups)
+            cache = (cols, x.shape)
         _fused().relu_maxpool2x2(Y.reshape(N, O, OH, OW), bias, b is not None, y, idx, pos)
-        return y, (cols, x.shape), idx, pos
+        return y, cache, idx, pos
 
     def backward_relu_pool(self, cache, dy, idx, pos, p, need_dx=True):
         """The backward of :meth:`forward_relu_pool` from the pooled cotangent ``dy``: with
-        Winograd, the transformed cotangent ``Z`` straight from ``dy`` (at most one non-zero per
-        tile); with im2col, the convolution's output cotangent in one pass. Returns ``(dx, grads)``."""
+        Winograd on tile rows, the transformed cotangent ``Z`` straight from ``dy`` (at most one
+        non-zero per tile); otherwise (im2col, Winograd on planes) the convolution's output
+        cotangent in one pass, then the layer's backward. Returns ``(dx, grads)``."""
         fk = _fused()
         dy = np.ascontiguousarray(dy)
-        if isinstance(cache[0], str):  # ("winograd", Tiles, x.shape)
+        if isinstance(cache[0], str) and cache[1].layout[0] is _winograd():   # tile-row Winograd
             _, tiles, xshape = cache
             OH, OW, TH, TW = self._tiles(xshape)[2:6]
             cot = fk.winograd_pooled_cotangent
@@ -332,7 +339,8 @@ class Conv2d(_ConvBase):
             return self._winograd_grads(
                 tiles, xshape, lambda n0, n1, Z, wk: cot(dy[n0:n1], idx[n0:n1], pos[n0:n1], OH, OW, TH, TW, Z),
                 bias_sum, p, need_dx, dy.dtype)
-        dY = fk.relu_maxpool2x2_backward(dy, idx, pos, np.empty(self.output_shape(cache[1]), dtype=dy.dtype))
+        xshape = cache[2] if isinstance(cache[0], str) else cache[1]
+        dY = fk.relu_maxpool2x2_backward(dy, idx, pos, np.empty(self.output_shape(xshape), dtype=dy.dtype))
         return self.backward(cache, dY, params=p, need_dx=need_dx)
 
     def _jvp_winograd(self, x, dx, dparams, p):
