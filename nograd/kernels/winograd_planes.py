@@ -30,7 +30,7 @@ import numpy as np
 
 
 @nb.njit(cache=True, nogil=True)
-def _split(xp, ph, pw, Q4, prow):
+def split_planes(xp, ph, pw, Q4, prow):
     """Scatter the plane ``xp (H, W)``, placed at ``(ph, pw)`` in the zero border, into the
     polyphase planes ``Q4 (2, 2, R, TWp)``: ``Q4[r mod 2, c mod 2, ⌊r/2⌋, ⌊c/2⌋]`` = padded pixel
     ``(r, c)``. ``prow (TWp, 2)`` is a zeroed scratch row (its border entries stay zero). Every
@@ -66,7 +66,7 @@ def input_transform(x, ph, pw, TH, TW, V):
     for n in range(N):
         base = n * L
         for c in range(C):
-            _split(x[n, c], ph, pw, Q4[:, :, :TH + 1], prow)
+            split_planes(x[n, c], ph, pw, Q4[:, :, :TH + 1], prow)
             for pc in range(2):                          # rows: Bᵀ d, padded rows 2th .. 2th+3
                 d0 = Q[0, pc, 0:L + 1]
                 d1 = Q[1, pc, 0:L + 1]
@@ -170,7 +170,7 @@ def cotangent_transform(dy, TH, TW, Z):
     for n in range(N):
         base = n * L
         for k in range(K):
-            _split(dy[n, k], 0, 0, Y4, prow)
+            split_planes(dy[n, k], 0, 0, Y4, prow)
             for b in range(2):                          # rows of A Ȳ: Ȳ0, Ȳ0 + Ȳ1, Ȳ0 − Ȳ1, −Ȳ1
                 y0, y1 = Yb[0, b], Yb[1, b]
                 s0, s1, s2, s3 = S[0, b], S[1, b], S[2, b], S[3, b]
@@ -200,8 +200,8 @@ def cotangent_transform(dy, TH, TW, Z):
 
 
 @nb.njit(cache=True, nogil=True)
-def _gather(Q4, ph, pw, prow, out):
-    """The inverse of :func:`_split`: ``out (H, W)`` = the window at ``(ph, pw)`` of the padded
+def gather_planes(Q4, ph, pw, prow, out):
+    """The inverse of :func:`split_planes`: ``out (H, W)`` = the window at ``(ph, pw)`` of the padded
     image whose polyphase planes are ``Q4 (2, 2, R, TWp)`` (zero beyond them); ``prow (TWp, 2)``
     scratch."""
     H, W = out.shape
@@ -287,5 +287,5 @@ def input_grad_transform(Mx, ph, pw, TH, TW, dx):
                     out = Q[pr, pc]
                     for i in range(LQ):
                         out[i] = a[i] + b[i] + e[i] + f[i]
-            _gather(Q4, ph, pw, prow, dx[n, c])
+            gather_planes(Q4, ph, pw, prow, dx[n, c])
     return dx

@@ -143,15 +143,23 @@ class _ConvBase(Module):
         W = p["weight"]
         return W if W.dtype == dtype else W.astype(dtype)
 
+    def _s2(self):
+        """``(KH, KW, ph, pw)`` when im2col/col2im run through the polyphase planes (stride 2,
+        dilation 1, ≥ 9 taps: :func:`nograd.kernels.conv.im2col_s2`, 2× faster at 3×3), else None."""
+        KH, KW, sh, sw, ph, pw, dh, dw = self._geometry()
+        return (KH, KW, ph, pw) if (sh, sw, dh, dw) == (2, 2, 1, 1) and KH * KW >= 9 else None
+
     def _im2col(self, x, OH, OW):
-        N, C = x.shape[:2]
         KH, KW = self._geometry()[:2]
-        cols = np.empty((N, C * KH * KW, OH * OW), dtype=x.dtype)
-        return _kernels().im2col(np.ascontiguousarray(x), *self._geometry(), OH, OW, cols)
+        cols = np.empty((x.shape[0], x.shape[1] * KH * KW, OH * OW), x.dtype)
+        x, s2 = np.ascontiguousarray(x), self._s2()
+        return (_kernels().im2col_s2(x, *s2, OH, OW, cols) if s2 else
+                _kernels().im2col(x, *self._geometry(), OH, OW, cols))
 
     def _col2im(self, cols, shape, OH, OW):
-        dx = np.zeros(shape, dtype=cols.dtype)
-        return _kernels().col2im(np.ascontiguousarray(cols), *self._geometry(), OH, OW, dx)
+        cols, s2 = np.ascontiguousarray(cols), self._s2()
+        return (_kernels().col2im_s2(cols, *s2, OH, OW, np.empty(shape, cols.dtype)) if s2 else
+                _kernels().col2im(cols, *self._geometry(), OH, OW, np.zeros(shape, cols.dtype)))
 
 
 class Conv2d(_ConvBase):

@@ -59,6 +59,30 @@ def test_im2col_col2im_match_reference(g, dtype):
 
 
 @SETTINGS
+@given(geometry(), st.sampled_from([np.float32, np.float64]))
+def test_stride2_im2col_col2im_through_planes_match_reference(g, dtype):
+    """``im2col_s2`` / ``col2im_s2`` (stride 2, dilation 1, any kernel and padding, the polyphase
+    planes) equal the references exactly; ``col2im_s2`` overwrites its output."""
+    g = dict(g, sh=2, sw=2, dh=1, dw=1)
+    g["OH"] = (g["H"] + 2 * g["ph"] - g["KH"]) // 2 + 1
+    g["OW"] = (g["W"] + 2 * g["pw"] - g["KW"]) // 2 + 1
+    assume(g["OH"] >= 1 and g["OW"] >= 1)
+    rng = np.random.default_rng(g["seed"])
+    x = rng.integers(-9, 9, (g["N"], g["C"], g["H"], g["W"])).astype(dtype)
+    shape = (g["N"], g["C"] * g["KH"] * g["KW"], g["OH"] * g["OW"])
+    a, b = np.full(shape, np.nan, dtype), np.full(shape, np.nan, dtype)
+    s2 = _args(g, "KH", "KW", "ph", "pw", "OH", "OW")
+    conv.im2col_s2(x, *s2, a)
+    conv_ref.im2col(x, *_args(g, *GEOM), b)
+    np.testing.assert_array_equal(a, b)
+    cols = rng.integers(-9, 9, shape).astype(dtype)
+    da, db = np.full_like(x, np.nan), np.zeros_like(x)
+    conv.col2im_s2(cols, *s2, da)
+    conv_ref.col2im(cols, *_args(g, *GEOM), db)
+    np.testing.assert_array_equal(da, db)
+
+
+@SETTINGS
 @given(geometry(pool_like=True), st.sampled_from([np.float32, np.float64]), st.booleans())
 def test_pool_kernels_match_reference(g, dtype, include_pad):
     rng = np.random.default_rng(g["seed"])
