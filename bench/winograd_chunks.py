@@ -7,8 +7,8 @@ Each layer is ``Conv2d(C, C, 3, padding=1, bias=False)`` on ``(batch, C, S, S)``
 three shapes of ``bench/cnn_step.py --model resnet`` (16 channels at 32×32, 32 at 16×16, 64 at
 8×8). Contenders, timed in interleaved rounds (``--repeats``), each figure the median of
 ``--steps × --repeats`` calls: ``chunked`` (the default, :mod:`nograd.layers.winograd`, chunks of
-at most ``CHUNK_BYTES``), ``whole`` (the same code with one chunk for the whole batch — the
-algorithm before chunking), ``im2col``, and PyTorch's ``Conv2d`` (forward under ``no_grad``;
+at most ``CHUNK_BYTES``), ``whole`` (the same code with one chunk for the whole batch: what
+chunking saves; with the tile-row kernels this was the algorithm before chunking), ``im2col``, and PyTorch's ``Conv2d`` (forward under ``no_grad``;
 backward = forward with autograd + ``backward`` − forward) when torch is installed. ``--threads``
 sets BLAS and PyTorch threads (default 1). The last line with ``--json`` is one JSON object.
 """
