@@ -1,7 +1,8 @@
 """Numba im2col / col2im for 2-D convolution (NCHW), compiled lazily with ``cache=True``.
 
 Same signatures and column layout (one ``(C·KH·KW, OH·OW)`` matrix per sample) as the references
-in :mod:`nograd.kernels.conv_ref`.
+in :mod:`nograd.kernels.conv_ref`; :func:`im2col_s2` and :func:`col2im_s2` (stride 2, below) give the
+references' results for that geometry (``col2im_s2`` overwrites instead of accumulating).
 
 :func:`im2col` writes, for every kernel tap ``(c, i, j)`` (row ``r = (c·KH + i)·KW + j``) and
 output pixel ``(oh, ow)``, the input ``x[n, c, oh·sh − ph + i·dh, ow·sw − pw + j·dw]``, or zero

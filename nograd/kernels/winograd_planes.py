@@ -20,8 +20,11 @@ output transform's four results per tile are the four polyphase planes of ``y``,
 ``y`` once; the cotangent transform starts from the four polyphase planes of ``ȳ``; the input
 cotangent adds each tap's contribution into its plane at the tap's offset, then interleaves.
 
-Serial, ``nogil``, compiled on first use (``cache=True``). NumPy references:
-:mod:`nograd.kernels.winograd_planes_ref`.
+Serial, ``nogil``, compiled on first use (``cache=True``). Reference: the tile-row kernels of
+:mod:`nograd.kernels.winograd` (themselves checked against :mod:`nograd.kernels.winograd_ref`) —
+``tests/kernels/test_winograd.py`` moves their results into this layout (padding tiles inserted or
+dropped) and compares them exactly on integers. :func:`split_planes` and :func:`gather_planes`
+also serve stride-2 im2col/col2im (:func:`nograd.kernels.conv.im2col_s2`).
 """
 from __future__ import annotations
 
