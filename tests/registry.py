@@ -227,6 +227,10 @@ ENTRIES = [
     Entry("conv2d-winograd-odd-unpadded", Conv2d,
           lambda dt, r: _biased(Conv2d(2, 3, 3, rng=r, dtype=dt, algorithm="winograd"), r),
           normal((2, 7, 4)), bad_shape=CHANNELS),
+    # 7 output tiles a row (>= PLANES_MIN_TW): the polyphase-plane transforms, odd width
+    Entry("conv2d-winograd-planes", Conv2d,
+          lambda dt, r: _biased(Conv2d(2, 2, 3, padding=1, rng=r, dtype=dt, algorithm="winograd"), r),
+          normal((2, 12, 13)), bad_shape=CHANNELS),
     Entry("conv2d-winograd-pad2-nobias", Conv2d,
           lambda dt, r: Conv2d(2, 3, 3, padding=2, bias=False, rng=r, dtype=dt, algorithm="winograd"),
           normal((2, 3, 4)), bad_shape=CHANNELS),
