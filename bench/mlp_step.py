@@ -2,11 +2,14 @@
 NumPy GEMM lower bound and PyTorch CPU eager (when installed).
 
     python bench/mlp_step.py [--steps 60] [--warmup 10] [--batch 128] [--repeats 3] [--threads N]
-                             [--no-retain-memory] [--shards K] [--json]
+                             [--no-fuse] [--no-retain-memory] [--shards K] [--json]
 
 A step is forward, softmax cross-entropy, backward (no input cotangent for the first layer)
-and a plain SGD update. The GEMM bound times the same matrix products alone (3 forward, 3 for
-the weight gradients, 2 for the hidden cotangents) on the same arrays. Figures are medians over
+and a plain SGD update. nograd's MLP is a :class:`nograd.layers.FusedSequential`, whose
+``Linear → ReLU`` runs add the bias and apply ReLU in one pass over the product (the same
+numbers as the plain chain); ``--no-fuse`` builds a plain ``Sequential``; the JSON records
+``fuse``. The GEMM bound times the same matrix products alone (3 forward, 3 for the weight
+gradients, 2 for the hidden cotangents) on the same arrays. Figures are medians over
 steps; the three contenders are timed in interleaved rounds so that machine noise hits all alike.
 ``--threads N`` sets NumPy's BLAS threads and PyTorch's intra-op threads to N (default: as the
 process starts); the thread settings and the load average are printed and written to the JSON.
@@ -34,14 +37,14 @@ from _common import setup_process, timed  # noqa: E402
 SIZES = (784, 1024, 1024, 10)
 
 
-def make_nograd(seed, shards=None):
+def make_nograd(seed, shards=None, fuse=True):
     rng = np.random.default_rng(seed)
     layers = []
     for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
         layers.append(nograd.Linear(a, b, rng=rng))
         if i < len(SIZES) - 2:
             layers.append(nograd.ReLU())
-    net = nograd.Sequential(*layers)
+    net = (nograd.layers.FusedSequential if fuse else nograd.Sequential)(*layers)
     opt = nograd.SGD(net.params, lr=0.01)
     rule = nograd.Backprop(shards=shards)
 
@@ -109,6 +112,8 @@ def main(argv=None):
     ap.add_argument("--shards", type=int, default=None, metavar="K",
                     help="nograd's step data-parallel over K threads, BLAS at 1 thread in it "
                          "(nograd.parallel.ShardedStep); default: the serial step")
+    ap.add_argument("--no-fuse", action="store_true",
+                    help="a plain Sequential (default: FusedSequential, Linear → ReLU in one pass)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = ap.parse_args(argv)
     if args.shards is not None and args.shards < 1:
@@ -118,7 +123,7 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     x = rng.standard_normal((args.batch, SIZES[0])).astype(np.float32)
     y = rng.integers(0, SIZES[-1], args.batch)
-    contenders = {"nograd": make_nograd(args.seed, args.shards), "gemm_bound": make_gemm_bound(args.seed, args.batch)}
+    contenders = {"nograd": make_nograd(args.seed, args.shards, not args.no_fuse), "gemm_bound": make_gemm_bound(args.seed, args.batch)}
     torch_step, torch_info = make_torch(args.seed)
     if torch_step is not None:
         contenders["torch"] = torch_step
@@ -143,6 +148,7 @@ def main(argv=None):
         "threads": {"blas": [b["threads"] for b in nograd.blas_libraries()],
                     "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"), "torch": torch_info},
         "load_average": [round(v, 2) for v in os.getloadavg()], "shards": args.shards,
+        "fuse": not args.no_fuse,
     }
     print(f"MLP {'-'.join(map(str, SIZES))}, batch {args.batch}, float32, "
           f"median of {args.steps * args.repeats} steps")

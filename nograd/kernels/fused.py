@@ -14,12 +14,17 @@ the same order, the same ties), without writing the full-size intermediates:
 - :func:`winograd_pooled_cotangent` — ``Z = A Ȳ Aᵀ`` of every tile
   (:func:`nograd.kernels.winograd.cotangent_transform`) straight from the pooled cotangent: the
   convolution's output cotangent has at most one non-zero per tile, ``ȳ·[y > 0]`` at the argmax.
+- :func:`bias_relu` — ``z ← max(z + b, 0)`` in place on a linear layer's fresh output (the
+  chain ``Linear → ReLU``: the bias add and ReLU of the unfused chain in one pass, no second
+  array), reporting whether every ``z + b`` was finite (the unfused ReLU refuses NaN and inf).
+- :func:`relu_mask` — ``z̄ = ȳ·[y > 0]`` (the product with the mask as a float, as ``ȳ * (y > 0)``
+  computes it: NaN and inf in ``ȳ`` meet a zero the same way) without the boolean array.
 - :func:`channel_sum` / :func:`pooled_channel_sum` — the bias gradient ``Σ_{n,i,j} Ȳ[n,k,i,j]``
   in one fixed order (float64 accumulators per column, rows in order, then the columns in
   order), from the full cotangent or from the pooled one; zeros add nothing, so both agree
   exactly.
 
-Shapes: conv output ``(N, C, H, W)``, pooled ``(N, C, H//2, W//2)``; Winograd tiles as in
+Shapes: linear output ``(N, M)`` (leading axes flattened); conv output ``(N, C, H, W)``, pooled ``(N, C, H//2, W//2)``; Winograd tiles as in
 :mod:`nograd.kernels.winograd` (``TH = ⌈H/2⌉``, ``TW = ⌈W/2⌉``, tile ``p = (n·TH + th)·TW + tw``).
 References: :mod:`nograd.kernels.fused_ref`. Serial, as every kernel (DESIGN.md §5).
 """
@@ -180,3 +185,36 @@ def pooled_channel_sum(dy, idx, pos, W):
                         d = idx[n, k, oh, ow] - 2 * oh * W
                         acc[k, d - W if d >= W else d] += dy[n, k, oh, ow]
     return _column_totals(acc)
+
+
+@nb.njit(cache=True, nogil=True)
+def bias_relu(z, bias, has_bias):
+    # the unfused chain: ``z += b`` (rounded to z's dtype), then np.maximum(z, 0); ``probe`` sums
+    # v·0, which is NaN exactly when some v is NaN or ±inf (no branch in the loop)
+    N, M = z.shape
+    zero = z.dtype.type(0)
+    probe = zero
+    for n in range(N):
+        row = z[n]
+        if has_bias:
+            for j in range(M):
+                v = row[j] + bias[j]
+                probe += v * zero
+                row[j] = _relu(v, zero)
+        else:
+            for j in range(M):
+                v = row[j]
+                probe += v * zero
+                row[j] = _relu(v, zero)
+    return probe == zero
+
+
+@nb.njit(cache=True, nogil=True)
+def relu_mask(dy, y, dz):
+    N, M = dz.shape
+    zero = dz.dtype.type(0)
+    one = dz.dtype.type(1)
+    for n in range(N):
+        for j in range(M):
+            dz[n, j] = dy[n, j] * (one if y[n, j] > zero else zero)
+    return dz

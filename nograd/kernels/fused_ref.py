@@ -47,3 +47,16 @@ def channel_sum(dy):
 
 def pooled_channel_sum(dy, idx, pos, W):
     return np.where(pos, dy, 0).astype(np.float64).sum(axis=(0, 2, 3))
+
+
+def bias_relu(z, bias, has_bias):
+    if has_bias:
+        z += bias
+    ok = bool(np.isfinite(z).all())
+    np.maximum(z, 0, out=z)
+    return ok
+
+
+def relu_mask(dy, y, dz):
+    np.multiply(dy, y > 0, out=dz)
+    return dz

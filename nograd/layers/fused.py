@@ -1,5 +1,5 @@
-r"""A :class:`~nograd.core.module.Sequential` that fuses ``Conv2d → ReLU → MaxPool2d(2)`` and
-``BatchNorm2d → ReLU`` runs.
+r"""A :class:`~nograd.core.module.Sequential` that fuses ``Conv2d → ReLU → MaxPool2d(2)``,
+``BatchNorm2d → ReLU`` and ``Linear → ReLU`` runs.
 
 In the chain ``y = maxpool₂ₓ₂(relu(W ⋆ x + b))`` a 2×2 max pooling keeps one entry of each window
 and ReLU only decides whether that entry is positive, so with the argmax ``k(o)`` of window ``o``
@@ -24,15 +24,25 @@ mask ``[y > 0]`` to ``ȳ`` inside the batch norm's two passes (:mod:`nograd.kern
 the mask recomputed from ``x`` by the forward's own float operations): no ReLU pass and no masked
 cotangent array. Outputs are the unfused chain's to the bit, gradients to rounding (the kernel's
 sums may be vectorised in another order). In evaluation the two run unfused.
+
+``Linear → ReLU`` (training and evaluation) adds the bias and applies ReLU in one pass over the
+product's fresh output, in place (:func:`nograd.kernels.fused.bias_relu`: the unfused chain's
+``z += b`` and ``np.maximum(z, 0)``, so the output is the unfused chain's to the bit, and a NaN or
+inf in ``z + b`` is refused as the unfused ReLU refuses it); the backward masks ``ȳ`` in one pass
+(:func:`nograd.kernels.fused.relu_mask`) and takes the bias gradient, the weight gradient and the
+input cotangent from the masked cotangent as :class:`~nograd.layers.Linear` does: gradients and
+input cotangents bit for bit too. It runs when the input and the cotangent have the weight's
+dtype (else unfused).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..core.checks import check_like
+from ..core.checks import NonFiniteError, check_like
 from ..core.module import Sequential
 from .activations import ReLU
 from .conv import Conv2d
+from .linear import Linear
 from .norm import BatchNorm2d
 from .pool import MaxPool2d
 
@@ -52,11 +62,17 @@ def _fusable(conv, relu, pool):
             and pool.kernel_size == (2, 2) and pool.stride == (2, 2) and pool.padding == (0, 0))
 
 
+class _Masked(tuple):
+    """The cache ``(y, y)`` of a ReLU fused into the Linear before it: its output twice (``ReLU.df``
+    reads only ``y``), so ``ReLU.backward`` on it is the unfused one."""
+
+
 def _run_length(kids, i):
-    """How many children from ``i`` on form one fused run: 3, 2 (BatchNorm2d → ReLU) or 1."""
+    """How many children from ``i`` on form one fused run: 3, 2 (BatchNorm2d or Linear → ReLU) or 1."""
     if i + 2 < len(kids) and _fusable(*kids[i:i + 3]):
         return 3
-    if i + 1 < len(kids) and type(kids[i]) is BatchNorm2d and type(kids[i + 1]) is ReLU:
+    if (i + 1 < len(kids) and type(kids[i]) in (BatchNorm2d, Linear)
+            and type(kids[i + 1]) is ReLU):
         return 2
     return 1
 
@@ -113,7 +129,10 @@ class FusedSequential(Sequential):
         for a, b in self.groups():
             name, layer = items[a]
             p = self._split(params, name)
-            if b - a == 2 and train:                    # batch norm → ReLU, batch statistics
+            fused = _linear_relu(layer, x, layer._use(p)) if b - a == 2 and type(layer) is Linear else None
+            if fused is not None:                       # linear → ReLU: bias and ReLU in place
+                x, cs = fused[0], [fused[1], _Masked((fused[0], fused[0]))]
+            elif b - a == 2 and train and type(layer) is BatchNorm2d:   # batch statistics
                 layer._check(x, True, finite=False)
                 x, c = layer._batch_forward(x, layer._use(p), True)
                 cs = [c, _Absorbed(x.shape, x.dtype)]
@@ -143,6 +162,12 @@ class FusedSequential(Sequential):
         items = list(self._children.items())
         grads = {}
         for a, b in reversed(self.groups()):
+            if b - a == 2 and isinstance(cache[a + 1], _Masked) and cache[a + 1][1].dtype == dy.dtype:
+                name, lin = items[a]
+                dy, g = _linear_relu_backward(lin, cache[a], cache[a + 1][1], dy,
+                                              lin._use(self._split(params, name)), need_dx or a > 0)
+                grads.update(self._prefixed(g, name))
+                continue
             if b - a == 2 and isinstance(cache[a + 1], _Absorbed):     # the ReLU is in the norm's cache
                 name, norm = items[a]
                 dy, g = norm.backward(cache[a], dy, params=self._split(params, name), need_dx=need_dx or a > 0)
@@ -161,3 +186,34 @@ class FusedSequential(Sequential):
                 dy, g = layer.backward(cache[i], dy, params=self._split(params, name), need_dx=need_dx or i > 0)
                 grads.update(self._prefixed(g, name))
         return dy, {k: grads[k] for k in self._ordered_names() if k in grads}
+
+
+def _linear_relu(lin, x, p):
+    """``(relu(x Wᵀ + b), x)`` — the output and the Linear's cache — with the bias and ReLU in
+    one pass over the product (the unfused chain's numbers); ``None`` when ``x`` and the weight
+    differ in dtype (the run then goes unfused)."""
+    lin._check(x)
+    W, b = p["weight"], p.get("bias")
+    if W.dtype != x.dtype:
+        return None
+    from ..kernels.fused import bias_relu   # lazy: Numba loads on the first fused run
+
+    z = x.reshape(-1, lin.in_features) @ W.T
+    if not bias_relu(z, W[0, :0] if b is None else b, b is not None):
+        raise NonFiniteError("x contains NaN or inf")        # the unfused ReLU's refusal
+    return z.reshape(x.shape[:-1] + (lin.out_features,)), x
+
+
+def _linear_relu_backward(lin, x, y, dy, p, need_dx):
+    """Linear's backward from the masked cotangent ``ȳ·[y > 0]`` (one pass, no boolean array)."""
+    from ..kernels.fused import relu_mask
+
+    check_like(dy, y.shape)
+    W = p["weight"]
+    dy2 = dy.reshape(-1, lin.out_features)
+    dz = relu_mask(dy2, y.reshape(dy2.shape), np.empty_like(dy2))
+    x2 = x.reshape(-1, lin.in_features)
+    grads = {"weight": dz.T @ x2}
+    if "bias" in p:
+        grads["bias"] = dz.sum(axis=0)
+    return ((dz @ W).reshape(x.shape) if need_dx else None), grads
