@@ -231,6 +231,10 @@ ENTRIES = [
     Entry("conv2d-winograd-planes", Conv2d,
           lambda dt, r: _biased(Conv2d(2, 2, 3, padding=1, rng=r, dtype=dt, algorithm="winograd"), r),
           normal((2, 12, 13)), bad_shape=CHANNELS),
+    # 32 input and output channels (>= CL_MIN_CHANNELS): the channels-last transforms
+    Entry("conv2d-winograd-channels-last", Conv2d,
+          lambda dt, r: _biased(Conv2d(32, 32, 3, padding=1, rng=r, dtype=dt, algorithm="winograd"), r),
+          normal((32, 3, 5)), bad_shape=CHANNELS),
     Entry("conv2d-winograd-pad2-nobias", Conv2d,
           lambda dt, r: Conv2d(2, 3, 3, padding=2, bias=False, rng=r, dtype=dt, algorithm="winograd"),
           normal((2, 3, 4)), bad_shape=CHANNELS),

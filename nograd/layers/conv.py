@@ -317,7 +317,7 @@ class Conv2d(_ConvBase):
         bias = np.zeros(O, dtype=x.dtype) if b is None else b.astype(x.dtype, copy=False)
         if self.resolve_algorithm(x.shape) == "winograd":
             TH, TW = self._tiles(x.shape)[4:6]
-            if _tiles_mod().kernels(TW)[0] is _winograd():   # tile rows: pooled in the output pass
+            if _tiles_mod().kernels(TW, x.shape[1], O)[0] is _winograd():   # tile rows: pool in the output
                 pool = _fused().winograd_relu_pool
                 cache = self._wino_chunks(x, p, lambda n0, n1, M, wk: pool(
                     M, bias, TH, TW, OH, OW, y[n0:n1], idx[n0:n1], pos[n0:n1]))
@@ -356,7 +356,7 @@ class Conv2d(_ConvBase):
         N, O, OH, OW, TH, TW, P = self._tiles(x.shape)
         V = self._wino_v(x, TH, TW, P)
         U = wk.filter_transform(self._weight(p, x.dtype))
-        y = self._wino_out(np.matmul(U, V), p.get("bias"), (N, O, OH, OW), TH, TW, x.dtype)
+        y = self._forward_winograd(x, p)[0]      # the forward's numbers (its kernels, its layout)
         M = np.zeros((16, O, P), dtype=x.dtype)
         if dx is not None:
             check_like(dx, x.shape, "dx")

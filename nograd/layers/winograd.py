@@ -23,12 +23,15 @@ kernels; docs/benchmarks.md).
 
 A chunk holds as many images as keep its ``V`` (or ``M``) within :data:`CHUNK_BYTES`, at least one.
 Images never straddle chunks, so the input cotangent's overlapping tiles are added within a chunk.
-Images with at least :data:`PLANES_MIN_TW` output tiles a row use the polyphase-plane kernels
+Layers with at least :data:`CL_MIN_CHANNELS` input and output channels use the channels-last
+kernels (:mod:`nograd.kernels.winograd_cl`: loops over the channels, ``V (16, P, C)``, the
+products ``M = V Uᵀ``, ``Ū = Zᵀ V``, ``M_x = Z U``). Otherwise images with at least
+:data:`PLANES_MIN_TW` output tiles a row use the polyphase-plane kernels
 (:mod:`nograd.kernels.winograd_planes`: loops over all tiles of a plane), and the backward
 transforms the input again instead of keeping ``V`` (then 5.6 → 4.3 ms forward for that layer);
-smaller images use the tile-row kernels (:mod:`nograd.kernels.winograd`), and the forward keeps
-every chunk's ``V`` (one buffer, a contiguous view per chunk). ``python bench/winograd_chunks.py``
-times the layers.
+smaller images use the tile-row kernels (:mod:`nograd.kernels.winograd`). With those two the
+forward keeps every chunk's ``V`` (one buffer, a contiguous view per chunk).
+``python bench/winograd_chunks.py`` times the layers.
 """
 from __future__ import annotations
 
@@ -42,12 +45,25 @@ CHUNK_BYTES = 1 << 19
 #: forward + backward at batch 64, one thread: 32 channels at 12×12, 6 tiles a row, 7.3 ms on
 #: planes against 8.4; 64 channels at 8×8, 4 tiles a row, 12.8 against 11.5)
 PLANES_MIN_TW = 6
+#: input and output channels from which the transforms run channels-last
+#: (:mod:`nograd.kernels.winograd_cl`), whose loops run over the channels: from 32 on they are
+#: faster than either other layout (measured at batch 64, one thread, the four transforms of a
+#: step in ms: 64 channels at 8×8 1.8 against 5.2 on tile rows; 32 at 16×16 3.5 against 4.6 on
+#: planes; but 16 at 32×32 10.5 against 6.5 on planes)
+CL_MIN_CHANNELS = 32
 
 
-def kernels(TW):
-    """The transform kernels for ``TW`` output tiles per row: ``(module, tiles per row in the
-    layout)`` — :mod:`nograd.kernels.winograd_planes` and ``TW + 1`` from :data:`PLANES_MIN_TW`
-    on, else :mod:`nograd.kernels.winograd` and ``TW``. Both modules have the same four functions."""
+def kernels(TW, C=0, K=0):
+    """The transform kernels for ``TW`` output tiles per row, ``C`` input and ``K`` output
+    channels: ``(module, tiles per row in the layout)`` — :mod:`nograd.kernels.winograd_cl` and
+    ``TW`` when ``min(C, K) >=`` :data:`CL_MIN_CHANNELS`, else :mod:`nograd.kernels.winograd_planes`
+    and ``TW + 1`` from :data:`PLANES_MIN_TW` on, else :mod:`nograd.kernels.winograd` and ``TW``.
+    The modules have the same four functions; the first one's arrays are channels-last
+    (its ``CHANNELS_LAST``)."""
+    if min(C, K) >= CL_MIN_CHANNELS:
+        from ..kernels import winograd_cl
+
+        return winograd_cl, TW
     if TW >= PLANES_MIN_TW:
         from ..kernels import winograd_planes  # lazy: Numba loads on the first Winograd convolution
 
@@ -67,7 +83,8 @@ def chunks(n_images, image_bytes):
 class Tiles:
     """What a Winograd forward keeps for its backward: the chunks ``bounds[i] = (n0, n1)``, the
     kernels' ``layout`` (a :func:`kernels` answer), and either the transformed input — ``V[i]`` of
-    shape ``(16, C, P_i)`` (contiguous), ``P_i = (n1 - n0)·TH·TWx`` — or, with the planes kernels,
+    shape ``(16, C, P_i)`` (``(16, P_i, C)`` channels-last; contiguous), ``P_i = (n1 - n0)·TH·TWx``
+    — or, with the planes kernels,
     the input ``x`` and its padding ``pad``, transformed again chunk by chunk in the backward (the
     planes kernels transform a 16-channel 32×32 batch in ~1.2 ms, less than writing and reading
     back its 16 MB of ``V``). An object rather than a bare array so that nothing that walks caches
@@ -93,12 +110,13 @@ def forward(x, U, ph, pw, TH, TW, write, layout=None):
 
     ``x (N, C, H, W)`` C-contiguous; ``U (16, K, C)`` in ``x``'s dtype; ``(ph, pw)`` the padding;
     ``TH, TW`` tiles per column and row of an image's output; ``layout`` a :func:`kernels` answer
-    (default: ``kernels(TW)``). ``write`` receives ``M (16, K, P)`` for images ``n0:n1`` (a scratch
-    view, overwritten by the next chunk) and the kernel module whose layout ``M`` is in. Returns the
-    :class:`Tiles`.
+    (default: ``kernels(TW, C, K)``). ``write`` receives ``M (16, K, P)`` (``(16, P, K)``
+    channels-last) for images ``n0:n1`` (a scratch view, overwritten by the next chunk) and the
+    kernel module whose layout ``M`` is in. Returns the :class:`Tiles`.
     """
-    wk, TWx = kernels(TW) if layout is None else layout
     N, C = x.shape[:2]
+    wk, TWx = kernels(TW, C, U.shape[1]) if layout is None else layout
+    cl = getattr(wk, "CHANNELS_LAST", False)
     K, T = U.shape[1], TH * TWx
     bounds = chunks(N, 16 * max(C, K) * T * x.itemsize)
     biggest = max(n1 - n0 for n0, n1 in bounds)
@@ -106,13 +124,18 @@ def forward(x, U, ph, pw, TH, TW, write, layout=None):
     v_all = np.empty(16 * C * (N if store else biggest) * T, dtype=x.dtype)
     m_buf = np.empty(16 * K * T * biggest, dtype=x.dtype)
     V, off = [], 0
+    Ut = np.ascontiguousarray(U.transpose(0, 2, 1)) if cl else None   # a view: +40 % on small P
     for n0, n1 in bounds:
         P = (n1 - n0) * T
-        v = v_all[off:off + 16 * C * P].reshape(16, C, P)
+        v = v_all[off:off + 16 * C * P].reshape((16, P, C) if cl else (16, C, P))
         if store:
             off += 16 * C * P
         wk.input_transform(x[n0:n1], ph, pw, TH, TW, v)
-        write(n0, n1, np.matmul(U, v, out=_carve(m_buf, 16 * K * P, (16, K, P))), wk)
+        if cl:
+            M = np.matmul(v, Ut, out=_carve(m_buf, 16 * K * P, (16, P, K)))
+        else:
+            M = np.matmul(U, v, out=_carve(m_buf, 16 * K * P, (16, K, P)))
+        write(n0, n1, M, wk)
         if store:
             V.append(v)
     return Tiles(V, bounds, (wk, TWx)) if store else Tiles([], bounds, (wk, TWx), x, (ph, pw))
@@ -123,17 +146,18 @@ def backward(tiles, U, K, ph, pw, TH, TW, cotangent, dx, dtype):
     cotangent written into ``dx (N, C, H, W)``.
 
     ``cotangent(n0, n1, Z, module)`` writes the transformed output cotangent of images ``n0:n1``
-    into ``Z (16, K, P)`` in the layout of the kernel ``module`` the forward used (from ``ȳ``, or
-    from a pooled cotangent) and returns it; ``U (16, K, C)`` is needed only for ``dx`` (``None``
-    otherwise); ``dtype`` is the cotangent's.
+    into ``Z (16, K, P)`` (``(16, P, K)`` channels-last) in the layout of the kernel ``module`` the
+    forward used (from ``ȳ``, or from a pooled cotangent) and returns it; ``U (16, K, C)`` is
+    needed only for ``dx`` (``None`` otherwise); ``dtype`` is the cotangent's.
     """
     wk, TWx = tiles.layout
-    C = tiles.V[0].shape[1] if tiles.V else tiles.x.shape[1]
+    cl = getattr(wk, "CHANNELS_LAST", False)
+    C = tiles.V[0].shape[2 if cl else 1] if tiles.V else tiles.x.shape[1]
     T = TH * TWx
     biggest = max(n1 - n0 for n0, n1 in tiles.bounds) * T
     z_buf = np.empty(16 * K * biggest, dtype=dtype)
     mx_buf = np.empty(16 * C * biggest, dtype=dtype) if dx is not None else None
-    Ut = None if dx is None else U.transpose(0, 2, 1)
+    Ut = None if dx is None or cl else U.transpose(0, 2, 1)
     dU = part = None
     v_buf = None if tiles.V else np.empty(16 * C * biggest, dtype=tiles.x.dtype)
     for i, (n0, n1) in enumerate(tiles.bounds):
@@ -143,13 +167,17 @@ def backward(tiles, U, K, ph, pw, TH, TW, cotangent, dx, dtype):
         else:
             v = wk.input_transform(tiles.x[n0:n1], tiles.pad[0], tiles.pad[1], TH, TW,
                                    _carve(v_buf, 16 * C * P, (16, C, P)))
-        Z = cotangent(n0, n1, _carve(z_buf, 16 * K * P, (16, K, P)), wk)
+        Z = cotangent(n0, n1, _carve(z_buf, 16 * K * P, (16, P, K) if cl else (16, K, P)), wk)
+        a, b = (Z.transpose(0, 2, 1), v) if cl else (Z, v.transpose(0, 2, 1))   # Ū = Σ Z Vᵀ
         if dU is None:
-            dU = np.matmul(Z, v.transpose(0, 2, 1))
+            dU = np.matmul(a, b)
             part = np.empty_like(dU)
         else:
-            dU += np.matmul(Z, v.transpose(0, 2, 1), out=part)
+            dU += np.matmul(a, b, out=part)
         if dx is not None:
-            Mx = np.matmul(Ut, Z, out=_carve(mx_buf, 16 * C * P, (16, C, P)))
+            if cl:
+                Mx = np.matmul(Z, U, out=_carve(mx_buf, 16 * C * P, (16, P, C)))
+            else:
+                Mx = np.matmul(Ut, Z, out=_carve(mx_buf, 16 * C * P, (16, C, P)))
             wk.input_grad_transform(Mx, ph, pw, TH, TW, dx[n0:n1])
     return dU
