@@ -81,7 +81,9 @@ class FusedSequential(Sequential):
     """:class:`~nograd.core.module.Sequential` whose ``Conv2d → ReLU → MaxPool2d(2)`` runs (exactly
     these classes; the pooling 2×2, stride 2, unpadded, without ``relu``) execute as one fused pass,
     and so do ``BatchNorm2d → ReLU`` pairs in training (see the module's notes: gradients equal to
-    rounding; the batch norm's cache then carries the ReLU's mask, the ReLU's is a placeholder).
+    rounding; the batch norm's cache then carries the ReLU's mask, the ReLU's is a placeholder) and
+    ``Linear → ReLU`` pairs (bias and ReLU in one pass over the product; everything bit for bit;
+    the ReLU's cache is its output twice).
 
     Everything else is Sequential's: the children and their dotted parameter names, the
     structural view (``leaves``, ``chain``), ``jvp``. The outputs, gradients and input cotangents
