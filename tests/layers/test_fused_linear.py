@@ -135,3 +135,30 @@ def test_kernels_equal_their_references(n, m, dt, seed, has_bias):
     assert same_bits(K.relu_mask(dy, z1, np.empty_like(dy)), R.relu_mask(dy, z1, np.empty_like(dy)))
     z[-1, -1] = np.nan
     assert not K.bias_relu(z.copy(), b, has_bias) and not R.bias_relu(z.copy(), b, has_bias)
+
+
+def test_every_rule_gets_the_same_gradients_on_the_fused_chain():
+    """Rules walk the chain child by child, read the activations' caches (``df(x, y)``), perturb
+    parameters or run forward only: on a fused MLP each gives the plain chain's gradients bit for
+    bit, or refuses both the same way (the recurrent rules)."""
+    from nograd.rules.base import _REGISTRY, get_rule
+
+    def mlp(cls):
+        r = np.random.default_rng(0)
+        return cls(Linear(6, 8, rng=r), ReLU(), Linear(8, 8, rng=r), ReLU(), Linear(8, 3, rng=r))
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((10, 6)).astype(np.float32), rng.integers(0, 3, 10)
+    compared = 0
+    for name in sorted(_REGISTRY):
+        out = []
+        for cls in (FusedSequential, Sequential):
+            try:
+                out.append(get_rule(name).grads(mlp(cls), x, y, rng=np.random.default_rng(5))[0])
+            except ValueError as e:
+                out.append(type(e))
+        if isinstance(out[0], dict):
+            assert same_grads(out[0], out[1]), name
+            compared += 1
+        else:
+            assert out[0] is out[1], name
+    assert compared >= 15
