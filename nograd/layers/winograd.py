@@ -29,8 +29,9 @@ products ``M = V Uᵀ``, ``Ū = Zᵀ V``, ``M_x = Z U``). Otherwise images with 
 :data:`PLANES_MIN_TW` output tiles a row use the polyphase-plane kernels
 (:mod:`nograd.kernels.winograd_planes`: loops over all tiles of a plane), and the backward
 transforms the input again instead of keeping ``V`` (then 5.6 → 4.3 ms forward for that layer);
-smaller images use the tile-row kernels (:mod:`nograd.kernels.winograd`). With those two the
-forward keeps every chunk's ``V`` (one buffer, a contiguous view per chunk).
+smaller images use the tile-row kernels (:mod:`nograd.kernels.winograd`). The channels-last
+(:data:`KEEP_V_CL`) and tile-row paths keep every chunk's ``V`` for the backward (one buffer, a
+contiguous view per chunk).
 ``python bench/winograd_chunks.py`` times the layers.
 """
 from __future__ import annotations
@@ -51,6 +52,10 @@ PLANES_MIN_TW = 6
 #: step in ms: 64 channels at 8×8 1.8 against 5.2 on tile rows; 32 at 16×16 3.5 against 4.6 on
 #: planes; but 16 at 32×32 10.5 against 6.5 on planes)
 CL_MIN_CHANNELS = 32
+#: with the channels-last kernels the forward keeps ``V`` for the backward (four times the input's
+#: size) rather than transforming the input again: measured at batch 64, one thread, backward
+#: 4.96–5.09 against 5.82–5.97 ms (32 channels, 16×16) and 3.82–3.91 against 4.14–4.15 (64, 8×8)
+KEEP_V_CL = True
 
 
 def kernels(TW, C=0, K=0):
@@ -120,7 +125,7 @@ def forward(x, U, ph, pw, TH, TW, write, layout=None):
     K, T = U.shape[1], TH * TWx
     bounds = chunks(N, 16 * max(C, K) * T * x.itemsize)
     biggest = max(n1 - n0 for n0, n1 in bounds)
-    store = TWx == TW                  # tile-row kernels: keep V; planes: transform again later
+    store = TWx == TW and not (cl and not KEEP_V_CL)   # tile rows keep V; planes transform again later
     v_all = np.empty(16 * C * (N if store else biggest) * T, dtype=x.dtype)
     m_buf = np.empty(16 * K * T * biggest, dtype=x.dtype)
     V, off = [], 0
@@ -166,7 +171,7 @@ def backward(tiles, U, K, ph, pw, TH, TW, cotangent, dx, dtype):
             v = tiles.V[i]
         else:
             v = wk.input_transform(tiles.x[n0:n1], tiles.pad[0], tiles.pad[1], TH, TW,
-                                   _carve(v_buf, 16 * C * P, (16, C, P)))
+                                   _carve(v_buf, 16 * C * P, (16, P, C) if cl else (16, C, P)))
         Z = cotangent(n0, n1, _carve(z_buf, 16 * K * P, (16, P, K) if cl else (16, K, P)), wk)
         a, b = (Z.transpose(0, 2, 1), v) if cl else (Z, v.transpose(0, 2, 1))   # Ū = Σ Z Vᵀ
         if dU is None:

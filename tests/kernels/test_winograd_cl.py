@@ -107,3 +107,22 @@ def test_chosen_from_32_channels_and_within_the_float32_bound():
     assert np.all(np.abs(y - direct(x, w, 1)) <= gamma(32 + 16) * sy)
     assert np.all(np.abs(dx - ex) <= gamma(40 + 16) * sx)
     assert np.all(np.abs(grads["weight"] - ew) <= gamma(P + 16) * sw)
+
+
+def test_transforming_the_input_again_gives_the_same_bits():
+    """KEEP_V_CL = False: the backward transforms the input again instead of reading the kept V —
+    the same gradients bit for bit, and nothing kept but the input."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 32, 7, 6)).astype(np.float32)
+    layer = Conv2d(32, 33, 3, padding=1, algorithm="winograd", rng=1)
+    y, cache = layer.forward(x)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx, g = layer.backward(cache, dy)
+    old, wt.KEEP_V_CL = wt.KEEP_V_CL, False
+    try:
+        y2, cache2 = layer.forward(x)
+        assert cache2[1].V == [] and cache2[1].layout[0] is wc and same_bits(y2, y)
+        dx2, g2 = layer.backward(cache2, dy)
+    finally:
+        wt.KEEP_V_CL = old
+    assert same_bits(dx2, dx) and all(same_bits(g2[k], g[k]) for k in g)
