@@ -67,10 +67,8 @@ ALGORITHMS = ("auto", "im2col", "winograd")
 #: least this many input channels, and im2col otherwise (the rule and its measurements:
 #: docs/benchmarks.md, "Convolution algorithms (issue 28)").
 WINOGRAD_MIN_CHANNELS = 8
-#: ... and at least this many 2×2 output tiles in the batch (``N·⌈OH/2⌉·⌈OW/2⌉``): since the
-#: products run over chunks of images, Winograd's forward + backward is ahead of im2col's from
-#: 512 tiles on (at 256 they tie; ``bench/winograd_chunks.py --batch B``, docs/benchmarks.md).
-WINOGRAD_MIN_TILES = 512
+#: ... and at least ``MIN_TILES`` 2×2 output tiles in the batch, ``MIN_TILES_CL`` with the
+#: channels-last kernels: :func:`nograd.layers.winograd.worth_it` (the measurements beside it).
 
 
 def out_size(size, k, stride, pad, dil):
@@ -186,8 +184,8 @@ class Conv2d(_ConvBase):
       32→64-channel layer it was 3e-7 to 8e-7 of the largest entry for the three maps,
       about 0.4–2.3× im2col's;
     - ``"auto"`` (default): per call, ``"winograd"`` where it applies, the layer has at least
-      ``WINOGRAD_MIN_CHANNELS`` (8) input channels and the batch has at least
-      ``WINOGRAD_MIN_TILES`` (512) output tiles of 2×2 (``N·⌈OH/2⌉·⌈OW/2⌉``), else ``"im2col"``.
+      ``WINOGRAD_MIN_CHANNELS`` (8) input channels and the batch at least 512 output tiles of
+      2×2 (``N·⌈OH/2⌉·⌈OW/2⌉``; 256 with 32 channels in and out or more), else ``"im2col"``.
       With 3 input channels (an RGB first layer) the 16 products have an inner dimension of 3
       and the transforms dominate; with few tiles (batch 1) the 16 small products cost more
       than one larger one. :meth:`resolve_algorithm` gives the choice for an input shape.
@@ -231,7 +229,8 @@ class Conv2d(_ConvBase):
         if not self._winograd_fits or self.in_channels < WINOGRAD_MIN_CHANNELS:
             return "im2col"
         N, _, OH, OW = self.output_shape(shape)
-        return "winograd" if N * ((OH + 1) // 2) * ((OW + 1) // 2) >= WINOGRAD_MIN_TILES else "im2col"
+        tiles = N * ((OH + 1) // 2) * ((OW + 1) // 2)
+        return "winograd" if _tiles_mod().worth_it(tiles, self.in_channels, self.out_channels) else "im2col"
 
     def output_shape(self, shape):
         N, _, H, W = shape

@@ -56,6 +56,20 @@ CL_MIN_CHANNELS = 32
 #: size) rather than transforming the input again: measured at batch 64, one thread, backward
 #: 4.96–5.09 against 5.82–5.97 ms (32 channels, 16×16) and 3.82–3.91 against 4.14–4.15 (64, 8×8)
 KEEP_V_CL = True
+#: 2×2 output tiles in a batch from which ``algorithm="auto"`` picks Winograd over im2col
+#: (:func:`worth_it`): forward + backward at one thread (``python bench/winograd_chunks.py
+#: --batch B``) is ahead from 512 tiles with the tile-row and planes kernels (at 256 they tie), and
+#: from 256 with the channels-last ones (64 channels at 8×8: 1.44 against 1.64 ms at 128 tiles,
+#: batch 8, and 2.14 against 3.27 at 256; 32 at 16×16: 0.55 against 0.48 at 128, batch 2, and
+#: 0.80 against 0.94 at 256)
+MIN_TILES, MIN_TILES_CL = 512, 256
+
+
+def worth_it(tiles, C, K):
+    """Whether ``algorithm="auto"`` runs Winograd on a batch of ``tiles`` output tiles of a
+    ``C → K``-channel layer (one it applies to, with enough input channels): :data:`MIN_TILES`, or
+    :data:`MIN_TILES_CL` when the channels-last kernels would run (:func:`kernels`)."""
+    return tiles >= (MIN_TILES_CL if min(C, K) >= CL_MIN_CHANNELS else MIN_TILES)
 
 
 def kernels(TW, C=0, K=0):

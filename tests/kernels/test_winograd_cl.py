@@ -92,6 +92,11 @@ def test_layer_is_exact_on_integers(g, per_chunk, bias):
 def test_chosen_from_32_channels_and_within_the_float32_bound():
     assert wt.kernels(4, 32, 32)[0] is wc and wt.kernels(16, 32, 64)[0] is wc
     assert wt.kernels(4, 16, 32)[0] is wk and wt.kernels(4, 32, 31)[0] is wk
+    # algorithm="auto": Winograd from 256 tiles with channels-last kernels, else from 512
+    assert Conv2d(32, 32, 3, padding=1).resolve_algorithm((4, 32, 16, 16)) == "winograd"    # 256
+    assert Conv2d(32, 32, 3, padding=1).resolve_algorithm((2, 32, 16, 16)) == "im2col"      # 128
+    assert Conv2d(16, 32, 3, padding=1).resolve_algorithm((4, 16, 16, 16)) == "im2col"      # 256
+    assert Conv2d(16, 32, 3, padding=1).resolve_algorithm((8, 16, 16, 16)) == "winograd"    # 512
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 32, 9, 8)).astype(np.float32)
     w = (rng.standard_normal((40, 32, 3, 3)) / 9).astype(np.float32)
