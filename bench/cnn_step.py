@@ -3,7 +3,7 @@ lower bound of the same step, plus batch-1 timing, a per-layer breakdown and Num
 
     python bench/cnn_step.py [--model cnn|resnet] [--algorithm auto|im2col|winograd] [--threads N]
                              [--no-fuse] [--no-retain-memory] [--steps 30] [--repeats 3] [--batch 64]
-                             [--shards K] [--json]
+                             [--shards K] [--batch-stats sync|local] [--json]
 
 The CNN (``--model cnn``, default): input 3×32×32, conv3×3(3→32, pad 1) + ReLU + maxpool 2,
 conv3×3(32→64, pad 1) + ReLU + maxpool 2, flatten, linear 4096→10, softmax cross-entropy, SGD;
@@ -41,7 +41,9 @@ Batch 1 has one shard. The per-layer breakdown is always the serial step's. With
 the usable cores when it costs 1 GFLOP or more and the environment sets no thread count
 (:func:`nograd.threads.auto_shards`; the reference CNN's step is 2.2 GFLOP, the resnet's 4.9), else
 serial; ``--shards 1`` is the serial step. The JSON records ``shards`` (null: serial),
-``shards_choice`` (why) and ``nograd_blas_threads_in_step``.
+``shards_choice`` (why) and ``nograd_blas_threads_in_step``. ``--batch-stats local`` lets each
+shard normalise with its own batch statistics (no exchanges; other numbers than the serial step's):
+what the exchanges cost, by difference; the JSON records ``batch_stats``.
 """
 from __future__ import annotations
 
@@ -114,14 +116,14 @@ def gemm_shapes(model, batch):
     return shapes + [((batch, 64), (64, 10)), ((10, batch), (batch, 64)), ((batch, 10), (10, 64))]
 
 
-def make_nograd(seed, model="cnn", algorithm="auto", fuse=True, shards=None):
+def make_nograd(seed, model="cnn", algorithm="auto", fuse=True, shards=None, batch_stats="sync"):
     build = reference_cnn if model == "cnn" else reference_resnet
     net = build(np.random.default_rng(seed), algorithm, fuse)
     opt = nograd.SGD(net.params, lr=0.01)
     if shards is not None:                 # forward/loss/backward over `shards` threads, BLAS at 1
         from nograd.parallel import ShardedStep
 
-        sharded = ShardedStep(net, "cross-entropy", shards=shards)
+        sharded = ShardedStep(net, "cross-entropy", shards=shards, batch_stats=batch_stats)
 
         def step(x, y):
             _, grads = sharded(x, y)
@@ -294,6 +296,9 @@ def main(argv=None):
                          "(nograd.parallel.ShardedStep); default: as `python -m nograd train` chooses "
                          "(without --threads: the usable cores for a step of 1 GFLOP or more, "
                          "nograd.threads.auto_shards; batch norm synchronised); 1: the serial step")
+    ap.add_argument("--batch-stats", choices=("sync", "local"), default="sync",
+                    help="sharded steps: batch norms with the whole batch's statistics, exchanged "
+                         "(sync, default), or each shard's own (local: no exchanges, other numbers)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     fuse = not args.no_fuse
@@ -324,7 +329,7 @@ def main(argv=None):
     for batch in (args.batch, 1):
         x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
         y = rng.integers(0, 10, batch)
-        ng_step, net = make_nograd(args.seed, args.model, args.algorithm, fuse, args.shards)
+        ng_step, net = make_nograd(args.seed, args.model, args.algorithm, fuse, args.shards, args.batch_stats)
         steps = {"nograd": ng_step, "gemm_bound": make_gemm_bound(args.seed, batch, args.model)}
         torch_step, torch_info = make_torch(args.seed, args.model)
         if torch_step is not None:
@@ -372,6 +377,7 @@ def main(argv=None):
              "fused_backward": round(a[2], 3), "plain_backward": round(a[3], 3)} for i, a in enumerate(ab)],
         "torch": torch_info, "threads": threads, "load_average": load,
         "shards": args.shards, "shards_choice": args.shards_choice, "nograd_blas_threads_in_step": 1 if args.shards else threads["blas"],
+        "batch_stats": args.batch_stats if args.shards else None,
     }
     print(f"reference {args.model} step, float32, Conv2d algorithm={args.algorithm}, "
           f"{'fused' if fuse else 'unfused'} conv/ReLU/pool, median of {res['steps']} steps")
@@ -392,7 +398,7 @@ def main(argv=None):
         print(f"Numba compile (empty cache): {compile_s:.2f} s; second process, warm cache: {warm_s:.3f} s")
     if args.shards:
         print(f"nograd step sharded over {args.shards} threads (nograd.parallel.ShardedStep), BLAS at 1 "
-              f"thread inside it{', batch norm synchronised' if args.model == 'resnet' else ''}; "
+              f"thread inside it{(', batch norm ' + ('synchronised' if args.batch_stats == 'sync' else 'per shard')) if args.model == 'resnet' else ''}; "
               f"PyTorch and the GEMM bound at the thread settings below")
     print(f"threads: BLAS {threads['blas']} (OPENBLAS_NUM_THREADS={threads['OPENBLAS_NUM_THREADS']}), "
           f"{torch_info or 'no torch'}; load average {load}; freed memory "
