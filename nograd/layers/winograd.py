@@ -48,9 +48,10 @@ CHUNK_BYTES = 1 << 19
 PLANES_MIN_TW = 6
 #: input and output channels from which the transforms run channels-last
 #: (:mod:`nograd.kernels.winograd_cl`), whose loops run over the channels: from 32 on they are
-#: faster than either other layout (measured at batch 64, one thread, the four transforms of a
-#: step in ms: 64 channels at 8×8 1.8 against 5.2 on tile rows; 32 at 16×16 3.5 against 4.6 on
-#: planes; but 16 at 32×32 10.5 against 6.5 on planes)
+#: faster than either other layout (``python bench/winograd_phases.py``: the transforms of one
+#: forward + backward at batch 64, one thread, ms: 64 channels at 8×8 1.5 against 4.9 on tile
+#: rows; 32 at 16×16 3.9 against 5.2 on planes, which transform the input twice; but 16 at 32×32
+#: 10.6 against 7.7 on planes)
 CL_MIN_CHANNELS = 32
 #: with the channels-last kernels the forward keeps ``V`` for the backward (four times the input's
 #: size) rather than transforming the input again: measured at batch 64, one thread, backward
