@@ -235,23 +235,84 @@ def input_grad_transform(Mx, ph, pw, TH, TW, dx):
     return dx
 
 
-# The transform matrices (Lavin & Gray 2016, §5), for the filter transforms done in NumPy.
+# The transform matrices (Lavin & Gray 2016, §5), for the references and the tests.
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 
 
+@nb.njit(cache=True, nogil=True)
+def _filter_transform(wt, U):
+    # wt (3, 3, L): tap (i, j) of every filter, L = K·C; U (16, L). Rows G g, then columns (G g) Gᵀ;
+    # each entry ½-scaled term by term, as a product with G computes it (scaling by ½ is exact)
+    L = wt.shape[2]
+    half = U.dtype.type(0.5)
+    t = np.empty((4, 3, L), dtype=U.dtype)
+    for j in range(3):
+        g0, g1, g2 = wt[0, j], wt[1, j], wt[2, j]
+        r0, r1, r2, r3 = t[0, j], t[1, j], t[2, j], t[3, j]
+        for q in range(L):
+            r0[q] = g0[q]
+        for q in range(L):
+            r1[q] = half * g0[q] + half * g1[q] + half * g2[q]
+        for q in range(L):
+            r2[q] = half * g0[q] - half * g1[q] + half * g2[q]
+        for q in range(L):
+            r3[q] = g2[q]
+    for a in range(4):
+        t0, t1, t2 = t[a, 0], t[a, 1], t[a, 2]
+        u0, u1, u2, u3 = U[4 * a], U[4 * a + 1], U[4 * a + 2], U[4 * a + 3]
+        for q in range(L):
+            u0[q] = t0[q]
+        for q in range(L):
+            u1[q] = half * t0[q] + half * t1[q] + half * t2[q]
+        for q in range(L):
+            u2[q] = half * t0[q] - half * t1[q] + half * t2[q]
+        for q in range(L):
+            u3[q] = t2[q]
+    return U
+
+
+@nb.njit(cache=True, nogil=True)
+def _filter_grad_transform(Mw, out):
+    # Mw (16, L); out (3, 3, L). Rows Gᵀ m (m₀ + ½m₁ + ½m₂, ½m₁ − ½m₂, ½m₁ + ½m₂ + m₃), then columns
+    L = Mw.shape[1]
+    half = out.dtype.type(0.5)
+    t = np.empty((3, 4, L), dtype=out.dtype)
+    for b in range(4):
+        m0, m1, m2, m3 = Mw[b], Mw[4 + b], Mw[8 + b], Mw[12 + b]
+        r0, r1, r2 = t[0, b], t[1, b], t[2, b]
+        for q in range(L):
+            r0[q] = m0[q] + half * m1[q] + half * m2[q]
+        for q in range(L):
+            r1[q] = half * m1[q] - half * m2[q]
+        for q in range(L):
+            r2[q] = half * m1[q] + half * m2[q] + m3[q]
+    for i in range(3):
+        s0, s1, s2, s3 = t[i, 0], t[i, 1], t[i, 2], t[i, 3]
+        o0, o1, o2 = out[i, 0], out[i, 1], out[i, 2]
+        for q in range(L):
+            o0[q] = s0[q] + half * s1[q] + half * s2[q]
+        for q in range(L):
+            o1[q] = half * s1[q] - half * s2[q]
+        for q in range(L):
+            o2[q] = half * s1[q] + half * s2[q] + s3[q]
+    return out
+
+
 def filter_transform(w):
-    """``U = G g G^T`` of every filter: ``w (K, C, 3, 3) -> U (16, K, C)`` in ``w``'s dtype
-    (one small einsum: 16·K·C values, negligible beside the products)."""
-    g = G.astype(w.dtype)
+    """``U = G g Gᵀ`` of every filter: ``w (K, C, 3, 3) -> U (16, K, C)`` in ``w``'s dtype, entry
+    ``U[4a + b, k, c] = (G g_kc Gᵀ)[a, b]`` (compiled loops over all filters at once, tap by tap;
+    reference: :func:`nograd.kernels.winograd_ref.filter_transform`, an einsum with ``G``)."""
     K, C = w.shape[:2]
-    return np.ascontiguousarray(np.einsum("ai,kcij,bj->abkc", g, w, g, optimize=True).reshape(16, K, C))
+    wt = np.ascontiguousarray(w.reshape(K * C, 9).T).reshape(3, 3, K * C)
+    return _filter_transform(wt, np.empty((16, K * C), dtype=w.dtype)).reshape(16, K, C)
 
 
 def filter_grad_transform(Mw):
-    """``ḡ = G^T Mw G`` per filter: ``Mw (16, K, C) -> (K, C, 3, 3)``, the adjoint of
-    :func:`filter_transform`."""
-    g = G.astype(Mw.dtype)
+    """``ḡ = Gᵀ Mw G`` per filter: ``Mw (16, K, C) -> (K, C, 3, 3)``, the adjoint of
+    :func:`filter_transform` (reference: :func:`nograd.kernels.winograd_ref.filter_grad_transform`)."""
     K, C = Mw.shape[1:]
-    return np.einsum("ai,abkc,bj->kcij", g, Mw.reshape(4, 4, K, C), g, optimize=True)
+    out = _filter_grad_transform(np.ascontiguousarray(Mw).reshape(16, K * C),
+                                 np.empty((3, 3, K * C), dtype=Mw.dtype))
+    return np.ascontiguousarray(out.reshape(9, K * C).T).reshape(K, C, 3, 3)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .winograd import AT, BT
+from .winograd import AT, BT, G
 
 
 def _tiles(xp, TH, TW, size, step=2):
@@ -65,3 +65,17 @@ def input_grad_transform(Mx, ph, pw, TH, TW, dx):
     hh, ww = min(H, 2 * TH + 2 - ph), min(W, 2 * TW + 2 - pw)
     dx[:, :, :hh, :ww] = buf[:, :, ph:ph + hh, pw:pw + ww]
     return dx
+
+
+def filter_transform(w):
+    """``U = G g Gᵀ`` of every filter, ``w (K, C, 3, 3) -> (16, K, C)``: one einsum with ``G``."""
+    g = G.astype(w.dtype)
+    K, C = w.shape[:2]
+    return np.ascontiguousarray(np.einsum("ai,kcij,bj->abkc", g, w, g).reshape(16, K, C))
+
+
+def filter_grad_transform(Mw):
+    """``Gᵀ Mw G`` per filter, ``Mw (16, K, C) -> (K, C, 3, 3)``: one einsum with ``G``."""
+    g = G.astype(Mw.dtype)
+    K, C = Mw.shape[1:]
+    return np.einsum("ai,abkc,bj->kcij", g, Mw.reshape(4, 4, K, C), g)

@@ -400,3 +400,29 @@ def test_planes_are_used_from_eight_tiles_a_row_and_agree_in_float32():
     assert np.all(np.abs(y - direct(x, w, 1)) <= gamma(8 + 16) * sy)
     assert np.all(np.abs(dx - ex) <= gamma(4 + 16) * sx)
     assert np.all(np.abs(grads["weight"] - ew) <= gamma(3 * 16 * 16 + 16) * sw)
+
+
+# -- the filter transforms (compiled, tap by tap) ---------------------------------------------------
+
+@SETTINGS
+@given(st.integers(1, 9), st.integers(1, 9), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2**31))
+def test_filter_transforms_equal_their_references_and_are_adjoint(K, C, dtype, seed):
+    """U = G g Gᵀ and its adjoint Gᵀ M G against the einsums of the reference module (exact on
+    integers, to rounding on floats), laid out as the layer reads them, and adjoint to each other."""
+    rng = np.random.default_rng(seed)
+    for draw in (lambda s: rng.integers(-9, 10, s).astype(dtype), lambda s: rng.standard_normal(s).astype(dtype)):
+        w, M = draw((K, C, 3, 3)), draw((16, K, C))
+        U, gw = wk.filter_transform(w), wk.filter_grad_transform(M)
+        assert U.shape == (16, K, C) and gw.shape == (K, C, 3, 3) and U.dtype == gw.dtype == dtype
+        assert U.flags.c_contiguous and gw.flags.c_contiguous
+        eps = np.finfo(dtype).eps
+        tol = dict(rtol=4 * eps, atol=4 * eps)
+        np.testing.assert_allclose(U, wr.filter_transform(w), **tol)
+        np.testing.assert_allclose(gw, wr.filter_grad_transform(M), **tol)
+        for k, c in ((0, 0), (K - 1, C - 1)):                    # one filter, by the paper's matrices
+            np.testing.assert_allclose(U[:, k, c].reshape(4, 4), G_ @ w[k, c].astype(np.float64) @ G_.T, **tol)
+        lhs, rhs = np.vdot(U.astype(np.float64), M), np.vdot(w.astype(np.float64), gw)
+        assert abs(lhs - rhs) <= 64 * eps * (1 + np.vdot(np.abs(U), np.abs(M)))
+    ints = rng.integers(-9, 10, (K, C, 3, 3)).astype(dtype)
+    np.testing.assert_array_equal(wk.filter_transform(ints), wr.filter_transform(ints))
