@@ -7,6 +7,7 @@ rounding bound; and they are chosen from 32 input and output channels."""
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_fused_kernels import same_bits
 from test_winograd import _chunked, _data, direct, direct_vjp, gamma, geometry, paper_bounds
 
 from nograd.core import Sequential
@@ -21,10 +22,6 @@ SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 def T(A):
     """(16, a, b) → (16, b, a), contiguous: between the two layouts."""
     return np.ascontiguousarray(A.transpose(0, 2, 1))
-
-
-def same_bits(a, b):
-    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
 @SETTINGS

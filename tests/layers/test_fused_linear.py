@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_fused import same_bits, same_grads
 
 from nograd.core import Sequential
 from nograd.core.checks import NonFiniteError
@@ -15,15 +16,6 @@ from nograd.kernels import fused_ref as R
 from nograd.layers import FusedSequential, LeakyReLU, Linear, ReLU, Tanh
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
-
-
-def same_bits(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
-
-
-def same_grads(g, h):
-    return list(g) == list(h) and all(same_bits(g[k], h[k]) for k in g)
 
 
 @st.composite
