@@ -24,8 +24,9 @@ the same order, the same ties), without writing the full-size intermediates:
   order), from the full cotangent or from the pooled one; zeros add nothing, so both agree
   exactly.
 
-Shapes: linear output ``(N, M)`` (leading axes flattened); conv output ``(N, C, H, W)``, pooled ``(N, C, H//2, W//2)``; Winograd tiles as in
-:mod:`nograd.kernels.winograd` (``TH = ⌈H/2⌉``, ``TW = ⌈W/2⌉``, tile ``p = (n·TH + th)·TW + tw``).
+Shapes: linear output ``(N, M)`` (leading axes flattened); conv output ``(N, C, H, W)``, pooled
+``(N, C, H//2, W//2)``; Winograd tiles as in :mod:`nograd.kernels.winograd` (``TH = ⌈H/2⌉``,
+``TW = ⌈W/2⌉``, tile ``p = (n·TH + th)·TW + tw``).
 References: :mod:`nograd.kernels.fused_ref`. Serial, as every kernel (DESIGN.md §5).
 """
 from __future__ import annotations
