@@ -27,6 +27,7 @@ import numpy as np
 from ..core import init as _init
 from ..core.checks import as_rng, check_array, check_dtype, check_like, check_positive
 from ..core.module import Module
+from .conv_winograd import WinogradConv, _fused, _tiles_mod, _winograd
 
 
 def _pair(v, name, *, allow_zero=False):
@@ -42,24 +43,6 @@ def _kernels():
     from ..kernels import conv  # lazy: Numba loads on the first convolution
 
     return conv
-
-
-def _winograd():
-    from ..kernels import winograd  # lazy, as _kernels
-
-    return winograd
-
-
-def _fused():
-    from ..kernels import fused  # lazy, as _kernels
-
-    return fused
-
-
-def _tiles_mod():
-    from . import winograd  # the chunked loops (NumPy only; the kernels load lazily there)
-
-    return winograd
 
 
 ALGORITHMS = ("auto", "im2col", "winograd")
@@ -160,7 +143,7 @@ class _ConvBase(Module):
                 _kernels().col2im(cols, *self._geometry(), OH, OW, np.zeros(shape, cols.dtype)))
 
 
-class Conv2d(_ConvBase):
+class Conv2d(WinogradConv, _ConvBase):
     r"""2-D convolution (cross-correlation, as in PyTorch) over NCHW input.
 
     Shapes: ``x (N, C, H, W) -> y (N, O, OH, OW)`` with
@@ -245,62 +228,6 @@ class Conv2d(_ConvBase):
         g = self.groups
         return W.reshape(g, self.out_channels // g, -1)
 
-    # -- Winograd F(2×2, 3×3) (Lavin & Gray 2016): V = B^T d B, U = G g G^T, M = U V per (ξ, ν) --
-    def _tiles(self, shape):
-        N, O, OH, OW = self.output_shape(shape)
-        TH, TW = (OH + 1) // 2, (OW + 1) // 2
-        return N, O, OH, OW, TH, TW, N * TH * TW
-
-    def _wino_v(self, x, TH, TW, P):
-        V = np.empty((16, x.shape[1], P), dtype=x.dtype)
-        ph, pw = self.padding
-        return _winograd().input_transform(np.ascontiguousarray(x), ph, pw, TH, TW, V)
-
-    def _wino_out(self, M, b, shape, TH, TW, dtype):
-        bias = np.zeros(shape[1], dtype=dtype) if b is None else b.astype(dtype, copy=False)
-        return _winograd().output_transform(M, bias, False, TH, TW, np.empty(shape, dtype=dtype))
-
-    def _wino_chunks(self, x, p, write, layout=None):
-        """Winograd's forward over chunks of images (:mod:`nograd.layers.winograd`), each chunk's
-        product handed to ``write(n0, n1, M, kernels)``; returns the layer's cache."""
-        TH, TW = self._tiles(x.shape)[4:6]
-        x = np.ascontiguousarray(x)
-        ph, pw = self.padding
-        U = _winograd().filter_transform(self._weight(p, x.dtype))
-        return "winograd", _tiles_mod().forward(x, U, ph, pw, TH, TW, write, layout), x.shape
-
-    def _forward_winograd(self, x, p):
-        N, O, OH, OW, TH, TW, P = self._tiles(x.shape)
-        b = p.get("bias")
-        bias = np.zeros(O, dtype=x.dtype) if b is None else b.astype(x.dtype, copy=False)
-        y = np.empty((N, O, OH, OW), dtype=x.dtype)
-        cache = self._wino_chunks(
-            x, p, lambda n0, n1, M, wk: wk.output_transform(M, bias, False, TH, TW, y[n0:n1]))
-        return y, cache
-
-    def _backward_winograd(self, tiles, xshape, dy, p, need_dx):
-        TH, TW = self._tiles(xshape)[4:6]
-        dy = np.ascontiguousarray(dy)
-        return self._winograd_grads(tiles, xshape,
-                                    lambda n0, n1, Z, wk: wk.cotangent_transform(dy[n0:n1], TH, TW, Z),
-                                    _fused().channel_sum(dy) if "bias" in p else None, p, need_dx, dy.dtype)
-
-    def _winograd_grads(self, tiles, xshape, cotangent, bias_sum, p, need_dx, dtype):
-        """Gradients and input cotangent, chunk by chunk, from ``cotangent(n0, n1, Z)``, which writes
-        the transformed output cotangent of images ``n0:n1`` into ``Z (16, O, P)``, and ``bias_sum
-        (O,)``, its plain sum per channel (fixed order: :mod:`nograd.kernels.fused`)."""
-        wk = _winograd()
-        TH, TW = self._tiles(xshape)[4:6]
-        W = p["weight"]
-        dx = np.empty(xshape, dtype=dtype) if need_dx else None
-        U = wk.filter_transform(self._weight(p, dtype)) if need_dx else None
-        ph, pw = self.padding
-        dU = _tiles_mod().backward(tiles, U, self.out_channels, ph, pw, TH, TW, cotangent, dx, dtype)
-        grads = {"weight": wk.filter_grad_transform(dU).astype(W.dtype, copy=False)}
-        if bias_sum is not None:
-            grads["bias"] = bias_sum.astype(W.dtype)
-        return dx, grads
-
     # -- conv → ReLU → 2×2 max pooling in one output pass (used by nograd.layers.FusedSequential) --
     def forward_relu_pool(self, x, p):
         """``maxpool₂ₓ₂(relu(conv(x)))`` with the bias, ReLU and pooling fused into the write of the
@@ -349,20 +276,6 @@ class Conv2d(_ConvBase):
         xshape = cache[2] if isinstance(cache[0], str) else cache[1]
         dY = fk.relu_maxpool2x2_backward(dy, idx, pos, np.empty(self.output_shape(xshape), dtype=dy.dtype))
         return self.backward(cache, dY, params=p, need_dx=need_dx)
-
-    def _jvp_winograd(self, x, dx, dparams, p):
-        wk = _winograd()
-        N, O, OH, OW, TH, TW, P = self._tiles(x.shape)
-        V = self._wino_v(x, TH, TW, P)
-        U = wk.filter_transform(self._weight(p, x.dtype))
-        y = self._forward_winograd(x, p)[0]      # the forward's numbers (its kernels, its layout)
-        M = np.zeros((16, O, P), dtype=x.dtype)
-        if dx is not None:
-            check_like(dx, x.shape, "dx")
-            M += np.matmul(U, self._wino_v(dx, TH, TW, P))
-        if "weight" in dparams:
-            M += np.matmul(wk.filter_transform(dparams["weight"].astype(x.dtype, copy=False)), V)
-        return y, self._wino_out(M, dparams.get("bias"), (N, O, OH, OW), TH, TW, x.dtype)
 
     def forward(self, x, *, train=False, rng=None, params=None):
         self._check_input(x, self.in_channels)
