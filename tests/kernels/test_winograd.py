@@ -107,6 +107,17 @@ def gamma(m):
     return m * U32 / (1 - m * U32)
 
 
+def assert_within_float32_bound(x, w, p, dy, y, dx, dw, P):
+    """Forward, input cotangent and weight gradient of a float32 Winograd layer within the rounding
+    bounds of the algorithm (``gamma`` of the number of terms summed, times :func:`paper_bounds`)
+    of the direct method; ``P`` the tiles summed into the weight gradient."""
+    sy, sx, sw = paper_bounds(x, w, p, dy)
+    ex, ew = direct_vjp(x, w, p, dy)
+    assert np.all(np.abs(y - direct(x, w, p)) <= gamma(x.shape[1] + 16) * sy)
+    assert np.all(np.abs(dx - ex) <= gamma(w.shape[0] + 16) * sx)
+    assert np.all(np.abs(dw - ew) <= gamma(P + 16) * sw)
+
+
 def _data(g, dtype, integer):
     rng = np.random.default_rng(g["seed"])
     draw = (lambda s: rng.integers(-5, 6, s)) if integer else rng.standard_normal
@@ -183,11 +194,7 @@ def test_layer_float32_within_the_rounding_bound(g):
     y, cache = layer.forward(x)
     dx, grads = layer.backward(cache, dy)
     assert y.dtype == dx.dtype == grads["weight"].dtype == np.float32
-    ey, (ex, ew) = direct(x, w, g["p"]), direct_vjp(x, w, g["p"], dy)
-    sy, sx, sw = paper_bounds(x, w, g["p"], dy)
-    assert np.all(np.abs(y - ey) <= gamma(g["C"] + 16) * sy)
-    assert np.all(np.abs(dx - ex) <= gamma(g["K"] + 16) * sx)
-    assert np.all(np.abs(grads["weight"] - ew) <= gamma(g["P"] + 16) * sw)
+    assert_within_float32_bound(x, w, g["p"], dy, y, dx, grads["weight"], g["P"])
 
 
 def test_float32_error_at_benchmark_scale():
@@ -395,11 +402,7 @@ def test_planes_are_used_from_eight_tiles_a_row_and_agree_in_float32():
     assert layer.forward(x[:, :, :8, :8])[1][1].layout[0] is wk
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx, grads = layer.backward(cache, dy)
-    sy, sx, sw = paper_bounds(x, w, 1, dy)
-    ex, ew = direct_vjp(x, w, 1, dy)
-    assert np.all(np.abs(y - direct(x, w, 1)) <= gamma(8 + 16) * sy)
-    assert np.all(np.abs(dx - ex) <= gamma(4 + 16) * sx)
-    assert np.all(np.abs(grads["weight"] - ew) <= gamma(3 * 16 * 16 + 16) * sw)
+    assert_within_float32_bound(x, w, 1, dy, y, dx, grads["weight"], 3 * 16 * 16)
 
 
 # -- the filter transforms (compiled, tap by tap) ---------------------------------------------------
