@@ -28,6 +28,18 @@ import numpy as np
 CHANNELS_LAST = True
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _turn(img, rows, cols, oh, ow, out):
+    """``out[oh + i, ow + j, c] = img[c, i, j]`` for ``i < rows``, ``j < cols``: one image
+    ``(C, H, W)`` into the channels-last scratch ``out``."""
+    C = img.shape[0]
+    for i in range(rows):
+        for j in range(cols):
+            dst = out[oh + i, ow + j]
+            for c in range(C):
+                dst[c] = img[c, i, j]
+
+
 @nb.njit(cache=True, nogil=True)
 def input_transform(x, ph, pw, TH, TW, V):
     """``x (N, C, H, W)`` → ``V (16, N·TH·TW, C)``, the input zero-padded by ``(ph, pw)``."""
@@ -36,11 +48,7 @@ def input_transform(x, ph, pw, TH, TW, V):
     xt = np.zeros((HP, WP, C), dtype=V.dtype)            # the border stays zero for every image
     hi_h, hi_w = min(H, HP - ph), min(W, WP - pw)
     for n in range(N):
-        for i in range(hi_h):
-            for j in range(hi_w):
-                dst = xt[ph + i, pw + j]
-                for c in range(C):
-                    dst[c] = x[n, c, i, j]
+        _turn(x[n], hi_h, hi_w, ph, pw, xt)
         for th in range(TH):
             r = 2 * th
             for tw in range(TW):
@@ -121,11 +129,7 @@ def cotangent_transform(dy, TH, TW, Z):
     N, K, OH, OW = dy.shape
     dt = np.zeros((2 * TH, 2 * TW, K), dtype=Z.dtype)    # beyond OH, OW: zero for every image
     for n in range(N):
-        for i in range(OH):
-            for j in range(OW):
-                dst = dt[i, j]
-                for k in range(K):
-                    dst[k] = dy[n, k, i, j]
+        _turn(dy[n], OH, OW, 0, 0, dt)
         for th in range(TH):
             r = 2 * th
             for tw in range(TW):
