@@ -59,7 +59,8 @@ def all_finite(a: np.ndarray) -> bool:
     NaN or inf entry makes it non-finite, squares cannot cancel), the exact check on doubt."""
     if a.size == 0:
         return True
-    f = a.reshape(-1) if a.flags.c_contiguous and a.dtype in FLOAT_DTYPES else None
+    contiguous = a.flags.c_contiguous or a.flags.f_contiguous      # ravel("K") is then a view
+    f = a.ravel("K") if contiguous and a.dtype in FLOAT_DTYPES else None
     with np.errstate(over="ignore", invalid="ignore"):    # an overflow is settled below
         if np.isfinite(np.add.reduce(a, axis=None) if f is None else np.dot(f, f)):
             return True

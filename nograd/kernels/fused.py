@@ -19,6 +19,9 @@ the same order, the same ties), without writing the full-size intermediates:
   array), reporting whether every ``z + b`` was finite (the unfused ReLU refuses NaN and inf).
 - :func:`relu_mask` — ``z̄ = ȳ·[y > 0]`` (the product with the mask as a float, as ``ȳ * (y > 0)``
   computes it: NaN and inf in ``ȳ`` meet a zero the same way) without the boolean array.
+- :func:`bias_relu_rows` — :func:`bias_relu` on the feature-major product ``zᵀ`` ``(M, N)`` (one
+  row a feature, ``b_j`` added along row ``j``), which :class:`~nograd.layers.FusedSequential`
+  carries between consecutive linear layers (:func:`relu_mask` is elementwise and serves both).
 - :func:`channel_sum` / :func:`pooled_channel_sum` — the bias gradient ``Σ_{n,i,j} Ȳ[n,k,i,j]``
   in one fixed order (float64 accumulators per column, rows in order, then the columns in
   order), from the full cotangent or from the pooled one; zeros add nothing, so both agree
@@ -220,3 +223,19 @@ def relu_mask(dy, y, dz):
         for j in range(M):
             dz[n, j] = dy[n, j] * (one if y[n, j] > zero else zero)
     return dz
+
+
+@nb.njit(cache=True, nogil=True)
+def bias_relu_rows(zt, bias, has_bias):
+    # bias_relu on the transposed product: row j is feature j, so b_j is one number per row
+    M, N = zt.shape
+    zero = zt.dtype.type(0)
+    bad = False
+    for j in range(M):
+        row = zt[j]
+        bj = bias[j] if has_bias else zero
+        for n in range(N):
+            v = row[n] + bj if has_bias else row[n]
+            bad |= (v - v) != zero
+            row[n] = _relu(v, zero)
+    return not bad

@@ -60,3 +60,8 @@ def bias_relu(z, bias, has_bias):
 def relu_mask(dy, y, dz):
     np.multiply(dy, y > 0, out=dz)
     return dz
+
+
+def bias_relu_rows(zt, bias, has_bias):
+    return bias_relu(zt.T, bias, has_bias)      # the batch-major pass on the transposed view
+

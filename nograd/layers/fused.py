@@ -33,6 +33,17 @@ inf in ``z + b`` is refused as the unfused ReLU refuses it); the backward masks 
 input cotangent from the masked cotangent as :class:`~nograd.layers.Linear` does: gradients and
 input cotangents bit for bit too. It runs when the input and the cotangent have the weight's
 dtype (else unfused).
+
+Feature-major runs (``feature_major=True``, the default). When a ``Linear → ReLU`` run feeds
+another Linear, its 2-D output is written feature-major: the product is taken as ``W xᵀ``, a
+C-ordered ``(M, N)`` array, and handed on as its transposed view (the logical ``(N, M)`` array,
+stored column by column), which the next Linear reads without a copy (``h Wᵀ = (W hᵀ)ᵀ``);
+the backward masks the transposed cotangent and gives each input cotangent its input's
+orientation. OpenBLAS's matrix products run ~1.1–2.8× faster this way round for batches up to a
+few hundred on wide layers (``python bench/linear_orientation.py``). The arithmetic is the same
+but BLAS may order a product's sums differently for a transposed operand, and the bias gradient
+is summed along a row: outputs and gradients then equal the plain chain's **to rounding**, not
+bit for bit (``feature_major=False`` keeps every number the plain chain's).
 """
 from __future__ import annotations
 
@@ -45,6 +56,13 @@ from .conv import Conv2d
 from .linear import Linear
 from .norm import BatchNorm2d
 from .pool import MaxPool2d
+
+
+# Linear → ReLU runs whose output feeds another Linear may carry it feature-major (a transposed
+# view; FusedSequential(feature_major=True), the default): measured by bench/mlp_step.py and
+# bench/linear_orientation.py, see docs/notes/performance-notes.md
+FEATURE_MAJOR_MIN_FEATURES = 256
+FEATURE_MAJOR_MAX_BATCH = 256
 
 
 class _Absorbed(tuple):
@@ -82,12 +100,14 @@ class FusedSequential(Sequential):
     these classes; the pooling 2×2, stride 2, unpadded, without ``relu``) execute as one fused pass,
     and so do ``BatchNorm2d → ReLU`` pairs in training (see the module's notes: gradients equal to
     rounding; the batch norm's cache then carries the ReLU's mask, the ReLU's is a placeholder) and
-    ``Linear → ReLU`` pairs (bias and ReLU in one pass over the product; everything bit for bit;
-    the ReLU's cache is its output twice).
+    ``Linear → ReLU`` pairs (bias and ReLU in one pass over the product; the ReLU's cache is its
+    output twice), with ``feature_major=True`` (the default) handing a pair's output to the next
+    Linear feature-major (see the module's notes: equal to rounding; ``False``: bit for bit).
 
     Everything else is Sequential's: the children and their dotted parameter names, the
     structural view (``leaves``, ``chain``), ``jvp``. The outputs, gradients and input cotangents
-    are the unfused chain's, entry for entry, for either ``Conv2d`` algorithm. ``forward`` still
+    are the unfused chain's, entry for entry, for either ``Conv2d`` algorithm (but for the
+    feature-major runs and the batch norm's gradients, equal to rounding). ``forward`` still
     returns one cache per child, and each child's own ``backward`` accepts its cache (the Conv2d's
     is its usual one; the ReLU's is an identity placeholder, the pooling's the cache of
     ``MaxPool2d(relu=True)``, which applies the ReLU's mask), so a rule that walks the chain child
@@ -108,10 +128,16 @@ class FusedSequential(Sequential):
     True
     """
 
+    def __init__(self, *layers, feature_major: bool = True):
+        super().__init__(*layers)
+        if not isinstance(feature_major, bool):
+            raise TypeError(f"feature_major must be True or False, got {feature_major!r}")
+        self.feature_major = feature_major
+
     def __getitem__(self, i):
-        """A child, or for a slice a FusedSequential of those children."""
+        """A child, or for a slice a FusedSequential of those children (same ``feature_major``)."""
         part = super().__getitem__(i)
-        return FusedSequential(*part) if isinstance(i, slice) else part
+        return FusedSequential(*part, feature_major=self.feature_major) if isinstance(i, slice) else part
 
     def groups(self):
         """``[(start, stop), ...]``: the children in runs, a fused run spanning three (conv, ReLU,
@@ -127,13 +153,21 @@ class FusedSequential(Sequential):
     def _run(self, x, params, keep, train, rng):
         self._check_keys(params)
         items = list(self._children.items())
+        kids = [layer for _, layer in items]
         caches = []
+        finite = False              # x came out of a fused Linear → ReLU, which refuses NaN and inf
         for a, b in self.groups():
             name, layer = items[a]
             p = self._split(params, name)
-            fused = _linear_relu(layer, x, layer._use(p)) if b - a == 2 and type(layer) is Linear else None
+            rows = self.feature_major and _feature_major(kids, a, x)
+            fused = (_linear_relu(layer, x, layer._use(p), rows, finite)
+                     if b - a == 2 and type(layer) is Linear else None)
             if fused is not None:                       # linear → ReLU: bias and ReLU in place
                 x, cs = fused[0], [fused[1], _Masked((fused[0], fused[0]))]
+            elif finite and b - a == 1 and type(layer) is Linear:   # its input already checked
+                layer._check(x, finite=False)
+                x, c = layer._forward(x, layer._use(p))
+                cs = [c]
             elif b - a == 2 and train and type(layer) is BatchNorm2d:   # batch statistics
                 layer._check(x, True, finite=False)
                 x, c = layer._batch_forward(x, layer._use(p), True)
@@ -149,6 +183,7 @@ class FusedSequential(Sequential):
                 items[a + 2][1].output_shape(zshape)       # the pooling's error for a too small map
                 x, c, idx, pos = layer.forward_relu_pool(x, layer._use(p))
                 cs = [c, _Absorbed(zshape, x.dtype), (idx, zshape, pos)]
+            finite = fused is not None
             if keep:
                 caches += cs
         return x, caches
@@ -190,32 +225,67 @@ class FusedSequential(Sequential):
         return dy, {k: grads[k] for k in self._ordered_names() if k in grads}
 
 
-def _linear_relu(lin, x, p):
+def _feature_major(kids, a, x):
+    """Whether the ``Linear → ReLU`` run at ``a`` writes its output feature-major: its 2-D output
+    goes to another Linear (the only reader that takes it as it is) and is wide enough
+    (:data:`FEATURE_MAJOR_MIN_FEATURES`) for a batch of 2 to :data:`FEATURE_MAJOR_MAX_BATCH`
+    (where ``W xᵀ`` measured faster than ``x Wᵀ``)."""
+    nxt = kids[a + 2] if a + 2 < len(kids) else None
+    return (type(nxt) is Linear and x.ndim == 2 and 2 <= x.shape[0] <= FEATURE_MAJOR_MAX_BATCH
+            and kids[a].out_features >= FEATURE_MAJOR_MIN_FEATURES)
+
+
+def _linear_relu(lin, x, p, rows=False, finite=False):
     """``(relu(x Wᵀ + b), x)`` — the output and the Linear's cache — with the bias and ReLU in
     one pass over the product (the unfused chain's numbers); ``None`` when ``x`` and the weight
-    differ in dtype (the run then goes unfused)."""
-    lin._check(x)
+    differ in dtype (the run then goes unfused). With ``rows`` the product is taken as ``W xᵀ``
+    and the output is the transposed view of that C-ordered ``(M, N)`` array (feature-major):
+    the same arithmetic, its sums possibly in another order. ``finite``: ``x`` is known to hold
+    no NaN or inf (the output of such a run), so that check is skipped."""
+    lin._check(x, finite=not finite)
     W, b = p["weight"], p.get("bias")
     if W.dtype != x.dtype:
         return None
-    from ..kernels.fused import bias_relu   # lazy: Numba loads on the first fused run
+    from ..kernels.fused import bias_relu, bias_relu_rows   # lazy: Numba loads on the first fused run
 
-    z = x.reshape(-1, lin.in_features) @ W.T
-    if not bias_relu(z, W[0, :0] if b is None else b, b is not None):
+    bias = W[0, :0] if b is None else b
+    if rows:
+        zt = W @ x.T
+        ok, z = bias_relu_rows(zt, bias, b is not None), zt.T
+    else:
+        z = x.reshape(-1, lin.in_features) @ W.T
+        ok = bias_relu(z, bias, b is not None)
+    if not ok:
         raise NonFiniteError("x contains NaN or inf")        # the unfused ReLU's refusal
     return z.reshape(x.shape[:-1] + (lin.out_features,)), x
 
 
 def _linear_relu_backward(lin, x, y, dy, p, need_dx):
-    """Linear's backward from the masked cotangent ``ȳ·[y > 0]`` (one pass, no boolean array)."""
+    """Linear's backward from the masked cotangent ``ȳ·[y > 0]`` (one pass, no boolean array).
+    When ``y`` and ``ȳ`` are feature-major (see :func:`_linear_relu`) the pass runs on their
+    C-ordered transposes, and the input cotangent takes the input's orientation."""
     from ..kernels.fused import relu_mask
 
     check_like(dy, y.shape)
     W = p["weight"]
-    dy2 = dy.reshape(-1, lin.out_features)
-    dz = relu_mask(dy2, y.reshape(dy2.shape), np.empty_like(dy2))
-    x2 = x.reshape(-1, lin.in_features)
-    grads = {"weight": dz.T @ x2}
-    if "bias" in p:
-        grads["bias"] = dz.sum(axis=0)
-    return ((dz @ W).reshape(x.shape) if need_dx else None), grads
+    if _is_feature_major(y) and _is_feature_major(dy):
+        dzt = relu_mask(dy.T, y.T, np.empty(y.shape[::-1], dtype=dy.dtype))
+        dz, db = dzt.T, (dzt.sum(axis=1) if "bias" in p else None)
+    else:
+        dy2 = dy.reshape(-1, lin.out_features)
+        dz = relu_mask(dy2, y.reshape(dy2.shape), np.empty_like(dy2))
+        db = dz.sum(axis=0) if "bias" in p else None
+    grads = {"weight": dz.T @ x.reshape(-1, lin.in_features)}
+    if db is not None:
+        grads["bias"] = db
+    if not need_dx:
+        return None, grads
+    if _is_feature_major(x):                        # the input cotangent as the input lies
+        return (W.T @ dz.T).T, grads
+    return (dz @ W).reshape(x.shape), grads
+
+
+def _is_feature_major(a):
+    """A 2-D array stored column by column (the transposed view of a C-ordered one), not also
+    C-ordered."""
+    return a.ndim == 2 and a.flags.f_contiguous and not a.flags.c_contiguous

@@ -63,13 +63,16 @@ class Linear(Module):
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}, bias={'bias' in self._own}"
 
-    def _check(self, x):
-        check_array(x, "x", min_ndim=1)
+    def _check(self, x, finite=True):
+        check_array(x, "x", min_ndim=1, finite=finite)
         check_last_dim(x, self.in_features)
 
     def forward(self, x, *, train=False, rng=None, params=None):
         self._check(x)
-        p = self._use(params)
+        return self._forward(x, self._use(params))
+
+    def _forward(self, x, p):
+        """The forward on a checked ``x`` with the resolved parameters ``p``."""
         W = p["weight"]
         if W.dtype != x.dtype:
             W = W.astype(x.dtype)
@@ -92,7 +95,11 @@ class Linear(Module):
             grads["bias"] = dy2.sum(axis=0).astype(W.dtype, copy=False)
         dx = None
         if need_dx:
-            dx = (dy2 @ (W if W.dtype == dy.dtype else W.astype(dy.dtype))).reshape(x.shape)
+            Wd = W if W.dtype == dy.dtype else W.astype(dy.dtype)
+            if x.ndim == 2 and x.flags.f_contiguous and not x.flags.c_contiguous:
+                dx = (Wd.T @ dy2.T).T     # a feature-major input (FusedSequential) gets its cotangent so
+            else:
+                dx = (dy2 @ Wd).reshape(x.shape)
         return dx, grads
 
     def jvp(self, x, dx, dparams=None, *, train=False, rng=None, params=None):
