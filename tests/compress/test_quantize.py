@@ -249,7 +249,7 @@ def test_gptq_equals_the_written_out_reference(block, dead):
 
 
 # ------------------------------------------------------------------------------ grids
-@pytest.mark.parametrize("method,granularity", itertools.product(METHODS, ["channel", "layer"]))
+@pytest.mark.parametrize("method,granularity", list(itertools.product(METHODS, ["channel", "layer"])))
 def test_codes_stay_on_the_grid(method, granularity):
     W, G, _ = _problem(7)
     bits = 3
