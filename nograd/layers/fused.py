@@ -39,8 +39,8 @@ another Linear, its 2-D output is written feature-major: the product is taken as
 C-ordered ``(M, N)`` array, and handed on as its transposed view (the logical ``(N, M)`` array,
 stored column by column), which the next Linear reads without a copy (``h Wᵀ = (W hᵀ)ᵀ``);
 the backward masks the transposed cotangent and gives each input cotangent its input's
-orientation. OpenBLAS's matrix products run ~1.1–2.8× faster this way round for batches up to a
-few hundred on wide layers (``python bench/linear_orientation.py``). The arithmetic is the same
+orientation. OpenBLAS's matrix products run ~1.1–2× faster this way round for batches up to a
+hundred or so on wide layers (``python bench/linear_orientation.py``). The arithmetic is the same
 but BLAS may order a product's sums differently for a transposed operand, and the bias gradient
 is summed along a row: outputs and gradients then equal the plain chain's **to rounding**, not
 bit for bit (``feature_major=False`` keeps every number the plain chain's).
