@@ -218,6 +218,11 @@ class _Steps(list):
     __slots__ = ("tm",)
 
 
+# gru_run's per-step product h_{t-1} W_hhᵀ is taken as (W_hh h_{t-1}ᵀ)ᵀ for batches 2 to this
+# (measured 0.53–0.86 of the time at H = 64–512, batch 8–32, one BLAS thread; 0.96–1.67 from 64 up)
+HH_TRANSPOSED_MAX_BATCH = 32
+
+
 def gru_run(m, x, p, S0):
     r"""A GRU's ``_run`` (one layer, one direction): the same operations, in the same order, as
     ``GRU._cell`` step by step (so the same numbers), written into time-major arrays
@@ -226,7 +231,12 @@ def gru_run(m, x, p, S0):
     :math:`n = \tanh(X_{p,n} + r H_{p,n})`, :math:`h_t = (1 - z) n + z h_{t-1}` (σ as
     :func:`nograd.layers.activations.sigmoid`: :math:`e = \exp(-|a|)`,
     :math:`\max(e, [a \ge 0]) / (1 + e)`). Returns ``(y (B, T, H), (x, S0, steps, (h_T,)))`` with
-    ``steps`` a :class:`_Steps` of ``(h_{t-1}, H_p, r, z, n)`` views, as ``_cell`` caches them."""
+    ``steps`` a :class:`_Steps` of ``(h_{t-1}, H_p, r, z, n)`` views, as ``_cell`` caches them.
+
+    For batches of 2 to :data:`HH_TRANSPOSED_MAX_BATCH` the step's product is taken as
+    :math:`W_{hh} h_{t-1}^\top` into a ``(3H, B)`` scratch array and turned back while adding
+    :math:`b_{hh}`: OpenBLAS runs that product 1.2–1.9× faster at these batches (one thread; ``h``
+    C-ordered) and sums it in the same order (the same bits; tested against ``_cell``)."""
     B, T, _ = x.shape
     H, dt = m.hidden_size, x.dtype
     xp = m._project(x, p)
@@ -236,7 +246,8 @@ def gru_run(m, x, p, S0):
     r, z, n = np.empty((3, T, B, H), dt)
     a, tmp = np.empty((B, H), dt), np.empty((B, H), dt)
     pos = np.empty((B, H), bool)
-    WT, b = p["weight_hh"].T, p["bias_hh"]
+    W, b = p["weight_hh"], p["bias_hh"]
+    hpT = np.empty((3 * H, B), dt) if 2 <= B <= HH_TRANSPOSED_MAX_BATCH else None
 
     def sigmoid_into(src, out):                      # σ(src) into out; src is scratch
         np.greater_equal(src, 0, out=pos)
@@ -250,8 +261,12 @@ def gru_run(m, x, p, S0):
     with np.errstate(under="ignore"):
         for t in range(T):
             h_prev, hpt, xpt = hs[t], hp[t], xp[:, t]
-            np.matmul(h_prev, WT, out=hpt)
-            hpt += b
+            if hpT is None:
+                np.matmul(h_prev, W.T, out=hpt)
+                hpt += b
+            else:                       # W h_{t-1}ᵀ, then H_p = its transpose + b_hh (see above)
+                np.matmul(W, h_prev.T, out=hpT)
+                np.add(hpT.T, b, out=hpt)
             sigmoid_into(np.add(xpt[:, :H], hpt[:, :H], out=a), r[t])
             sigmoid_into(np.add(xpt[:, H:2 * H], hpt[:, H:2 * H], out=a), z[t])
             np.multiply(r[t], hpt[:, 2 * H:], out=n[t])

@@ -264,16 +264,19 @@ def test_fused_gru_path_equals_the_generic_cell_backward(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gru_forward_stores_time_major_caches_with_the_same_numbers(dtype):
+@pytest.mark.parametrize("batch", [1, 4, 33])
+def test_gru_forward_stores_time_major_caches_with_the_same_numbers(dtype, batch):
     """GRU._run (recurrent_stack.gru_run, writing into time-major arrays) gives the same bits as
     the step-by-step loop of GRU._cell, the same final state and the same BPTT gradients; the
-    batched backward reads its stored arrays without copying (and stacks plain step lists)."""
+    batched backward reads its stored arrays without copying (and stacks plain step lists). Batch
+    4 takes the step's product as W h_{t-1}ᵀ (HH_TRANSPOSED_MAX_BATCH), batches 1 and 33 as
+    h_{t-1} Wᵀ, as _cell does."""
     from nograd.layers import recurrent_stack
 
     rng = np.random.default_rng(12)
     gru = GRU(3, 5, num_layers=2, bidirectional=True, rng=rng, dtype=dtype)
-    x = (3 * rng.standard_normal((4, 9, 3))).astype(dtype)
-    s0 = rng.standard_normal((4, 4, 5)).astype(dtype)
+    x = (3 * rng.standard_normal((batch, 9, 3))).astype(dtype)
+    s0 = rng.standard_normal((4, batch, 5)).astype(dtype)
     y, cache = gru.forward(x, state=s0)
     steps_run = RecurrentBase._run.__get__(gru)                  # the generic loop over _cell
     gru._run = steps_run
@@ -293,7 +296,7 @@ def test_gru_forward_stores_time_major_caches_with_the_same_numbers(dtype):
     for v, w in zip(rows, copied):
         assert v.shape == w.shape and not np.shares_memory(v, w)
         np.testing.assert_array_equal(v, w)
-    assert rows[0].shape == (5 * 4, 5) and rows[1].shape == (5 * 4, 15)
+    assert rows[0].shape == (5 * batch, 5) and rows[1].shape == (5 * batch, 15)
 
 
 def test_backward_local_is_the_same_in_chunks_of_steps(monkeypatch):
