@@ -323,7 +323,7 @@ class RNN(RecurrentBase):
 
     def _cell(self, xp, S, p):
         h_prev = S[0]
-        h = np.tanh(xp + (h_prev @ p["weight_hh"].T + p["bias_hh"]))
+        h = np.tanh(xp + stack.hh_affine(h_prev, p))
         return (h,), (h_prev, h)
 
     def _cell_back(self, cache, dS, p, g, need_dh=True):
@@ -406,7 +406,7 @@ class LSTM(RecurrentBase):
 
     def _cell(self, xp, S, p):
         h_prev, c_prev = S
-        hp = h_prev @ p["weight_hh"].T + p["bias_hh"]
+        hp = stack.hh_affine(h_prev, p)
         lc = None
         if self.layer_norm:
             (xp, lx), (hp, lh) = self._ln(xp, p, "ln_x"), self._ln(hp, p, "ln_h")
@@ -470,7 +470,7 @@ class GRU(RecurrentBase):
 
     def _cell(self, xp, S, p):
         H, h_prev = self.hidden_size, S[0]
-        hp = h_prev @ p["weight_hh"].T + p["bias_hh"]
+        hp = stack.hh_affine(h_prev, p)
         r = _sigmoid(xp[:, :H] + hp[:, :H])
         z = _sigmoid(xp[:, H:2 * H] + hp[:, H:2 * H])
         n = np.tanh(xp[:, 2 * H:] + r * hp[:, 2 * H:])

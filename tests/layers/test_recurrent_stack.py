@@ -184,3 +184,21 @@ def test_stack_errors_name_the_argument():
         RNN(3, 2, num_layers=2, dropout=1.0)
     with pytest.warns(UserWarning, match="dropout=0.5 acts between stacked layers"):
         GRU(3, 2, dropout=0.5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch", [1, 2, 8, 32, 33])
+@pytest.mark.parametrize("hidden, gates", [(5, 3), (64, 4), (128, 3), (128, 1)])
+def test_the_step_product_has_the_bits_of_h_times_w_transposed(dtype, batch, hidden, gates):
+    """recurrent_stack.hh_affine takes a gated cell's step product as (W_hh hᵀ)ᵀ for batches 2–32
+    (faster there): the same bits as h W_hhᵀ + b_hh, as the LSTM's and GRU's step loops had."""
+    from nograd.layers.recurrent_stack import hh_affine
+
+    rng = np.random.default_rng(batch * hidden + gates)
+    p = {"weight_hh": rng.standard_normal((gates * hidden, hidden)).astype(dtype),
+         "bias_hh": rng.standard_normal(gates * hidden).astype(dtype)}
+    h = rng.standard_normal((batch, hidden)).astype(dtype)
+    out = hh_affine(h, p)
+    ref = h @ p["weight_hh"].T + p["bias_hh"]
+    assert out.dtype == ref.dtype and out.shape == ref.shape and out.flags.c_contiguous
+    assert out.tobytes() == ref.tobytes()
