@@ -44,9 +44,8 @@ def _sigmoid(a):
 
 
 # --------------------------------------------------------------------------- one LSTM cell
-# The gates of an LSTM cell (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al.
-# 2000), forward and reverse mode, shared by LSTM here and by HyperLSTM (nograd.models.hypernet),
-# whose two LSTMs differ from this one only in how the gate pre-activations are formed.
+# The gates of an LSTM cell (Hochreiter & Schmidhuber 1997; forget gate: Gers et al. 2000), both
+# modes, shared with HyperLSTM (nograd.models.hyperlstm: its LSTMs form the pre-activations anew).
 def lstm_gates(a, n):
     r"""The gates of an LSTM cell from their pre-activations ``a (B, 4n)``, in PyTorch's order:
     :math:`i = \sigma(a_i),\; f = \sigma(a_f),\; g = \tanh(a_g),\; o = \sigma(a_o)`, each ``(B, n)``."""
@@ -358,6 +357,7 @@ class LSTM(RecurrentBase):
     """
 
     gates, state_parts, state_feedback = 4, 2, True
+    _run = stack.lstm_run       # _cell's steps, caches stored time-major (read by backward_local)
 
     def __init__(self, input_size, hidden_size, *, layer_norm=False, eps=1e-5, num_layers=1,
                  bidirectional=False, dropout=0.0, rng=None, dtype=np.float32):

@@ -211,11 +211,52 @@ def gru_gates_back(dh, h_prev, hp, r, z, n):
 
 
 class _Steps(list):
-    """A GRU pass's per-step caches (a list, as every pass keeps them) that also holds them
-    stacked time-major, ``tm = (h_{0…T-1}, H_p, r, z, n)``, each ``(T, B, ·)``: the steps are
-    views of these arrays, so :func:`backward_local` reads all steps without copying them."""
+    """A GRU's or LSTM's pass's per-step caches (a list, as every pass keeps them) that also holds
+    them stacked time-major, ``tm``: one ``(T, B, ·)`` array per entry of a step's cache tuple (a
+    GRU's ``(h_{t-1}, H_p, r, z, n)``, an LSTM's ``(h_{t-1}, c_{t-1}, i, f, g, o, tanh c_t)`` and
+    ``None``): the steps are views of these arrays, so :func:`backward_local` reads all steps
+    without copying them."""
 
     __slots__ = ("tm",)
+
+
+def _stack_tm(steps, t0, t1):
+    """Steps ``t0:t1`` of a pass's caches time-major (row ``(t - t0)·B + b``): views of the arrays
+    ``steps.tm`` when the forward stored them, else stacked from the per-step caches."""
+    tm = getattr(steps, "tm", None)
+    if tm is None:
+        return _time_major(steps[t0:t1])
+    return tuple(None if v is None else v[t0:t1].reshape((t1 - t0) * v.shape[1], v.shape[2])
+                 for v in tm)
+
+
+def lstm_run(m, x, p, S0):
+    r"""An LSTM's ``_run`` (one layer, one direction, no layer norm): ``LSTM._cell``'s operations
+    step by step, in its order (so the same numbers), written into time-major arrays allocated
+    once, as :func:`gru_run` does for a GRU: :math:`a = X_{p,t} + h_{t-1} W_{hh}^	op + b_{hh}`,
+    :math:`(i, f, g, o)` its gates, :math:`c_t = f c_{t-1} + i g`, :math:`h_t = o 	anh c_t`.
+    Returns ``(y (B, T, H), (x, S0, steps, (h_T, c_T)))``; with layer norm, or for a subclass with
+    its own ``_cell``, the generic loop."""
+    from .recurrent import LSTM, RecurrentBase, lstm_gates
+
+    if m.layer_norm or type(m)._cell is not LSTM._cell:
+        return RecurrentBase._run(m, x, p, S0)
+    B, T, _ = x.shape
+    H, dt = m.hidden_size, x.dtype
+    xp = m._project(x, p)
+    hs, cs = np.empty((T + 1, B, H), dt), np.empty((T + 1, B, H), dt)
+    hs[0], cs[0] = S0
+    i, f, g, o, tc = np.empty((5, T, B, H), dt)
+    steps = _Steps()
+    for t in range(T):
+        i[t], f[t], g[t], o[t] = lstm_gates(xp[:, t] + hh_affine(hs[t], p), H)
+        np.multiply(f[t], cs[t], out=cs[t + 1])
+        cs[t + 1] += i[t] * g[t]
+        np.tanh(cs[t + 1], out=tc[t])
+        np.multiply(o[t], tc[t], out=hs[t + 1])
+        steps.append((hs[t], cs[t], i[t], f[t], g[t], o[t], tc[t], None))
+    steps.tm = (hs[:T], cs[:T], i, f, g, o, tc, None)
+    return np.ascontiguousarray(hs[1:].transpose(1, 0, 2)), (x, S0, steps, (hs[T], cs[T]))
 
 
 # gru_run's per-step product h_{t-1} W_hhᵀ is taken as (W_hh h_{t-1}ᵀ)ᵀ for batches 2 to this
@@ -297,11 +338,7 @@ def _gru_stack_steps(m, steps, t0, t1):
     """Steps ``t0:t1`` of a GRU pass's caches time-major (row ``(t - t0)·B + b``) for
     :func:`_gru_cell_back_rows`: ``(h_{t-1}, H_p, r, z, n)``, ``((t1 - t0)·B, ·)`` each — views of
     the arrays :func:`gru_run` stored (no copy), or stacked from the per-step caches."""
-    tm = getattr(steps, "tm", None)
-    if tm is not None:
-        return tuple(v[t0:t1].reshape((t1 - t0) * v.shape[1], v.shape[2]) for v in tm)
-    part = steps[t0:t1]
-    return tuple(np.concatenate([c[j] for c in part]) for j in range(5))
+    return _stack_tm(steps, t0, t1)
 
 
 def _gru_cell_back_rows(m, cache, dS, p, g):
@@ -347,7 +384,7 @@ def _local_pass(m, k, cache, dy, q, need_dx, carry, rows=8192):
             return fused[1](m, c, dSc, q, g)
     else:
         def stack_steps(t0, t1):
-            return _time_major(steps[t0:t1])
+            return _stack_tm(steps, t0, t1)
     whole = stack_steps(0, T) if len(chunks) == 1 else None
 
     def stacked(t0, t1):

@@ -299,6 +299,49 @@ def test_gru_forward_stores_time_major_caches_with_the_same_numbers(dtype, batch
     assert rows[0].shape == (5 * batch, 5) and rows[1].shape == (5 * batch, 15)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch", [1, 4, 33])
+def test_lstm_forward_stores_time_major_caches_with_the_same_numbers(dtype, batch):
+    """LSTM._run (recurrent_stack.lstm_run) gives the bits of the step-by-step loop of LSTM._cell:
+    outputs, final state, BPTT's gradients and DSF's batched ones, which read the stored arrays
+    without copying; with layer norm the generic loop runs."""
+    from nograd.layers import recurrent_stack
+
+    rng = np.random.default_rng(13)
+    lstm = LSTM(3, 5, num_layers=2, bidirectional=True, rng=rng, dtype=dtype)
+    x = (3 * rng.standard_normal((batch, 9, 3))).astype(dtype)
+    s0 = tuple(rng.standard_normal((4, batch, 5)).astype(dtype) for _ in range(2))
+    y, cache = lstm.forward(x, state=s0)
+    lstm._run = RecurrentBase._run.__get__(lstm)                # the generic loop over _cell
+    try:
+        y0, cache0 = lstm.forward(x, state=s0)
+    finally:
+        del lstm._run
+    assert y.flags.c_contiguous and y.tobytes() == y0.tobytes()
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(lstm.final_state(cache), lstm.final_state(cache0)))
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    (dx, g), (dx0, g0) = lstm.backward(cache, dy), lstm.backward(cache0, dy)
+    assert dx.tobytes() == dx0.tobytes() and all(g[k].tobytes() == g0[k].tobytes() for k in g)
+    a = np.linspace(0, 1, 5, dtype=dtype)
+
+    def feedback(k, e, cell):                                    # δ_t = e_t + a δ_{t+1}, both parts
+        outs = []
+        for part in (e, cell(e)):
+            d = np.array(part)
+            for t in range(d.shape[1] - 2, -1, -1):
+                d[:, t] += a * d[:, t + 1]
+            outs.append(d)
+        return tuple(outs)
+    (lx, lg), (lx0, lg0) = (recurrent_stack.backward_local(lstm, c, dy, lstm.params, True, feedback)
+                            for c in (cache, cache0))
+    assert lx.tobytes() == lx0.tobytes() and all(lg[k].tobytes() == lg0[k].tobytes() for k in lg)
+    steps = cache[0][0][2]
+    rows = recurrent_stack._stack_tm(steps, 2, 7)
+    assert all(np.shares_memory(v, w) for v, w in zip(rows[:7], steps.tm[:7])) and rows[7] is None
+    ln = LSTM(3, 5, layer_norm=True, rng=rng, dtype=dtype)
+    assert not hasattr(ln.forward(x)[1][2], "tm")                # the generic loop's plain list
+
+
 def test_backward_local_is_the_same_in_chunks_of_steps(monkeypatch):
     """All steps at once, or in chunks of two steps: the same gradients."""
     from nograd.layers import recurrent_stack
