@@ -10,6 +10,14 @@ the same signatures, are in :mod:`nograd.kernels.recurrent_ref`.
       \bar a_n = \bar h (1 - z)(1 - n^2),\quad \bar a_r = \bar a_n H_{p,n}\, r (1 - r),\quad
       \bar a_z = \bar h (h_{t-1} - n) z (1 - z),\quad \bar n_r = \bar a_n r.
 
+- :func:`lstm_gates_back`: the LSTM's gate backward for ``R`` rows in one pass (the total cell
+  cotangent, then the four gates' pre-activation cotangents), with their column sums,
+
+  .. math::
+      \bar c = \bar c_{\text{carried}} + \bar h\, o (1 - \tanh^2 c_t),\quad
+      \bar a = [\bar c g\, i(1-i),\; \bar c c_{t-1} f(1-f),\; \bar c i (1-g^2),\;
+      \bar h \tanh c_t\, o(1-o)].
+
 - :func:`doubling_scan`: :math:`\delta_t = e_t + a \odot \delta_{t+1}` for all ``t`` by recursive
   doubling (Hillis & Steele 1986), in place on time-major rows.
 - :func:`linear_recurrence`: the same recursion run from the last step, each step vectorised over
@@ -43,6 +51,32 @@ def gru_gates_back(dh, h_prev, hp, r, z, n, dxp, dnr, db):
             sz[j] += a_z
             sn[j] += dan
             snr[j] += a_nr
+
+
+@nb.njit(cache=True, nogil=True)
+def lstm_gates_back(dh, dc, c_prev, i, f, g, o, tc, da, db):
+    """Write ``da = [ā_i, ā_f, ā_g, ā_o]`` ``(R, 4H)`` from the rows ``dh`` (cotangent of
+    :math:`h_t`), ``dc`` (the cotangent of :math:`c_t` carried from later steps), ``c_prev``, the
+    gates ``i, f, g, o`` and ``tc`` = :math:`\tanh c_t` (each ``(R, H)``), and add its column sums
+    to ``db (4H,)`` (float64). Rows must be contiguous; the maths run in float64, stored in
+    ``da``'s dtype."""
+    H = dh.shape[1]
+    si, sf, sg, so = db[:H], db[H:2 * H], db[2 * H:3 * H], db[3 * H:]     # float64 accumulators
+    for r in range(dh.shape[0]):
+        dh_, dc_, cp_, i_, f_, g_, o_, tc_ = dh[r], dc[r], c_prev[r], i[r], f[r], g[r], o[r], tc[r]
+        ai, af, ag, ao = da[r, :H], da[r, H:2 * H], da[r, 2 * H:3 * H], da[r, 3 * H:]
+        for j in range(H):
+            d, t, oo, ii, ff, gg = dh_[j], tc_[j], o_[j], i_[j], f_[j], g_[j]
+            c = dc_[j] + d * oo * (1.0 - t * t)
+            a_i = c * gg * ii * (1.0 - ii)
+            a_f = c * cp_[j] * ff * (1.0 - ff)
+            a_g = c * ii * (1.0 - gg * gg)
+            a_o = d * t * oo * (1.0 - oo)
+            ai[j], af[j], ag[j], ao[j] = a_i, a_f, a_g, a_o
+            si[j] += a_i
+            sf[j] += a_f
+            sg[j] += a_g
+            so[j] += a_o
 
 
 @nb.njit(cache=True, nogil=True)

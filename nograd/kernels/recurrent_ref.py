@@ -19,6 +19,19 @@ def gru_gates_back(dh, h_prev, hp, r, z, n, dxp, dnr, db):
     db[3 * H:] += dnr.sum(axis=0, dtype=np.float64)
 
 
+def lstm_gates_back(dh, dc, c_prev, i, f, g, o, tc, da, db):
+    """:func:`nograd.kernels.recurrent.lstm_gates_back`: the LSTM's gate backward over ``R`` rows
+    (as ``LSTM._cell_back`` without layer norm), written into ``da (R, 4H)``; its column sums
+    added to ``db (4H,)``."""
+    H = dh.shape[1]
+    c = dc + dh * o * (1.0 - tc * tc)
+    da[:, :H] = c * g * i * (1.0 - i)
+    da[:, H:2 * H] = c * c_prev * f * (1.0 - f)
+    da[:, 2 * H:3 * H] = c * i * (1.0 - g * g)
+    da[:, 3 * H:] = dh * tc * o * (1.0 - o)
+    db += da.sum(axis=0, dtype=np.float64)
+
+
 def doubling_scan(out, a, block=256):
     """:func:`nograd.kernels.recurrent.doubling_scan`: the passes ``out[t] += a^d out[t + d]``,
     ``d = 1, 2, 4, …``, each on the previous pass's values (``block`` is ignored)."""

@@ -357,7 +357,7 @@ class LSTM(RecurrentBase):
     """
 
     gates, state_parts, state_feedback = 4, 2, True
-    _run = stack.lstm_run       # _cell's steps, caches stored time-major (read by backward_local)
+    _run, _fused_local = stack.lstm_run, "lstm"     # time-major caches, fused batched backward
 
     def __init__(self, input_size, hidden_size, *, layer_norm=False, eps=1e-5, num_layers=1,
                  bidirectional=False, dropout=0.0, rng=None, dtype=np.float32):

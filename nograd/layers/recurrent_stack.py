@@ -334,16 +334,17 @@ def gru_run(m, x, p, S0):
     return np.ascontiguousarray(hs[1:].transpose(1, 0, 2)), (x, S0, steps, (hs[T],))
 
 
-def _gru_stack_steps(m, steps, t0, t1):
-    """Steps ``t0:t1`` of a GRU pass's caches time-major (row ``(t - t0)·B + b``) for
-    :func:`_gru_cell_back_rows`: ``(h_{t-1}, H_p, r, z, n)``, ``((t1 - t0)·B, ·)`` each — views of
-    the arrays :func:`gru_run` stored (no copy), or stacked from the per-step caches."""
+def _stack_steps(m, steps, t0, t1):
+    """Steps ``t0:t1`` of a GRU's or LSTM's pass's caches time-major (row ``(t - t0)·B + b``) for
+    :func:`_gru_cell_back_rows` or :func:`_lstm_cell_back_rows`, ``((t1 - t0)·B, ·)`` each: views
+    of the arrays :func:`gru_run` or :func:`lstm_run` stored (no copy), or stacked from the
+    per-step caches."""
     return _stack_tm(steps, t0, t1)
 
 
 def _gru_cell_back_rows(m, cache, dS, p, g):
     """The GRU's ``_cell_back`` without the cotangent of ``h_{t-1}``, for the steps stacked by
-    :func:`_gru_stack_steps` (``R = T·B`` rows): the gate maths and the bias sums in one fused
+    :func:`_stack_steps` (``R = T·B`` rows): the gate maths and the bias sums in one fused
     pass (:func:`gru_gates_back`), then the ``weight_hh`` gradient as two GEMMs over all rows.
     Adds the gradients of ``weight_hh``, ``bias_hh`` and ``bias_ih`` to ``g``; returns
     ``dxp (R, 3H)``."""
@@ -357,9 +358,32 @@ def _gru_cell_back_rows(m, cache, dS, p, g):
     return dxp
 
 
+def _lstm_cell_back_rows(m, cache, dS, p, g):
+    """The LSTM's ``_cell_back`` without the cotangents of ``h_{t-1}`` and ``c_{t-1}``, for the
+    steps stacked time-major (``R = T·B`` rows): the gate maths and the bias sums in one fused
+    pass (:func:`nograd.kernels.recurrent.lstm_gates_back`), then ``weight_hh``'s gradient as one
+    GEMM over all rows; with layer norm, ``_cell_back`` itself. Adds the gradients of
+    ``weight_hh``, ``bias_hh`` and ``bias_ih`` to ``g``; returns ``dxp (R, 4H)``."""
+    h_prev, c_prev, i, f, gg, o, tc, lns = cache
+    if lns is not None:
+        dxp = m._cell_back(cache, dS, p, g, need_dh=False)[0]
+        g["bias_ih"] += dxp.sum(axis=0)
+        return dxp
+    from ..kernels.recurrent import lstm_gates_back   # Numba, on first use
+
+    dh, dc = (np.ascontiguousarray(d) for d in dS)
+    dxp = np.empty((dh.shape[0], 4 * m.hidden_size), dh.dtype)
+    db = np.zeros(4 * m.hidden_size)
+    lstm_gates_back(dh, dc, c_prev, i, f, gg, o, tc, dxp, db)
+    g["weight_hh"] += dxp.T @ h_prev
+    g["bias_hh"] += db
+    g["bias_ih"] += db
+    return dxp
+
+
 #: the fused paths of :func:`backward_local`, by a layer's ``_fused_local``: ``(stack the step
 #: caches, the cells' backward over all rows, adding bias_ih's gradient too)``
-FUSED_LOCAL = {"gru": (_gru_stack_steps, _gru_cell_back_rows)}
+FUSED_LOCAL = {"gru": (_stack_steps, _gru_cell_back_rows), "lstm": (_stack_steps, _lstm_cell_back_rows)}
 
 
 def _local_pass(m, k, cache, dy, q, need_dx, carry, rows=8192):

@@ -1,5 +1,5 @@
-"""The compiled loops of nograd.kernels.recurrent (the GRU's fused gate backward with its bias sums,
-DSF's doubling scan and its compiled recursion) against their NumPy references in
+"""The compiled loops of nograd.kernels.recurrent (the GRU's and the LSTM's fused gate backward with
+their bias sums, DSF's doubling scan and its compiled recursion) against their NumPy references in
 nograd.kernels.recurrent_ref, on hypothesis-drawn shapes, float32 and float64, strided inputs."""
 import numpy as np
 from hypothesis import given, settings
@@ -28,6 +28,25 @@ def test_gru_gates_back_matches_reference(R, H, dtype, seed):
         np.testing.assert_allclose(got, want, **TOL[dtype], err_msg=name)
     # the reference is the formulas: ā_n = h̄(1 - z)(1 - n²) is dxp's last third
     np.testing.assert_allclose(out[1][0][:, 2 * H:], dh * (1 - z) * (1 - n * n), **TOL[dtype])
+
+
+@SETTINGS
+@given(R=st.integers(1, 24), H=st.integers(1, 9), dtype=DTYPES, seed=st.integers(0, 2**31))
+def test_lstm_gates_back_matches_reference(R, H, dtype, seed):
+    rng = np.random.default_rng(seed)
+    dh, dc, c_prev, tc = (rng.standard_normal((R, H)).astype(dtype) for _ in range(4))
+    i, f, o = (rng.uniform(0, 1, (R, H)).astype(dtype) for _ in range(3))   # gate values
+    g = rng.uniform(-1, 1, (R, H)).astype(dtype)
+    db0 = rng.standard_normal(4 * H)                                         # sums are added
+    out = [(np.empty((R, 4 * H), dtype), db0.copy()) for _ in range(2)]
+    kr.lstm_gates_back(dh, dc, c_prev, i, f, g, o, tc, *out[0])
+    ref.lstm_gates_back(dh, dc, c_prev, i, f, g, o, tc, *out[1])
+    for got, want, name in zip(out[0], out[1], ("da", "db")):
+        np.testing.assert_allclose(got, want, **TOL[dtype], err_msg=name)
+    # the reference is LSTM._cell_back's maths: ā_o = h̄ tanh(c) o(1 - o), ā_g = c̄ i (1 - g²)
+    cbar = dc + dh * o * (1 - tc * tc)
+    np.testing.assert_allclose(out[1][0][:, 3 * H:], dh * tc * o * (1 - o), **TOL[dtype])
+    np.testing.assert_allclose(out[1][0][:, 2 * H:3 * H], cbar * i * (1 - g * g), **TOL[dtype])
 
 
 @SETTINGS

@@ -263,6 +263,25 @@ def test_fused_gru_path_equals_the_generic_cell_backward(monkeypatch):
         np.testing.assert_allclose(fused[k], generic[k], rtol=1e-12, atol=1e-14, err_msg=k)
 
 
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_fused_lstm_path_equals_the_generic_cell_backward(monkeypatch, layer_norm):
+    """The LSTM's fused path (lstm_gates_back, one W_hh GEMM) against LSTM._cell_back over the
+    stacked rows, in a bidirectional two-layer stack with the ramp feedback; with layer norm the
+    fused path hands the rows to _cell_back itself."""
+    from nograd.layers.recurrent import LSTM as LSTMClass
+
+    rng = np.random.default_rng(11)
+    model = Sequential(LSTM(3, 4, num_layers=2, bidirectional=True, layer_norm=layer_norm, rng=rng,
+                            dtype=np.float64), Linear(8, 5, rng=rng, dtype=np.float64))
+    x, y = rng.standard_normal((3, 7, 3)), rng.integers(0, 5, (3, 7))
+    fused, _ = DSF().grads(model, x, y)
+    monkeypatch.setattr(LSTMClass, "_fused_local", None)
+    generic, _ = DSF().grads(model, x, y)
+    assert set(fused) == set(generic) == set(model.params)
+    for k in fused:
+        np.testing.assert_allclose(fused[k], generic[k], rtol=1e-12, atol=1e-14, err_msg=k)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batch", [1, 4, 33])
 def test_gru_forward_stores_time_major_caches_with_the_same_numbers(dtype, batch):
@@ -290,9 +309,9 @@ def test_gru_forward_stores_time_major_caches_with_the_same_numbers(dtype, batch
     (dx, g), (dx0, g0) = gru.backward(cache, dy), gru.backward(cache0, dy)
     assert dx.tobytes() == dx0.tobytes() and all(g[k].tobytes() == g0[k].tobytes() for k in g)
     steps = cache[0][0][2]                                      # pass (0, forward)
-    rows = recurrent_stack._gru_stack_steps(gru, steps, 2, 7)
+    rows = recurrent_stack._stack_steps(gru, steps, 2, 7)
     assert all(np.shares_memory(v, w) for v, w in zip(rows, steps.tm))
-    copied = recurrent_stack._gru_stack_steps(gru, list(steps), 2, 7)
+    copied = recurrent_stack._stack_steps(gru, list(steps), 2, 7)
     for v, w in zip(rows, copied):
         assert v.shape == w.shape and not np.shares_memory(v, w)
         np.testing.assert_array_equal(v, w)
