@@ -246,36 +246,18 @@ def test_gru_fused_gate_backward_matches_the_formulas():
     np.testing.assert_allclose(db32, db, rtol=1e-5, atol=1e-5)
 
 
-def test_fused_gru_path_equals_the_generic_cell_backward(monkeypatch):
-    """The GRU's fused path (fused kernel, split W_hh GEMMs) against GRU._cell_back over the
-    stacked rows, in a bidirectional two-layer stack with the ramp feedback."""
-    from nograd.layers.recurrent import GRU as GRUClass
-
+@pytest.mark.parametrize("cell, kw", [(GRU, {}), (LSTM, {}), (LSTM, {"layer_norm": True})])
+def test_fused_paths_equal_the_generic_cell_backward(monkeypatch, cell, kw):
+    """The GRU's fused path (fused kernel, split W_hh GEMMs) and the LSTM's (lstm_gates_back, one
+    W_hh GEMM) against the cell's _cell_back over the stacked rows, in a bidirectional two-layer
+    stack with the ramp feedback; with layer norm the LSTM's fused path hands the rows to
+    _cell_back itself."""
     rng = np.random.default_rng(10)
-    model = Sequential(GRU(3, 4, num_layers=2, bidirectional=True, rng=rng, dtype=np.float64),
+    model = Sequential(cell(3, 4, num_layers=2, bidirectional=True, rng=rng, dtype=np.float64, **kw),
                        Linear(8, 5, rng=rng, dtype=np.float64))
     x, y = rng.standard_normal((3, 7, 3)), rng.integers(0, 5, (3, 7))
     fused, _ = DSF().grads(model, x, y)
-    monkeypatch.setattr(GRUClass, "_fused_local", None)
-    generic, _ = DSF().grads(model, x, y)
-    assert set(fused) == set(generic) == set(model.params)
-    for k in fused:
-        np.testing.assert_allclose(fused[k], generic[k], rtol=1e-12, atol=1e-14, err_msg=k)
-
-
-@pytest.mark.parametrize("layer_norm", [False, True])
-def test_fused_lstm_path_equals_the_generic_cell_backward(monkeypatch, layer_norm):
-    """The LSTM's fused path (lstm_gates_back, one W_hh GEMM) against LSTM._cell_back over the
-    stacked rows, in a bidirectional two-layer stack with the ramp feedback; with layer norm the
-    fused path hands the rows to _cell_back itself."""
-    from nograd.layers.recurrent import LSTM as LSTMClass
-
-    rng = np.random.default_rng(11)
-    model = Sequential(LSTM(3, 4, num_layers=2, bidirectional=True, layer_norm=layer_norm, rng=rng,
-                            dtype=np.float64), Linear(8, 5, rng=rng, dtype=np.float64))
-    x, y = rng.standard_normal((3, 7, 3)), rng.integers(0, 5, (3, 7))
-    fused, _ = DSF().grads(model, x, y)
-    monkeypatch.setattr(LSTMClass, "_fused_local", None)
+    monkeypatch.setattr(cell, "_fused_local", None)
     generic, _ = DSF().grads(model, x, y)
     assert set(fused) == set(generic) == set(model.params)
     for k in fused:
